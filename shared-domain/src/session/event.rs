@@ -1,0 +1,115 @@
+//! The events of a `QuerySession` and their schema versions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::aggregate::DomainEvent;
+use crate::upcast::{UpcastError, Upcaster};
+use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
+
+/// Something that happened to a query session. Internally tagged JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum SessionEvent {
+    SessionCreated {
+        title: SessionTitle,
+    },
+    SessionRenamed {
+        title: SessionTitle,
+    },
+    DatasetAttached {
+        dataset: DatasetRef,
+    },
+    /// Version 2 added `engine`; version 1 payloads are upcast to `"server"`,
+    /// the only engine that existed then.
+    QuerySubmitted {
+        query_id: QueryId,
+        sql: SqlQuery,
+        engine: Engine,
+    },
+    QueryStarted {
+        query_id: QueryId,
+    },
+    QueryCompleted {
+        query_id: QueryId,
+        row_count: u64,
+        columns: Vec<Column>,
+        elapsed_ms: u64,
+    },
+    QueryFailed {
+        query_id: QueryId,
+        error_id: ErrorId,
+        message: String,
+    },
+    QueryCancelled {
+        query_id: QueryId,
+    },
+    SessionClosed {},
+}
+
+/// Every event type with its current schema version.
+const CURRENT_VERSIONS: &[(&str, u32)] = &[
+    ("SessionCreated", 1),
+    ("SessionRenamed", 1),
+    ("DatasetAttached", 1),
+    ("QuerySubmitted", 2),
+    ("QueryStarted", 1),
+    ("QueryCompleted", 1),
+    ("QueryFailed", 1),
+    ("QueryCancelled", 1),
+    ("SessionClosed", 1),
+];
+
+impl DomainEvent for SessionEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            SessionEvent::SessionCreated { .. } => "SessionCreated",
+            SessionEvent::SessionRenamed { .. } => "SessionRenamed",
+            SessionEvent::DatasetAttached { .. } => "DatasetAttached",
+            SessionEvent::QuerySubmitted { .. } => "QuerySubmitted",
+            SessionEvent::QueryStarted { .. } => "QueryStarted",
+            SessionEvent::QueryCompleted { .. } => "QueryCompleted",
+            SessionEvent::QueryFailed { .. } => "QueryFailed",
+            SessionEvent::QueryCancelled { .. } => "QueryCancelled",
+            SessionEvent::SessionClosed {} => "SessionClosed",
+        }
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        CURRENT_VERSIONS
+            .iter()
+            .find(|(name, _)| *name == event_type)
+            .map(|(_, version)| *version)
+    }
+}
+
+impl SessionEvent {
+    /// The query this event is about, if any.
+    pub fn query_id(&self) -> Option<QueryId> {
+        match self {
+            SessionEvent::QuerySubmitted { query_id, .. }
+            | SessionEvent::QueryStarted { query_id }
+            | SessionEvent::QueryCompleted { query_id, .. }
+            | SessionEvent::QueryFailed { query_id, .. }
+            | SessionEvent::QueryCancelled { query_id } => Some(*query_id),
+            _ => None,
+        }
+    }
+
+    /// The upcaster chain that brings every stored `QuerySession` payload to
+    /// the current version.
+    pub fn upcaster() -> Upcaster {
+        Upcaster::new().step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+    }
+}
+
+/// v1 `QuerySubmitted` had no `engine`: every query then ran on the server.
+fn query_submitted_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload.as_object_mut().ok_or_else(|| {
+        UpcastError::Malformed("QuerySubmitted v1 payload is not an object".into())
+    })?;
+    object
+        .entry("engine")
+        .or_insert_with(|| Value::String("server".into()));
+    Ok(payload)
+}
