@@ -1,0 +1,31 @@
+//! The walking skeleton: the real binary starts, reports health, serves the client.
+
+use sextant_tests::ServerProcess;
+
+#[tokio::test]
+async fn server_binary_reports_health_with_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]).unwrap();
+    let body: serde_json::Value = reqwest::get(format!("{}/api/health", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    let missing = reqwest::get(format!("{}/api/nope", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = missing.json().await.unwrap();
+    assert!(problem["error_id"].as_str().is_some());
+    assert!(server.log().contains(problem["error_id"].as_str().unwrap()));
+    let status = server.stop().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
