@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Forbidden,
     /// No such resource (404).
     NotFound,
+    /// The endpoint exists but not with this method (405).
+    MethodNotAllowed,
     /// Stale or future `expected_version`, or a resource not in the needed state (409).
     Conflict,
     /// Body larger than the configured limit (413).
@@ -41,6 +43,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not-found",
+            ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::UnsupportedMediaType => "unsupported-media-type",
@@ -69,6 +73,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "Bad request",
             ErrorKind::Forbidden => "Forbidden",
             ErrorKind::NotFound => "Not found",
+            ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::Conflict => "Version conflict",
             ErrorKind::PayloadTooLarge => "Payload too large",
             ErrorKind::UnsupportedMediaType => "Unsupported media type",

@@ -4,12 +4,22 @@
 //! modules with one concern each:
 //! - [`config`]: flags and environment;
 //! - [`error`]: the one error type, rendered as problem JSON with an error id;
-//! - [`http`]: the axum router, handlers and static file serving.
+//! - [`http`]: the axum router, handlers and static file serving;
+//! - [`store`]: the SQLite event store and its migrations;
+//! - [`pipeline`]: load -> decide -> persist -> publish -> react (the one writer);
+//! - [`bus`]: in-process broadcast of committed events and progress frames;
+//! - [`projections`]: in-memory read models;
+//! - [`sse`]: the `/api/events` Server-Sent Events feed.
 
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod pipeline;
+pub mod projections;
+pub mod sse;
 pub mod state;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;

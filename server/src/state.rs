@@ -1,9 +1,16 @@
-//! Shared application state handed to every handler.
+//! Shared application state handed to every handler: the event store, the
+//! command pipeline (its single writer), the bus and the projections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context;
+
+use crate::bus::Bus;
 use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::projections::Projections;
+use crate::store::EventStore;
 
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -13,16 +20,52 @@ pub struct AppState {
 
 struct Inner {
     ready: AtomicBool,
+    store: EventStore,
+    bus: Bus,
+    pipeline: Pipeline,
+    projections: Projections,
 }
 
 impl AppState {
     /// Opens everything the server needs before it can answer.
-    pub async fn open(_config: &Config) -> anyhow::Result<Self> {
+    /// Migrations are applied and the projections rebuilt before it returns.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let path = config.database_path();
+        let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
+            .await
+            .context("opening the event store")??;
+        let bus = Bus::default();
+        let pipeline = Pipeline::start(writer, bus.clone());
+        let projections = Projections::start(store.clone(), &bus).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
+                store,
+                bus,
+                pipeline,
+                projections,
             }),
         })
+    }
+
+    /// The event store (read side).
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    /// The in-process bus: committed events and ephemeral frames.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// The command pipeline: every write goes through it.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// The in-memory read models.
+    pub fn projections(&self) -> &Projections {
+        &self.inner.projections
     }
 
     /// Whether start-up work (migrations, projections, demo data) is done.

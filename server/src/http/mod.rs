@@ -1,8 +1,14 @@
 //! The HTTP surface: `/api/*` handlers and the built client as static files.
+//! Handlers live in submodules by concern; every error, including the
+//! framework's own rejections, is problem JSON.
 
-use axum::extract::State;
+pub mod commands;
+pub mod extract;
+pub mod reads;
+
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::services::{ServeDir, ServeFile};
@@ -16,7 +22,19 @@ use crate::state::AppState;
 pub fn router(state: AppState, config: &Config) -> Router {
     let api = Router::new()
         .route("/health", get(health))
-        .fallback(api_not_found);
+        .route("/commands", post(commands::post_command))
+        .route("/commands/batch", post(commands::post_batch))
+        .route("/events", get(crate::sse::events))
+        .route(
+            "/aggregates/{aggregate_type}/{id}/events",
+            get(reads::aggregate_events),
+        )
+        .route("/sessions", get(reads::list_sessions))
+        .route("/sessions/{id}", get(reads::get_session))
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(api_method_not_allowed)
+        // Bodies over the limit are refused by the extractors with a 413 problem.
+        .layer(DefaultBodyLimit::max(config.body_limit));
 
     // Client routes (`/sessions/…`) fall back to index.html; the client routes itself.
     let index = config.static_dir.join("index.html");
@@ -40,4 +58,11 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn api_not_found() -> AppError {
     AppError::not_found("no such API endpoint")
+}
+
+async fn api_method_not_allowed() -> AppError {
+    AppError::new(
+        ErrorKind::MethodNotAllowed,
+        "this endpoint does not accept that method",
+    )
 }

@@ -1,0 +1,151 @@
+//! The in-process bus: one `tokio::sync::broadcast` channel carrying every
+//! committed event (in global-sequence order, published by the pipeline's
+//! writer right after each commit) and ephemeral frames such as query
+//! progress, which are never stored.
+//!
+//! Subscribers that fall behind get `RecvError::Lagged`; event consumers
+//! (SSE streams, projections) then catch up from the store, which is the
+//! truth. Ephemeral frames lost that way are simply superseded by later ones.
+
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+use shared_domain::{EventEnvelope, QueryId};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// How many messages a subscriber may fall behind before it lags.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// A committed event with its JSON, serialized once however many SSE
+/// subscribers send it.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub envelope: EventEnvelope,
+    json: OnceLock<String>,
+}
+
+impl StoredEvent {
+    pub fn new(envelope: EventEnvelope) -> Self {
+        Self {
+            envelope,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The envelope's JSON (one line), computed on first use.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(&self.envelope).expect("event envelopes serialize")
+        })
+    }
+
+    pub fn global_sequence(&self) -> u64 {
+        self.envelope.global_sequence
+    }
+}
+
+/// Progress of a running server query, streamed as `event: progress` with
+/// `{"query_id", "percent", "elapsed_ms"}` and no `id` (it is not stored).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressFrame {
+    /// The session the query belongs to: routes the frame to `?session=`
+    /// scoped streams. Not part of the JSON.
+    #[serde(skip)]
+    pub session_id: Uuid,
+    pub query_id: QueryId,
+    /// 0 to 100.
+    pub percent: f64,
+    pub elapsed_ms: u64,
+}
+
+/// What travels on the bus.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    Event(Arc<StoredEvent>),
+    Progress(Arc<ProgressFrame>),
+}
+
+/// Cheap to clone; every clone publishes to the same subscribers.
+#[derive(Clone)]
+pub struct Bus {
+    sender: broadcast::Sender<BusMessage>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Bus {
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity);
+        Self { sender }
+    }
+
+    /// A receiver of every message published from now on. Subscribe before
+    /// replaying from the store, then drop duplicates by global sequence.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusMessage> {
+        self.sender.subscribe()
+    }
+
+    /// Publishes a committed event. Only the pipeline's writer calls this,
+    /// after the commit, in global-sequence order.
+    pub fn publish_event(&self, event: Arc<StoredEvent>) {
+        // No subscribers is fine: nobody is listening yet.
+        let _ = self.sender.send(BusMessage::Event(event));
+    }
+
+    /// Publishes an ephemeral progress frame to the SSE streams.
+    pub fn publish_progress(&self, frame: ProgressFrame) {
+        let _ = self.sender.send(BusMessage::Progress(Arc::new(frame)));
+    }
+
+    /// The number of live receivers.
+    pub fn subscriber_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_frames_serialize_without_the_session() {
+        let frame = ProgressFrame {
+            session_id: Uuid::new_v4(),
+            query_id: QueryId(Uuid::nil()),
+            percent: 42.5,
+            elapsed_ms: 1200,
+        };
+        let json = serde_json::to_value(&frame).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"query_id": Uuid::nil(), "percent": 42.5, "elapsed_ms": 1200})
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_what_is_published_after_they_subscribe() {
+        let bus = Bus::new(4);
+        bus.publish_progress(ProgressFrame {
+            session_id: Uuid::nil(),
+            query_id: QueryId(Uuid::nil()),
+            percent: 1.0,
+            elapsed_ms: 1,
+        });
+        let mut rx = bus.subscribe();
+        bus.publish_progress(ProgressFrame {
+            session_id: Uuid::nil(),
+            query_id: QueryId(Uuid::nil()),
+            percent: 2.0,
+            elapsed_ms: 2,
+        });
+        match rx.recv().await.unwrap() {
+            BusMessage::Progress(frame) => assert_eq!(frame.percent, 2.0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

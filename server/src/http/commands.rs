@@ -1,0 +1,111 @@
+//! `POST /api/commands` and `POST /api/commands/batch`: the write side.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared_domain::CommandEnvelope;
+
+use super::extract::JsonBody;
+use crate::error::AppError;
+use crate::pipeline::{CommandAccepted, CommandContext, CommandOutcome, Origin};
+use crate::state::AppState;
+
+/// The most commands one batch may carry.
+pub const MAX_BATCH: usize = 500;
+
+/// The header a client may send to name itself in event metadata.
+pub const CLIENT_ID_HEADER: &str = "x-sextant-client";
+
+fn http_context(headers: &HeaderMap) -> CommandContext {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
+    CommandContext {
+        origin: Origin::Http,
+        client_id: text(CLIENT_ID_HEADER),
+        user_agent: text("user-agent"),
+        correlation_id: None,
+        causation_id: None,
+    }
+}
+
+/// Read-your-writes: answer only once the read models show this command.
+async fn settle(state: &AppState, outcome: CommandOutcome) -> CommandOutcome {
+    let accepted = outcome?;
+    if let Some(sequence) = accepted.last_global_sequence() {
+        state.projections().wait_for(sequence).await?;
+    }
+    Ok(accepted)
+}
+
+pub async fn post_command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(envelope): JsonBody<CommandEnvelope<Value>>,
+) -> Result<Json<CommandAccepted>, AppError> {
+    let outcome = state
+        .pipeline()
+        .execute_json(&envelope, http_context(&headers))
+        .await;
+    settle(&state, outcome).await.map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    commands: Vec<Value>,
+}
+
+pub async fn post_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(batch): JsonBody<Batch>,
+) -> Result<Response, AppError> {
+    if batch.commands.len() > MAX_BATCH {
+        return Err(AppError::bad_request(format!(
+            "a batch holds at most {MAX_BATCH} commands, this one has {}",
+            batch.commands.len()
+        )));
+    }
+    // Each element is judged alone: one malformed command is a 400 in its
+    // slot, not a failed batch.
+    let parsed: Vec<Result<CommandEnvelope<Value>, AppError>> = batch
+        .commands
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_value(raw)
+                .map_err(|e| AppError::bad_request(format!("invalid command envelope: {e}")))
+        })
+        .collect();
+    let valid: Vec<CommandEnvelope<Value>> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = state
+        .pipeline()
+        .execute_batch(&valid, http_context(&headers))
+        .await
+        .into_iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    for slot in parsed {
+        let outcome = match slot {
+            Ok(_) => outcomes.next().expect("one outcome per valid command"),
+            Err(error) => Err(error),
+        };
+        let outcome = settle(&state, outcome).await;
+        results.push(match outcome {
+            Ok(accepted) => json!({ "status": 200, "body": accepted }),
+            Err(error) => {
+                error.log();
+                json!({ "status": error.kind.status().as_u16(), "body": error.problem() })
+            }
+        });
+    }
+    Ok(Json(json!({ "results": results })).into_response())
+}

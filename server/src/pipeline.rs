@@ -1,0 +1,628 @@
+//! The command pipeline: load -> decide -> persist with the expected version
+//! -> publish -> react. It owns the event store's single writer.
+//!
+//! Every command, from HTTP or from the server's own query executor, goes
+//! through one writer thread. It takes whatever commands are queued (up to
+//! [`MAX_GROUP`]) and handles them one after the other inside one SQLite
+//! transaction (group commit): for each, it checks `processed_commands`
+//! (idempotency, before anything else), loads the aggregate (from its cache,
+//! which only this thread mutates, or from the store with upcasting), refuses
+//! executor-only commands from HTTP (403), compares `expected_version` with
+//! the current version (409), asks the dataset catalog (422), decides with
+//! the pure `QuerySession::handle` (422) and appends the events and the
+//! processed-command record under a savepoint. After the one COMMIT it
+//! publishes the events on the bus in global-sequence order, hands them to
+//! the reactors and answers every caller. Throughput therefore grows with
+//! the number of concurrent issuers, and no answer is sent before its
+//! transaction is committed (see [`crate::store`] for why that survives
+//! kill -9).
+//!
+//! # Interface for other server modules (the query executor)
+//!
+//! - Issue a command as the executor:
+//!   `pipeline.execute(envelope, Origin::Executor).await` with a
+//!   `CommandEnvelope<SessionCommand>`; it returns [`CommandOutcome`], the
+//!   very type the HTTP handlers use (`Ok(CommandAccepted { aggregate_id,
+//!   version, events, .. })`, or an [`AppError`] whose `kind` is `Conflict`
+//!   with `current_version`, `Unprocessable`, …). `Origin::Http` refuses
+//!   executor-only commands (`QuerySession::is_executor_only`) with 403.
+//!   [`Pipeline::execute_with`] takes a full [`CommandContext`] (correlation
+//!   and causation ids).
+//! - React to committed events: implement [`Reactor`] and register it with
+//!   [`Pipeline::add_reactor`] before serving. `react` is called on a tokio
+//!   task, once per accepted command with that command's stored events
+//!   (global sequences assigned), after the commit and after the bus
+//!   publish, never for resends. It must not block: spawn the work.
+//! - Progress frames: `bus.publish_progress(ProgressFrame { session_id,
+//!   query_id, percent, elapsed_ms })` on [`crate::bus::Bus`] (also reachable
+//!   as `AppState::bus()`); SSE streams send them as `event: progress`.
+//! - Validate server dataset names before deciding: implement
+//!   [`DatasetCatalog`] and install it with [`Pipeline::set_catalog`]. An
+//!   `AttachDataset` of a `server` dataset whose name `exists` denies is
+//!   refused with 422 and nothing is stored. `exists` runs on the writer
+//!   thread: it must be a quick in-memory lookup.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
+use serde_json::Value;
+use shared_domain::{
+    Aggregate, CommandEnvelope, DatasetName, DatasetRef, EventEnvelope, EventMetadata,
+    QuerySession, SessionCommand,
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::bus::{Bus, StoredEvent};
+use crate::error::{AppError, ErrorKind};
+use crate::store::{self, ProcessedCommand, WriteConnection};
+
+/// The most commands committed in one transaction.
+pub const MAX_GROUP: usize = 256;
+/// How many commands may wait for the writer before callers wait to enqueue.
+const QUEUE_CAPACITY: usize = 8192;
+/// The writer's aggregate cache is dropped when it grows past this.
+const CACHE_CAPACITY: usize = 100_000;
+/// The `client_id` recorded on events the query executor causes.
+pub const EXECUTOR_CLIENT_ID: &str = "server:query-executor";
+
+/// Who issues a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A client over HTTP: executor-only commands are refused (403).
+    #[default]
+    Http,
+    /// The server's own query executor.
+    Executor,
+}
+
+/// Where a command comes from, recorded in its events' metadata.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    pub origin: Origin,
+    pub client_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+impl CommandContext {
+    /// The context of the server's query executor.
+    pub fn executor() -> Self {
+        Self {
+            origin: Origin::Executor,
+            client_id: Some(EXECUTOR_CLIENT_ID.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+impl From<Origin> for CommandContext {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::Http => Self::default(),
+            Origin::Executor => Self::executor(),
+        }
+    }
+}
+
+/// An accepted command: the `POST /api/commands` 200 body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandAccepted {
+    pub aggregate_id: Uuid,
+    /// The aggregate's version after this command.
+    pub version: u64,
+    /// The events this command appended (the original ones for a resend).
+    pub events: Vec<EventEnvelope>,
+    /// Whether this answers a resend (nothing was appended this time).
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+impl CommandAccepted {
+    /// The global sequence of the last event, if the command produced any.
+    pub fn last_global_sequence(&self) -> Option<u64> {
+        self.events.last().map(|e| e.global_sequence)
+    }
+}
+
+/// What every command yields, from HTTP or from the executor.
+pub type CommandOutcome = Result<CommandAccepted, AppError>;
+
+/// Background work started by committed events (DuckDB execution, …).
+pub trait Reactor: Send + Sync + 'static {
+    /// Called once per accepted command with its stored events, after the
+    /// commit and the bus publish, on a tokio task. Must not block.
+    fn react(&self, events: &[EventEnvelope]);
+}
+
+/// The server's dataset catalog, consulted before `AttachDataset` is decided.
+pub trait DatasetCatalog: Send + Sync + 'static {
+    /// Whether a server dataset of this name exists. Called on the writer
+    /// thread: answer from memory.
+    fn exists(&self, name: &DatasetName) -> bool;
+}
+
+/// Parses a wire envelope into a session command (400 when it is not one).
+pub fn parse_command(
+    envelope: &CommandEnvelope<Value>,
+) -> Result<CommandEnvelope<SessionCommand>, AppError> {
+    if envelope.aggregate_type != QuerySession::TYPE {
+        return Err(AppError::bad_request(format!(
+            "unknown aggregate type {:?}; the only one is {:?}",
+            envelope.aggregate_type,
+            QuerySession::TYPE
+        )));
+    }
+    envelope
+        .parse::<QuerySession>()
+        .map_err(|e| AppError::bad_request(format!("invalid command: {e}")))
+}
+
+/// The handle every caller uses; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    requests: mpsc::Sender<WriteRequest>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    bus: Bus,
+    catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
+    reactors: RwLock<Vec<Arc<dyn Reactor>>>,
+}
+
+struct WriteRequest {
+    envelope: CommandEnvelope<SessionCommand>,
+    context: CommandContext,
+    reply: oneshot::Sender<CommandOutcome>,
+}
+
+impl Pipeline {
+    /// Starts the writer thread on `writer` and the reactor dispatcher (on
+    /// the current tokio runtime).
+    pub fn start(writer: WriteConnection, bus: Bus) -> Pipeline {
+        let shared = Arc::new(Shared {
+            bus,
+            catalog: RwLock::new(None),
+            reactors: RwLock::new(Vec::new()),
+        });
+        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Vec<EventEnvelope>>();
+        let writer = Writer {
+            conn: writer.0,
+            cache: HashMap::new(),
+            shared: shared.clone(),
+            committed: committed_tx,
+        };
+        std::thread::Builder::new()
+            .name("event-store-writer".into())
+            .spawn(move || writer.run(queue))
+            .expect("spawning the event store writer");
+        let dispatch = shared.clone();
+        tokio::spawn(async move {
+            while let Some(events) = committed_rx.recv().await {
+                let reactors = dispatch.reactors.read().expect("reactors lock").clone();
+                for reactor in reactors {
+                    reactor.react(&events);
+                }
+            }
+        });
+        Pipeline { requests, shared }
+    }
+
+    /// The bus this pipeline publishes to.
+    pub fn bus(&self) -> &Bus {
+        &self.shared.bus
+    }
+
+    /// Registers background work triggered by committed events.
+    pub fn add_reactor(&self, reactor: Arc<dyn Reactor>) {
+        self.shared
+            .reactors
+            .write()
+            .expect("reactors lock")
+            .push(reactor);
+    }
+
+    /// Installs the catalog that validates server dataset names.
+    pub fn set_catalog(&self, catalog: Arc<dyn DatasetCatalog>) {
+        *self.shared.catalog.write().expect("catalog lock") = Some(catalog);
+    }
+
+    /// Handles one command from `origin`.
+    pub async fn execute(
+        &self,
+        envelope: CommandEnvelope<SessionCommand>,
+        origin: Origin,
+    ) -> CommandOutcome {
+        self.execute_with(envelope, origin.into()).await
+    }
+
+    /// Handles one command with its full context.
+    pub async fn execute_with(
+        &self,
+        envelope: CommandEnvelope<SessionCommand>,
+        context: CommandContext,
+    ) -> CommandOutcome {
+        let pending = self.enqueue(envelope, context).await?;
+        receive(pending).await
+    }
+
+    /// Parses and handles one wire command.
+    pub async fn execute_json(
+        &self,
+        envelope: &CommandEnvelope<Value>,
+        context: CommandContext,
+    ) -> CommandOutcome {
+        let envelope = parse_command(envelope)?;
+        self.execute_with(envelope, context).await
+    }
+
+    /// Handles wire commands in order, each exactly as if sent alone. They are
+    /// all queued before the first answer is awaited, so they usually share
+    /// one transaction; a later command sees the effects of earlier ones.
+    pub async fn execute_batch(
+        &self,
+        envelopes: &[CommandEnvelope<Value>],
+        context: CommandContext,
+    ) -> Vec<CommandOutcome> {
+        let mut pending = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let queued = match parse_command(envelope) {
+                Ok(envelope) => self.enqueue(envelope, context.clone()).await,
+                Err(error) => Err(error),
+            };
+            pending.push(queued);
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for queued in pending {
+            outcomes.push(match queued {
+                Ok(rx) => receive(rx).await,
+                Err(error) => Err(error),
+            });
+        }
+        outcomes
+    }
+
+    async fn enqueue(
+        &self,
+        envelope: CommandEnvelope<SessionCommand>,
+        context: CommandContext,
+    ) -> Result<oneshot::Receiver<CommandOutcome>, AppError> {
+        if envelope.aggregate_type != QuerySession::TYPE {
+            return Err(AppError::bad_request(format!(
+                "unknown aggregate type {:?}",
+                envelope.aggregate_type
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(WriteRequest {
+                envelope,
+                context,
+                reply,
+            })
+            .await
+            .map_err(|_| AppError::new(ErrorKind::Unavailable, "the event store writer stopped"))?;
+        Ok(rx)
+    }
+}
+
+async fn receive(rx: oneshot::Receiver<CommandOutcome>) -> CommandOutcome {
+    rx.await.map_err(|_| {
+        AppError::internal("the event store writer dropped a command without answering")
+    })?
+}
+
+/// The single writer: owns the write connection and the aggregate cache.
+struct Writer {
+    conn: Connection,
+    /// Committed aggregate states. Only this thread appends, so the cache is
+    /// always exactly what the store holds.
+    cache: HashMap<Uuid, QuerySession>,
+    shared: Arc<Shared>,
+    committed: mpsc::UnboundedSender<Vec<EventEnvelope>>,
+}
+
+/// What one command did inside a group, before the group commits.
+enum Decided {
+    Appended(CommandAccepted, SessionCommand),
+    Duplicate(CommandAccepted),
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        tracing::debug!("event store writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<WriteRequest>) {
+        let now = store::now();
+        let mut staged: HashMap<Uuid, QuerySession> = HashMap::new();
+        let mut decided: Vec<Result<Decided, AppError>> = Vec::with_capacity(group.len());
+        let committed = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(mut tx) => {
+                for request in &group {
+                    decided.push(decide_one(
+                        &mut tx,
+                        &self.cache,
+                        &mut staged,
+                        &self.shared,
+                        request,
+                        now,
+                    ));
+                }
+                tx.commit()
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = committed {
+            // Nothing of this group is stored; the cache may still be trusted
+            // but is cleared to be safe.
+            self.cache.clear();
+            tracing::error!(%error, "event store commit failed");
+            for (request, outcome) in group.into_iter().zip(
+                decided
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            ) {
+                let outcome = match outcome {
+                    Some(Err(refused)) => Err(refused),
+                    _ => Err(AppError::internal(format!(
+                        "the event store could not commit: {error}"
+                    ))),
+                };
+                let _ = request.reply.send(outcome);
+            }
+            return;
+        }
+        if self.cache.len() + staged.len() > CACHE_CAPACITY {
+            self.cache.clear();
+        }
+        self.cache.extend(staged);
+        let has_reactors = !self
+            .shared
+            .reactors
+            .read()
+            .expect("reactors lock")
+            .is_empty();
+        for (request, outcome) in group.into_iter().zip(decided) {
+            let outcome = match outcome {
+                Ok(Decided::Appended(accepted, command)) => {
+                    tracing::info!(
+                        command_id = %request.envelope.command_id,
+                        command = command.name(),
+                        aggregate_type = QuerySession::TYPE,
+                        aggregate_id = %accepted.aggregate_id,
+                        version = accepted.version,
+                        "command accepted"
+                    );
+                    for event in &accepted.events {
+                        self.shared
+                            .bus
+                            .publish_event(Arc::new(StoredEvent::new(event.clone())));
+                    }
+                    if has_reactors {
+                        let _ = self.committed.send(accepted.events.clone());
+                    }
+                    Ok(accepted)
+                }
+                Ok(Decided::Duplicate(accepted)) => {
+                    tracing::debug!(
+                        command_id = %request.envelope.command_id,
+                        "resent command answered from processed_commands"
+                    );
+                    Ok(accepted)
+                }
+                Err(refused) => Err(refused),
+            };
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// Handles one command inside the group transaction `tx`.
+fn decide_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    cache: &HashMap<Uuid, QuerySession>,
+    staged: &mut HashMap<Uuid, QuerySession>,
+    shared: &Shared,
+    request: &WriteRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Decided, AppError> {
+    let envelope = &request.envelope;
+    let command_id = envelope.command_id;
+    let aggregate_id = envelope.aggregate_id;
+    let canonical = serde_json::to_string(envelope).map_err(AppError::internal)?;
+
+    // 1. Idempotency first: a resend gets the original answer, even if its
+    //    expected version is stale by now.
+    if let Some(processed) = store::find_processed(tx, command_id).map_err(store_error)? {
+        if processed.request != canonical {
+            return Err(AppError::new(
+                ErrorKind::Unprocessable,
+                format!(
+                    "command id {command_id} was already used for a different command; \
+                     use a fresh command_id for a new command"
+                ),
+            ));
+        }
+        let events = match (
+            processed.first_global_sequence,
+            processed.last_global_sequence,
+        ) {
+            (Some(first), Some(last)) => {
+                store::events_in_range(tx, first, last).map_err(store_error)?
+            }
+            _ => Vec::new(),
+        };
+        return Ok(Decided::Duplicate(CommandAccepted {
+            aggregate_id: processed.aggregate_id,
+            version: processed.version,
+            events,
+            duplicate: true,
+        }));
+    }
+
+    // 2. Load: this group's staged state, the cache, or the store.
+    let loaded;
+    let session = match staged
+        .get(&aggregate_id)
+        .or_else(|| cache.get(&aggregate_id))
+    {
+        Some(session) => session,
+        None => {
+            loaded = load_session(tx, aggregate_id)?;
+            &loaded
+        }
+    };
+
+    // 3. Executor-only commands, before the version and domain checks.
+    if request.context.origin == Origin::Http && session.is_executor_only(&envelope.command) {
+        return Err(AppError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} for a query on the server engine may only be issued by the server's query executor",
+                envelope.command.name()
+            ),
+        ));
+    }
+
+    // 4. Optimistic concurrency: anything but the current version conflicts.
+    if envelope.expected_version != session.version() {
+        return Err(conflict(envelope.expected_version, session.version()));
+    }
+
+    // 5. The catalog, for server datasets.
+    if let SessionCommand::AttachDataset {
+        dataset: DatasetRef::Server { name },
+    } = &envelope.command
+    {
+        let catalog = shared.catalog.read().expect("catalog lock").clone();
+        if let Some(catalog) = catalog {
+            if !catalog.exists(name) {
+                return Err(AppError::new(
+                    ErrorKind::Unprocessable,
+                    format!("the server has no dataset named {name:?}"),
+                ));
+            }
+        }
+    }
+
+    // 6. Decide (pure).
+    let decided = session
+        .handle(&envelope.command)
+        .map_err(|e| AppError::new(ErrorKind::Unprocessable, e.to_string()))?;
+
+    // 7. Persist under a savepoint, so a failure undoes only this command.
+    let metadata = EventMetadata {
+        command_id,
+        correlation_id: request.context.correlation_id,
+        causation_id: request.context.causation_id,
+        client_id: request.context.client_id.clone(),
+        user_agent: request.context.user_agent.clone(),
+    };
+    let mut next = session.clone();
+    let mut events = Vec::with_capacity(decided.len());
+    let savepoint = tx.savepoint().map_err(store_error)?;
+    for event in &decided {
+        let mut envelope = EventEnvelope::new::<QuerySession>(
+            Uuid::now_v7(),
+            aggregate_id,
+            next.version() + 1,
+            event,
+            metadata.clone(),
+            now,
+        );
+        envelope.global_sequence = match store::insert_event(&savepoint, &envelope) {
+            Ok(sequence) => sequence,
+            Err(error) if is_unique_violation(&error) => {
+                // Unreachable with one writer and a coherent cache; the
+                // store's UNIQUE constraint is the last line of defence.
+                let current =
+                    store::aggregate_version(&savepoint, QuerySession::TYPE, aggregate_id)
+                        .map_err(store_error)?;
+                return Err(conflict(envelope.aggregate_sequence - 1, current));
+            }
+            Err(error) => return Err(store_error(error)),
+        };
+        next.apply(event);
+        events.push(envelope);
+    }
+    let record = ProcessedCommand {
+        request: canonical,
+        aggregate_id,
+        version: next.version(),
+        first_global_sequence: events.first().map(|e| e.global_sequence),
+        last_global_sequence: events.last().map(|e| e.global_sequence),
+    };
+    store::insert_processed(&savepoint, command_id, QuerySession::TYPE, &record, now)
+        .map_err(store_error)?;
+    savepoint.commit().map_err(store_error)?;
+
+    let accepted = CommandAccepted {
+        aggregate_id,
+        version: next.version(),
+        events,
+        duplicate: false,
+    };
+    staged.insert(aggregate_id, next);
+    Ok(Decided::Appended(accepted, envelope.command.clone()))
+}
+
+/// Rebuilds a session from its stored events, upcasting old versions.
+pub fn load_session(conn: &Connection, aggregate_id: Uuid) -> Result<QuerySession, AppError> {
+    let envelopes =
+        store::aggregate_events(conn, QuerySession::TYPE, aggregate_id, 0).map_err(store_error)?;
+    let mut session = QuerySession::default();
+    for envelope in &envelopes {
+        let event = envelope.decode::<QuerySession>().map_err(|e| {
+            AppError::internal(format!(
+                "event {} of session {aggregate_id} cannot be read: {e}",
+                envelope.global_sequence
+            ))
+        })?;
+        session.apply(&event);
+    }
+    Ok(session)
+}
+
+fn conflict(expected: u64, current: u64) -> AppError {
+    AppError::new(
+        ErrorKind::Conflict,
+        format!(
+            "expected version {expected}, but the session is at version {current}; \
+             fetch its new events and decide again"
+        ),
+    )
+    .with("current_version", current)
+}
+
+fn store_error(error: rusqlite::Error) -> AppError {
+    AppError::internal(format!("event store: {error}"))
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}

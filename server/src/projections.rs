@@ -1,0 +1,315 @@
+//! Read models (projections) of the event store, kept in memory.
+//!
+//! The projection manager subscribes to the bus first, then replays the
+//! whole store, then follows the bus, skipping what the replay already
+//! covered (by global sequence) and catching up from the store when it lags.
+//! Events are the truth: restarting rebuilds the same read models. Every read
+//! model is served with the global sequence it reflects, and
+//! [`Projections::wait_for`] gives HTTP handlers read-your-writes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use shared_domain::{Aggregate, DomainEvent, EventEnvelope, QuerySession, SessionEvent, Upcaster};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::bus::{Bus, BusMessage};
+use crate::error::{AppError, ErrorKind};
+use crate::store::EventStore;
+
+/// How long a handler waits for the projections to reach its write.
+const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events fetched per page while catching up.
+const CATCH_UP_PAGE: usize = 1000;
+
+/// One session as the read model shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionView {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub session: QuerySession,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A session's line in the session list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionSummary {
+    pub id: Uuid,
+    pub title: Option<String>,
+    pub lifecycle: shared_domain::Lifecycle,
+    pub version: u64,
+    pub dataset: Option<shared_domain::DatasetRef>,
+    pub query_count: usize,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&SessionView> for SessionSummary {
+    fn from(view: &SessionView) -> Self {
+        SessionSummary {
+            id: view.id,
+            title: view.session.title.as_ref().map(|t| t.as_str().to_owned()),
+            lifecycle: view.session.lifecycle,
+            version: view.session.version,
+            dataset: view.session.dataset.clone(),
+            query_count: view.session.history.len(),
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+        }
+    }
+}
+
+/// The in-memory read models and the global sequence they reflect.
+#[derive(Debug, Default)]
+pub struct ReadModel {
+    pub sessions: HashMap<Uuid, SessionView>,
+    pub global_sequence: u64,
+}
+
+impl ReadModel {
+    /// Folds one decoded event in. Events at or below the reflected global
+    /// sequence are ignored, so replays and the bus may overlap.
+    pub fn apply(
+        &mut self,
+        global_sequence: u64,
+        aggregate_id: Uuid,
+        event: &SessionEvent,
+        at: DateTime<Utc>,
+    ) {
+        if global_sequence <= self.global_sequence {
+            return;
+        }
+        let view = self
+            .sessions
+            .entry(aggregate_id)
+            .or_insert_with(|| SessionView {
+                id: aggregate_id,
+                session: QuerySession::default(),
+                created_at: at,
+                updated_at: at,
+            });
+        view.session.apply(event);
+        view.updated_at = at;
+        self.global_sequence = global_sequence;
+    }
+
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), AppError> {
+        if envelope.aggregate_type != QuerySession::TYPE {
+            self.global_sequence = self.global_sequence.max(envelope.global_sequence);
+            return Ok(());
+        }
+        let event = envelope.decode::<QuerySession>().map_err(|e| {
+            AppError::internal(format!(
+                "event {} cannot be projected: {e}",
+                envelope.global_sequence
+            ))
+        })?;
+        self.apply(
+            envelope.global_sequence,
+            envelope.aggregate_id,
+            &event,
+            envelope.created_at,
+        );
+        Ok(())
+    }
+}
+
+/// Replays every stored event after `model.global_sequence` into `model`,
+/// reading only the columns projections need (the rebuild's hot loop).
+/// Returns the number of events applied.
+pub fn replay_into(conn: &Connection, model: &mut ReadModel) -> Result<u64, AppError> {
+    let upcaster: Upcaster = QuerySession::upcaster();
+    let mut stmt = conn
+        .prepare(
+            "SELECT global_sequence, aggregate_id, event_type, event_version, payload, created_at
+             FROM events WHERE global_sequence > ?1 AND aggregate_type = 'QuerySession'
+             ORDER BY global_sequence",
+        )
+        .map_err(AppError::internal)?;
+    let mut rows = stmt
+        .query(params![model.global_sequence])
+        .map_err(AppError::internal)?;
+    let mut applied = 0;
+    while let Some(row) = rows.next().map_err(AppError::internal)? {
+        let global_sequence: u64 = row.get(0).map_err(AppError::internal)?;
+        let read = || -> Result<(Uuid, SessionEvent, DateTime<Utc>), String> {
+            let aggregate_id = row.get_ref(1).map_err(|e| e.to_string())?;
+            let aggregate_id =
+                Uuid::try_parse_ascii(aggregate_id.as_bytes().map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            let event_type = row.get_ref(2).map_err(|e| e.to_string())?;
+            let event_type = event_type.as_str().map_err(|e| e.to_string())?;
+            let version: u32 = row.get(3).map_err(|e| e.to_string())?;
+            let payload = row.get_ref(4).map_err(|e| e.to_string())?;
+            let payload = payload.as_bytes().map_err(|e| e.to_string())?;
+            // Current events deserialize straight from the text; only old
+            // versions go through the upcaster's JSON value.
+            let event = if SessionEvent::current_version(event_type) == Some(version) {
+                serde_json::from_slice::<SessionEvent>(payload).map_err(|e| e.to_string())?
+            } else {
+                let value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                upcaster
+                    .decode::<SessionEvent>(event_type, version, value)
+                    .map_err(|e| e.to_string())?
+            };
+            let created_at = row.get_ref(5).map_err(|e| e.to_string())?;
+            let created_at = created_at.as_str().map_err(|e| e.to_string())?;
+            let created_at = DateTime::parse_from_rfc3339(created_at)
+                .map_err(|e| e.to_string())?
+                .with_timezone(&Utc);
+            Ok((aggregate_id, event, created_at))
+        };
+        let (aggregate_id, event, created_at) = read().map_err(|e| {
+            AppError::internal(format!("event {global_sequence} cannot be projected: {e}"))
+        })?;
+        model.apply(global_sequence, aggregate_id, &event, created_at);
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The projection manager; cheap to clone.
+#[derive(Clone)]
+pub struct Projections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: RwLock<ReadModel>,
+    reflected: watch::Sender<u64>,
+}
+
+impl Projections {
+    /// Subscribes to `bus`, rebuilds from `store`, then follows the bus in
+    /// the background. Returns once the read models have caught up with
+    /// everything stored when it was called.
+    pub async fn start(store: EventStore, bus: &Bus) -> anyhow::Result<Projections> {
+        let subscription = bus.subscribe();
+        let model = store
+            .read(|conn| {
+                let mut model = ReadModel::default();
+                let started = std::time::Instant::now();
+                let applied = replay_into(conn, &mut model)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                tracing::info!(
+                    events = applied,
+                    sessions = model.sessions.len(),
+                    global_sequence = model.global_sequence,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "projections rebuilt"
+                );
+                Ok(model)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("rebuilding projections: {e}"))?;
+        let (reflected, _) = watch::channel(model.global_sequence);
+        let projections = Projections {
+            inner: Arc::new(Inner {
+                model: RwLock::new(model),
+                reflected,
+            }),
+        };
+        tokio::spawn(projections.clone().follow(store, subscription));
+        Ok(projections)
+    }
+
+    async fn follow(self, store: EventStore, mut subscription: broadcast::Receiver<BusMessage>) {
+        loop {
+            match subscription.recv().await {
+                Ok(BusMessage::Event(event)) => {
+                    let result = self.write(|model| model.apply_envelope(&event.envelope));
+                    if let Err(error) = result {
+                        error.log();
+                    }
+                }
+                Ok(BusMessage::Progress(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "projections lagged behind the bus; catching up from the store"
+                    );
+                    if let Err(error) = self.catch_up(&store).await {
+                        error.log();
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn catch_up(&self, store: &EventStore) -> Result<(), AppError> {
+        loop {
+            let after = self.global_sequence();
+            let page = store.events_after(after, None, CATCH_UP_PAGE).await?;
+            let done = page.len() < CATCH_UP_PAGE;
+            self.write(|model| {
+                page.iter()
+                    .try_for_each(|envelope| model.apply_envelope(envelope))
+            })?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut ReadModel) -> T) -> T {
+        let mut model = self.inner.model.write().expect("read model lock");
+        let result = f(&mut model);
+        let reflected = model.global_sequence;
+        drop(model);
+        self.inner.reflected.send_if_modified(|current| {
+            let changed = *current != reflected;
+            *current = reflected;
+            changed
+        });
+        result
+    }
+
+    /// Reads the models under the lock.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+        f(&self.inner.model.read().expect("read model lock"))
+    }
+
+    /// The global sequence the read models reflect.
+    pub fn global_sequence(&self) -> u64 {
+        *self.inner.reflected.borrow()
+    }
+
+    /// Waits until the read models reflect `global_sequence`.
+    pub async fn wait_for(&self, global_sequence: u64) -> Result<(), AppError> {
+        let mut reflected = self.inner.reflected.subscribe();
+        let reached = tokio::time::timeout(
+            READ_YOUR_WRITES_TIMEOUT,
+            reflected.wait_for(|current| *current >= global_sequence),
+        )
+        .await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(AppError::new(
+                ErrorKind::Unavailable,
+                format!("the read models did not reach global sequence {global_sequence} in time"),
+            )),
+        }
+    }
+
+    /// The session list and the global sequence it reflects, newest first.
+    pub fn sessions(&self) -> (Vec<SessionSummary>, u64) {
+        self.read(|model| {
+            let mut sessions: Vec<SessionSummary> =
+                model.sessions.values().map(SessionSummary::from).collect();
+            sessions.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
+            (sessions, model.global_sequence)
+        })
+    }
+
+    /// One session and the global sequence it reflects.
+    pub fn session(&self, id: Uuid) -> (Option<SessionView>, u64) {
+        self.read(|model| (model.sessions.get(&id).cloned(), model.global_sequence))
+    }
+}

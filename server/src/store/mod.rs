@@ -1,0 +1,434 @@
+//! The SQLite event store: schema and migrations, the connection settings,
+//! the SQL that appends and reads events and processed commands, and a small
+//! pool of read-only connections for async callers.
+//!
+//! Writing is not done here but by the one writer thread of
+//! [`crate::pipeline`], which owns the single write connection this module
+//! opens ([`EventStore::open`]) and calls the append functions below inside
+//! its group transactions. Everything else reads through [`EventStore::read`]
+//! on separate connections (WAL lets readers run beside the writer).
+
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use shared_domain::{EventEnvelope, EventMetadata};
+use uuid::Uuid;
+
+use crate::error::AppError;
+
+/// How many read connections are kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Shared handle to the store: cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    idle_readers: Mutex<Vec<Connection>>,
+}
+
+/// The one connection allowed to write. Handed to the pipeline's writer thread.
+pub struct WriteConnection(pub Connection);
+
+/// A processed command as recorded in `processed_commands`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedCommand {
+    pub request: String,
+    pub aggregate_id: Uuid,
+    pub version: u64,
+    pub first_global_sequence: Option<u64>,
+    pub last_global_sequence: Option<u64>,
+}
+
+/// The columns every event query selects, in [`event_from_row`]'s order.
+const EVENT_COLUMNS: &str =
+    "global_sequence, id, aggregate_type, aggregate_id, aggregate_sequence, \
+     event_type, event_version, payload, metadata, created_at";
+
+impl EventStore {
+    /// Opens (creating if needed) the database at `path`, applies pending
+    /// migrations and returns the store with its one write connection.
+    pub fn open(path: &Path) -> anyhow::Result<(EventStore, WriteConnection)> {
+        let mut writer = Connection::open(path)
+            .with_context(|| format!("opening the event store {}", path.display()))?;
+        configure(&writer)?;
+        // WAL: readers never block the writer and see only committed data.
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "the event store could not switch to WAL mode (got {mode})"
+        );
+        // Durability: in WAL mode with synchronous=NORMAL, COMMIT returns once
+        // the transaction's frames are written (write(2)) to the -wal file;
+        // only checkpoints fsync. An acknowledged command is therefore in the
+        // operating system's page cache, which a kill -9 of this process
+        // cannot lose: SQLite replays the WAL at the next open. Only a power
+        // loss or kernel crash could drop the last few commits, a trade-off
+        // taken for a local-first workbench whose clients keep their pending
+        // commands until acknowledged (FULL would fsync every group commit).
+        writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
+        let store = EventStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                idle_readers: Mutex::new(Vec::new()),
+            }),
+        };
+        Ok((store, WriteConnection(writer)))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(AppError::internal)?
+    }
+
+    /// Runs `f` on a read-only connection on the current thread.
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, AppError> {
+        let conn = match self.inner.idle_readers.lock().expect("reader pool").pop() {
+            Some(conn) => conn,
+            None => self.open_reader().map_err(AppError::internal)?,
+        };
+        let result = f(&conn).map_err(|e| AppError::internal(format!("event store: {e}")));
+        let mut idle = self.inner.idle_readers.lock().expect("reader pool");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn open_reader(&self) -> anyhow::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .with_context(|| format!("opening a reader on {}", self.inner.path.display()))?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    /// Events with a global sequence greater than `after`, oldest first, at
+    /// most `limit`, optionally only those of one session.
+    pub async fn events_after(
+        &self,
+        after: u64,
+        aggregate_id: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, AppError> {
+        self.read(move |conn| events_after(conn, after, aggregate_id, limit))
+            .await
+    }
+
+    /// The highest global sequence stored (0 when empty).
+    pub async fn max_global_sequence(&self) -> Result<u64, AppError> {
+        self.read(max_global_sequence).await
+    }
+}
+
+fn configure(conn: &Connection) -> anyhow::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// The timestamp format stored in `created_at`: fixed-width RFC 3339 with
+/// microseconds, so text order is time order and values round-trip exactly.
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Now, truncated to what [`format_timestamp`] keeps.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+fn conversion_error(
+    column: usize,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
+}
+
+fn uuid_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(column)?;
+    Uuid::parse_str(&text).map_err(|e| conversion_error(column, e))
+}
+
+/// Decodes a row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventEnvelope> {
+    let payload: String = row.get(7)?;
+    let metadata: String = row.get(8)?;
+    let created_at: String = row.get(9)?;
+    Ok(EventEnvelope {
+        global_sequence: row.get(0)?,
+        id: uuid_column(row, 1)?,
+        aggregate_type: row.get(2)?,
+        aggregate_id: uuid_column(row, 3)?,
+        aggregate_sequence: row.get(4)?,
+        event_type: row.get(5)?,
+        event_version: row.get(6)?,
+        payload: serde_json::from_str(&payload).map_err(|e| conversion_error(7, e))?,
+        metadata: serde_json::from_str::<EventMetadata>(&metadata)
+            .map_err(|e| conversion_error(8, e))?,
+        created_at: DateTime::parse_from_rfc3339(&created_at)
+            .map_err(|e| conversion_error(9, e))?
+            .with_timezone(&Utc),
+    })
+}
+
+/// Events after global sequence `after`, oldest first.
+pub fn events_after(
+    conn: &Connection,
+    after: u64,
+    aggregate_id: Option<Uuid>,
+    limit: usize,
+) -> rusqlite::Result<Vec<EventEnvelope>> {
+    let limit = limit.min(i64::MAX as usize) as i64;
+    match aggregate_id {
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE global_sequence > ?1
+                 ORDER BY global_sequence LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after, limit], event_from_row)?;
+            rows.collect()
+        }
+        Some(id) => {
+            // Sessions are the only aggregate type; naming it lets SQLite use
+            // the (aggregate_type, aggregate_id, aggregate_sequence) index.
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE aggregate_type = 'QuerySession' AND aggregate_id = ?1 AND global_sequence > ?2
+                 ORDER BY global_sequence LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![id.to_string(), after, limit], event_from_row)?;
+            rows.collect()
+        }
+    }
+}
+
+/// The events of one aggregate with `aggregate_sequence > after_version`, in order.
+pub fn aggregate_events(
+    conn: &Connection,
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+    after_version: u64,
+) -> rusqlite::Result<Vec<EventEnvelope>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND aggregate_sequence > ?3
+         ORDER BY aggregate_sequence"
+    ))?;
+    let rows = stmt.query_map(
+        params![aggregate_type, aggregate_id.to_string(), after_version],
+        event_from_row,
+    )?;
+    rows.collect()
+}
+
+/// The current version (highest aggregate sequence) of one aggregate, 0 if none.
+pub fn aggregate_version(
+    conn: &Connection,
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT coalesce(max(aggregate_sequence), 0) FROM events
+         WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+    )?;
+    stmt.query_row(params![aggregate_type, aggregate_id.to_string()], |r| {
+        r.get(0)
+    })
+}
+
+/// Events whose global sequence lies in `first..=last` (one command's result).
+pub fn events_in_range(
+    conn: &Connection,
+    first: u64,
+    last: u64,
+) -> rusqlite::Result<Vec<EventEnvelope>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE global_sequence BETWEEN ?1 AND ?2
+         ORDER BY global_sequence"
+    ))?;
+    let rows = stmt.query_map(params![first, last], event_from_row)?;
+    rows.collect()
+}
+
+/// The highest global sequence stored (0 when empty).
+pub fn max_global_sequence(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT coalesce(max(global_sequence), 0) FROM events",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Appends one event and returns the global sequence the store gave it.
+/// The UNIQUE constraint refuses a second event at the same aggregate sequence.
+pub fn insert_event(conn: &Connection, event: &EventEnvelope) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events (id, aggregate_type, aggregate_id, aggregate_sequence, event_type,
+                             event_version, payload, metadata, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    stmt.execute(params![
+        event.id.to_string(),
+        event.aggregate_type,
+        event.aggregate_id.to_string(),
+        event.aggregate_sequence,
+        event.event_type,
+        event.event_version,
+        event.payload.to_string(),
+        serde_json::to_string(&event.metadata).expect("metadata serializes"),
+        format_timestamp(event.created_at),
+    ])?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+/// The record of an accepted command, if `command_id` was processed before.
+pub fn find_processed(
+    conn: &Connection,
+    command_id: Uuid,
+) -> rusqlite::Result<Option<ProcessedCommand>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT request, aggregate_id, version, first_global_sequence, last_global_sequence
+         FROM processed_commands WHERE command_id = ?1",
+    )?;
+    stmt.query_row([command_id.to_string()], |row| {
+        Ok(ProcessedCommand {
+            request: row.get(0)?,
+            aggregate_id: uuid_column(row, 1)?,
+            version: row.get(2)?,
+            first_global_sequence: row.get(3)?,
+            last_global_sequence: row.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Records an accepted command; call in the transaction that appended its events.
+pub fn insert_processed(
+    conn: &Connection,
+    command_id: Uuid,
+    aggregate_type: &str,
+    record: &ProcessedCommand,
+    processed_at: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, request, version,
+                                         first_global_sequence, last_global_sequence, processed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    stmt.execute(params![
+        command_id.to_string(),
+        aggregate_type,
+        record.aggregate_id.to_string(),
+        record.request,
+        record.version,
+        record.first_global_sequence,
+        record.last_global_sequence,
+        format_timestamp(processed_at),
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shared_domain::{QuerySession, SessionEvent, SessionTitle};
+
+    use super::*;
+
+    fn envelope(aggregate_id: Uuid, sequence: u64) -> EventEnvelope {
+        EventEnvelope::new::<QuerySession>(
+            Uuid::now_v7(),
+            aggregate_id,
+            sequence,
+            &SessionEvent::SessionRenamed {
+                title: SessionTitle::new(format!("title {sequence}")).unwrap(),
+            },
+            EventMetadata {
+                command_id: Uuid::new_v4(),
+                ..Default::default()
+            },
+            now(),
+        )
+    }
+
+    #[test]
+    fn events_round_trip_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let mut stored = Vec::new();
+        for (id, seq) in [(a, 1), (b, 1), (a, 2)] {
+            let mut event = envelope(id, seq);
+            event.global_sequence = insert_event(&writer.0, &event).unwrap();
+            stored.push(event);
+        }
+        let all = store
+            .read_blocking(|c| events_after(c, 0, None, 100))
+            .unwrap();
+        assert_eq!(all, stored);
+        let only_a = store
+            .read_blocking(move |c| events_after(c, 0, Some(a), 100))
+            .unwrap();
+        assert_eq!(only_a, vec![stored[0].clone(), stored[2].clone()]);
+        let after_first = store
+            .read_blocking(|c| events_after(c, stored[0].global_sequence, None, 1))
+            .unwrap();
+        assert_eq!(after_first, vec![stored[1].clone()]);
+        let a_tail = store
+            .read_blocking(move |c| aggregate_events(c, "QuerySession", a, 1))
+            .unwrap();
+        assert_eq!(a_tail, vec![stored[2].clone()]);
+        assert_eq!(
+            store
+                .read_blocking(move |c| aggregate_version(c, "QuerySession", a))
+                .unwrap(),
+            2
+        );
+
+        // The store itself refuses a second event at the same aggregate sequence.
+        let clash = insert_event(&writer.0, &envelope(a, 2)).unwrap_err();
+        assert!(clash.to_string().contains("UNIQUE"), "{clash}");
+        assert_eq!(json!(stored[0].payload["title"]), json!("title 1"));
+    }
+
+    #[test]
+    fn readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let error = store
+            .read_blocking(|c| c.execute("DELETE FROM schema_migrations", []))
+            .unwrap_err();
+        assert!(error.detail.contains("readonly"), "{}", error.detail);
+    }
+}
