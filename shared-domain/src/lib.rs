@@ -34,6 +34,7 @@
 pub mod aggregate;
 pub mod envelope;
 pub mod session;
+pub mod sync;
 pub mod testing;
 pub mod upcast;
 pub mod values;

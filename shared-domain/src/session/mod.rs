@@ -330,4 +330,4 @@ impl QuerySession {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

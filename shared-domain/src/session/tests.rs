@@ -389,7 +389,7 @@ impl SessionCommand {
     }
 }
 
-mod properties {
+pub(crate) mod properties {
     use proptest::prelude::*;
 
     use super::*;
