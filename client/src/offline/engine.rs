@@ -1,0 +1,685 @@
+//! The sync engine: the imperative shell around the pure
+//! [`shared_domain::sync::Replica`]. It persists every change in IndexedDB
+//! before it matters, follows the server's SSE feed, sends the outbox in
+//! batches (one sender per browser, elected with the Web Locks API), rebases
+//! after conflicts, and reports every rejection with an error id.
+//!
+//! The UI reads through [`SyncEngine::revision`], a signal bumped on every
+//! change, so views re-render when the replica moves.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde::Deserialize;
+use shared_domain::sync::{Received, Rejection, Replica, Source};
+use shared_domain::{
+    Aggregate, EventEnvelope, QueryId, QuerySession, SessionCommand, SessionError, SessionEvent,
+};
+use uuid::Uuid;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::net::{self, Answer, NetError};
+use super::storage::{LocalStore, StorageError};
+
+/// What the connection indicator shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Online,
+    Offline,
+    Syncing { pending: usize },
+}
+
+/// A failure shown to the user, with the id an operator finds in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub error_id: String,
+    pub message: String,
+}
+
+/// The latest progress frame of a running server query.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Progress {
+    pub query_id: QueryId,
+    pub percent: Option<f64>,
+    pub elapsed_ms: u64,
+}
+
+struct EngineState {
+    replica: Replica<QuerySession>,
+    store: Option<Rc<LocalStore>>,
+    /// command id -> outbox order (first submission time), kept across rebases.
+    orders: HashMap<Uuid, f64>,
+    connection: Connection,
+    problems: Vec<Problem>,
+    /// Set when local data or a server event is newer than this app.
+    fatal: Option<String>,
+    progress: HashMap<QueryId, Progress>,
+    is_sender: bool,
+    flushing: bool,
+    attempt: u32,
+    feed: Option<web_sys::EventSource>,
+    channel: Option<web_sys::BroadcastChannel>,
+}
+
+/// Cheap to clone; lives for the page.
+#[derive(Clone)]
+pub struct SyncEngine {
+    state: Rc<RefCell<EngineState>>,
+    revision: RwSignal<u64>,
+}
+
+const DB_NAME: &str = "sextant";
+const SENDER_LOCK: &str = "sextant-outbox-sender";
+const CHANNEL: &str = "sextant-outbox";
+
+impl SyncEngine {
+    /// Opens local storage, restores the replica, and starts the feed and the sender.
+    pub async fn start() -> Self {
+        let engine = SyncEngine {
+            state: Rc::new(RefCell::new(EngineState {
+                replica: Replica::new(),
+                store: None,
+                orders: HashMap::new(),
+                connection: Connection::Connecting,
+                problems: Vec::new(),
+                fatal: None,
+                progress: HashMap::new(),
+                is_sender: false,
+                flushing: false,
+                attempt: 0,
+                feed: None,
+                channel: None,
+            })),
+            revision: RwSignal::new(0),
+        };
+        match LocalStore::open(DB_NAME).await {
+            Ok(store) => {
+                let store = Rc::new(store);
+                engine.state.borrow_mut().store = Some(store.clone());
+                if let Err(error) = engine.restore(&store).await {
+                    engine.storage_failed(error);
+                }
+            }
+            Err(error) => engine.storage_failed(error),
+        }
+        request_persistent_storage();
+        engine.listen_to_other_tabs();
+        engine.start_feed();
+        engine.become_sender_when_elected();
+        engine.changed();
+        engine
+    }
+
+    /// Bumped on every change: read it to re-render.
+    pub fn revision(&self) -> u64 {
+        self.revision.get()
+    }
+
+    /// The optimistic view of one session.
+    pub fn view(&self, session_id: Uuid) -> QuerySession {
+        self.revision.track();
+        self.state.borrow().replica.view(session_id)
+    }
+
+    /// Every known session (confirmed or pending) with its optimistic view.
+    pub fn sessions(&self) -> Vec<(Uuid, QuerySession)> {
+        self.revision.track();
+        let state = self.state.borrow();
+        state
+            .replica
+            .aggregate_ids()
+            .into_iter()
+            .map(|id| (id, state.replica.view(id)))
+            .filter(|(_, view)| view.version() > 0)
+            .collect()
+    }
+
+    /// Whether the session has changes the server has not confirmed.
+    pub fn has_pending(&self, session_id: Uuid) -> bool {
+        self.revision.track();
+        self.state.borrow().replica.has_pending(session_id)
+    }
+
+    pub fn connection(&self) -> Connection {
+        self.revision.track();
+        self.state.borrow().connection.clone()
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        self.revision.track();
+        self.state.borrow().problems.clone()
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.revision.track();
+        self.state.borrow().fatal.clone()
+    }
+
+    pub fn progress(&self, query_id: QueryId) -> Option<Progress> {
+        self.revision.track();
+        self.state.borrow().progress.get(&query_id).copied()
+    }
+
+    pub fn dismiss_problems(&self) {
+        self.state.borrow_mut().problems.clear();
+        self.changed();
+    }
+
+    /// Decides `command` on the optimistic view, stores it durably in the
+    /// outbox and schedules sending. A locally invalid command is refused
+    /// here and never sent.
+    pub fn submit(
+        &self,
+        session_id: Uuid,
+        command: SessionCommand,
+    ) -> Result<Vec<SessionEvent>, SessionError> {
+        let command_id = Uuid::new_v4();
+        let order = js_sys::Date::now();
+        let (events, pending, store) = {
+            let mut state = self.state.borrow_mut();
+            let events = state.replica.submit(command_id, session_id, command)?;
+            state.orders.insert(command_id, order);
+            let pending = state
+                .replica
+                .outbox()
+                .iter()
+                .find(|p| p.command_id == command_id)
+                .cloned()
+                .expect("just submitted");
+            (events, pending, state.store.clone())
+        };
+        self.changed();
+        let engine = self.clone();
+        spawn_local(async move {
+            if let Some(store) = store {
+                if let Err(error) = store.put_pending(&[(order, pending)]).await {
+                    engine.storage_failed(error);
+                }
+            }
+            engine.tell_other_tabs();
+            engine.flush().await;
+        });
+        Ok(events)
+    }
+
+    /// Deletes every local row and reloads the page.
+    pub async fn clear_local_data(&self) {
+        if let Some(feed) = self.state.borrow_mut().feed.take() {
+            feed.close();
+        }
+        self.state.borrow_mut().store = None;
+        let _ = LocalStore::destroy(DB_NAME).await;
+        if let Some(window) = web_sys::window() {
+            let _ = window.location().reload();
+        }
+    }
+
+    fn changed(&self) {
+        self.revision.update(|r| *r += 1);
+    }
+
+    fn report(&self, problem: Problem) {
+        web_sys::console::warn_1(
+            &format!("sextant error {}: {}", problem.error_id, problem.message).into(),
+        );
+        self.state.borrow_mut().problems.push(problem);
+        self.changed();
+    }
+
+    fn report_rejections(&self, rejections: Vec<Rejection<SessionCommand>>, error_id: Option<String>) {
+        for (index, rejection) in rejections.into_iter().enumerate() {
+            // The first carries the server's id; the ones rebased away after it get their own.
+            let error_id = match (&error_id, index) {
+                (Some(id), 0) => id.clone(),
+                _ => Uuid::new_v4().to_string(),
+            };
+            self.report(Problem {
+                error_id,
+                message: format!(
+                    "{} was rejected: {}",
+                    rejection.pending.command.name(),
+                    rejection.reason
+                ),
+            });
+        }
+    }
+
+    fn storage_failed(&self, error: StorageError) {
+        if error == StorageError::NewerFormat {
+            self.state.borrow_mut().fatal = Some(error.to_string());
+        }
+        self.report(Problem {
+            error_id: Uuid::new_v4().to_string(),
+            message: error.to_string(),
+        });
+    }
+
+    async fn restore(&self, store: &LocalStore) -> Result<(), StorageError> {
+        let snapshot = store.load().await?;
+        let mut rebuilt = Replica::<QuerySession>::new();
+        for event in &snapshot.events {
+            if let Err(error) = rebuilt.receive(event, Source::Fetch) {
+                self.state.borrow_mut().fatal = Some(error.to_string());
+                return Err(StorageError::NewerFormat);
+            }
+        }
+        let mut state = self.state.borrow_mut();
+        for (index, pending) in snapshot.outbox.iter().enumerate() {
+            state.orders.entry(pending.command_id).or_insert(index as f64);
+        }
+        state.replica = Replica::restore(
+            rebuilt
+                .confirmed_all()
+                .map(|(id, aggregate)| (*id, aggregate.clone())),
+            snapshot.last_global_sequence,
+            snapshot.outbox,
+        );
+        Ok(())
+    }
+
+    /// Another tab changed the outbox: reload it from IndexedDB.
+    async fn reload_outbox(&self) {
+        let Some(store) = self.state.borrow().store.clone() else {
+            return;
+        };
+        match store.load().await {
+            Ok(snapshot) => {
+                {
+                    let mut state = self.state.borrow_mut();
+                    let confirmed: Vec<(Uuid, QuerySession)> = state
+                        .replica
+                        .confirmed_all()
+                        .map(|(id, a)| (*id, a.clone()))
+                        .collect();
+                    let cursor = state.replica.last_global_sequence();
+                    state.replica = Replica::restore(confirmed, cursor, snapshot.outbox);
+                }
+                self.changed();
+            }
+            Err(error) => self.storage_failed(error),
+        }
+    }
+
+    fn tell_other_tabs(&self) {
+        if let Some(channel) = &self.state.borrow().channel {
+            let _ = channel.post_message(&JsValue::from_str("outbox"));
+        }
+    }
+
+    fn listen_to_other_tabs(&self) {
+        let Ok(channel) = web_sys::BroadcastChannel::new(CHANNEL) else {
+            return;
+        };
+        let engine = self.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+            let engine = engine.clone();
+            spawn_local(async move {
+                engine.reload_outbox().await;
+                engine.flush().await;
+            });
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+        self.state.borrow_mut().channel = Some(channel);
+    }
+
+    /// Holds the Web Lock for the page's lifetime once granted: exactly one
+    /// tab sends the shared outbox. Without Web Locks every tab sends, which
+    /// is still safe (command ids make resends idempotent).
+    fn become_sender_when_elected(&self) {
+        let engine = self.clone();
+        let granted = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_lock| {
+            engine.state.borrow_mut().is_sender = true;
+            let engine = engine.clone();
+            spawn_local(async move { engine.flush().await });
+            // Never resolves: the lock is released when the tab goes away.
+            js_sys::Promise::new(&mut |_, _| {})
+        });
+        let locks = web_sys::window()
+            .map(|w| w.navigator())
+            .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("locks")).ok())
+            .filter(|locks| !locks.is_undefined());
+        let request = locks.as_ref().and_then(|locks| {
+            js_sys::Reflect::get(locks, &JsValue::from_str("request"))
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        });
+        match (locks, request) {
+            (Some(locks), Some(request)) => {
+                let _ = request.call2(&locks, &JsValue::from_str(SENDER_LOCK), granted.as_ref());
+                granted.forget();
+            }
+            _ => {
+                self.state.borrow_mut().is_sender = true;
+            }
+        }
+    }
+
+    fn set_connection(&self, connection: Connection) {
+        let changed = {
+            let mut state = self.state.borrow_mut();
+            let changed = state.connection != connection;
+            state.connection = connection;
+            changed
+        };
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// Opens the SSE feed after the stored cursor. The browser reconnects by
+    /// itself with `Last-Event-ID`; if it gives up (the server answered an
+    /// error), a new feed is opened after a backoff.
+    fn start_feed(&self) {
+        let cursor = self.state.borrow().replica.last_global_sequence();
+        let Ok(feed) = web_sys::EventSource::new(&format!("/api/events?after={cursor}")) else {
+            return;
+        };
+        let engine = self.clone();
+        let on_open = Closure::<dyn FnMut()>::new(move || {
+            engine.set_connection(Connection::Online);
+            let engine = engine.clone();
+            spawn_local(async move { engine.flush().await });
+        });
+        feed.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        on_open.forget();
+
+        let engine = self.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            if let Some(data) = event.data().as_string() {
+                engine.on_feed_event(&data);
+            }
+        });
+        feed.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+
+        let engine = self.clone();
+        let on_progress = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            if let Some(progress) = event
+                .data()
+                .as_string()
+                .and_then(|data| serde_json::from_str::<Progress>(&data).ok())
+            {
+                engine.state.borrow_mut().progress.insert(progress.query_id, progress);
+                engine.changed();
+            }
+        });
+        let _ = feed.add_event_listener_with_callback("progress", on_progress.as_ref().unchecked_ref());
+        on_progress.forget();
+
+        let engine = self.clone();
+        let on_error = Closure::<dyn FnMut()>::new(move || {
+            engine.set_connection(Connection::Offline);
+            let closed = engine
+                .state
+                .borrow()
+                .feed
+                .as_ref()
+                .is_some_and(|f| f.ready_state() == web_sys::EventSource::CLOSED);
+            if closed {
+                let engine = engine.clone();
+                spawn_local(async move {
+                    gloo_timers::future::TimeoutFuture::new(2_000).await;
+                    engine.start_feed();
+                });
+            }
+        });
+        feed.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        on_error.forget();
+
+        if let Some(old) = self.state.borrow_mut().feed.replace(feed) {
+            old.close();
+        }
+    }
+
+    fn on_feed_event(&self, data: &str) {
+        let envelope: EventEnvelope = match serde_json::from_str(data) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.report(Problem {
+                    error_id: Uuid::new_v4().to_string(),
+                    message: format!("unreadable event from the server: {error}"),
+                });
+                return;
+            }
+        };
+        let outcome = self.state.borrow_mut().replica.receive(&envelope, Source::Feed);
+        match outcome {
+            Ok(Received::Applied) | Ok(Received::Duplicate) => {
+                let cursor = self.state.borrow().replica.last_global_sequence();
+                self.persist_events(vec![envelope], Some(cursor));
+                self.changed();
+            }
+            Ok(Received::Gap { aggregate_id, .. }) => {
+                let engine = self.clone();
+                spawn_local(async move {
+                    let _ = engine.catch_up(aggregate_id).await;
+                });
+            }
+            Err(error) => {
+                // An event this app cannot read: stop and ask for a reload.
+                self.state.borrow_mut().fatal = Some(error.to_string());
+                self.report(Problem {
+                    error_id: Uuid::new_v4().to_string(),
+                    message: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn persist_events(&self, events: Vec<EventEnvelope>, cursor: Option<u64>) {
+        let Some(store) = self.state.borrow().store.clone() else {
+            return;
+        };
+        let engine = self.clone();
+        spawn_local(async move {
+            if let Err(error) = store.add_events(&events, cursor).await {
+                engine.storage_failed(error);
+            }
+        });
+    }
+
+    /// Fetches the events of one session the replica is missing.
+    async fn catch_up(&self, aggregate_id: Uuid) -> Result<(), NetError> {
+        let have = self
+            .state
+            .borrow()
+            .replica
+            .confirmed(aggregate_id)
+            .map_or(0, Aggregate::version);
+        let events = net::fetch_events(aggregate_id, have).await?;
+        let mut applied = Vec::new();
+        for event in events {
+            let outcome = self.state.borrow_mut().replica.receive(&event, Source::Fetch);
+            match outcome {
+                Ok(Received::Applied) => applied.push(event),
+                Ok(_) => {}
+                Err(error) => {
+                    self.state.borrow_mut().fatal = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        self.persist_events(applied, None);
+        self.changed();
+        Ok(())
+    }
+
+    /// Sends the outbox until it is empty or the server is unreachable.
+    pub async fn flush(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.flushing || !state.is_sender || state.fatal.is_some() {
+                return;
+            }
+            state.flushing = true;
+        }
+        loop {
+            let envelopes: Vec<_> = self
+                .state
+                .borrow()
+                .replica
+                .outbox()
+                .iter()
+                .map(|p| p.envelope::<QuerySession>())
+                .collect();
+            if envelopes.is_empty() {
+                break;
+            }
+            self.set_connection(Connection::Syncing {
+                pending: envelopes.len(),
+            });
+            let batch = net::split_batches(&envelopes, net::MAX_BATCH_BYTES, net::MAX_BATCH_COMMANDS)
+                .into_iter()
+                .next()
+                .expect("outbox is not empty");
+            let before = self.outbox_versions();
+            let retry = match net::post_batch(&batch).await {
+                Ok(answers) => self.settle(&batch, answers).await,
+                Err(NetError::Unreachable(_)) => {
+                    self.set_connection(Connection::Offline);
+                    true
+                }
+                Err(NetError::Server(message)) => {
+                    web_sys::console::warn_1(&format!("sync: {message}").into());
+                    true
+                }
+            };
+            self.persist_outbox_changes(before).await;
+            if retry {
+                let attempt = {
+                    let mut state = self.state.borrow_mut();
+                    state.attempt += 1;
+                    state.attempt
+                };
+                gloo_timers::future::TimeoutFuture::new(net::backoff_ms(attempt)).await;
+            } else {
+                self.state.borrow_mut().attempt = 0;
+            }
+        }
+        self.state.borrow_mut().flushing = false;
+        let feed_open = self
+            .state
+            .borrow()
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.ready_state() == web_sys::EventSource::OPEN);
+        self.set_connection(if feed_open {
+            Connection::Online
+        } else {
+            Connection::Offline
+        });
+    }
+
+    /// Applies the answers to one batch; true when the rest must wait (5xx).
+    async fn settle(
+        &self,
+        batch: &[shared_domain::CommandEnvelope<SessionCommand>],
+        answers: Vec<Answer>,
+    ) -> bool {
+        let mut retry = false;
+        for (envelope, answer) in batch.iter().zip(answers) {
+            match answer {
+                Answer::Accepted { events } => {
+                    let outcome = self
+                        .state
+                        .borrow_mut()
+                        .replica
+                        .accepted(envelope.command_id, &events);
+                    match outcome {
+                        Ok(outcomes) => {
+                            self.persist_events(events, None);
+                            if outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
+                                let _ = self.catch_up(envelope.aggregate_id).await;
+                            }
+                        }
+                        Err(error) => {
+                            self.state.borrow_mut().fatal = Some(error.to_string());
+                            return true;
+                        }
+                    }
+                }
+                Answer::Conflict { .. } => {
+                    if self.catch_up(envelope.aggregate_id).await.is_err() {
+                        return true;
+                    }
+                    let rejections = self.state.borrow_mut().replica.rebase(envelope.aggregate_id);
+                    self.report_rejections(rejections, None);
+                }
+                Answer::Rejected {
+                    status,
+                    detail,
+                    error_id,
+                } => {
+                    let rejections = self
+                        .state
+                        .borrow_mut()
+                        .replica
+                        .rejected(envelope.command_id, format!("{detail} (HTTP {status})"));
+                    self.report_rejections(rejections, error_id);
+                }
+                Answer::Retry => retry = true,
+            }
+        }
+        self.changed();
+        retry
+    }
+
+    fn outbox_versions(&self) -> HashMap<Uuid, u64> {
+        self.state
+            .borrow()
+            .replica
+            .outbox()
+            .iter()
+            .map(|p| (p.command_id, p.expected_version))
+            .collect()
+    }
+
+    /// Writes what settling changed: removed rows and rebased versions.
+    async fn persist_outbox_changes(&self, before: HashMap<Uuid, u64>) {
+        let (store, removed, rebased) = {
+            let state = self.state.borrow();
+            let Some(store) = state.store.clone() else {
+                return;
+            };
+            let outbox = state.replica.outbox();
+            let removed: Vec<Uuid> = before
+                .keys()
+                .filter(|id| !outbox.iter().any(|p| p.command_id == **id))
+                .copied()
+                .collect();
+            let rebased: Vec<_> = outbox
+                .iter()
+                .filter(|p| before.get(&p.command_id).is_some_and(|v| *v != p.expected_version))
+                .map(|p| (state.orders.get(&p.command_id).copied().unwrap_or(0.0), p.clone()))
+                .collect();
+            (store, removed, rebased)
+        };
+        let result = match store.remove_pending(&removed).await {
+            Ok(()) => store.put_pending(&rebased).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            self.storage_failed(error);
+        }
+        if !removed.is_empty() || !rebased.is_empty() {
+            self.tell_other_tabs();
+        }
+    }
+}
+
+/// Asks the browser not to evict our data under storage pressure.
+fn request_persistent_storage() {
+    if let Some(window) = web_sys::window() {
+        if let Ok(promise) = window.navigator().storage().persist() {
+            spawn_local(async move {
+                let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The browser's durable copy of the replica, in IndexedDB (through rexie):
+//! one row per pending command, the confirmed events of every session, and
+//! the SSE cursor. A reload or a browser restart loses nothing.
+//!
+//! Rows are JSON strings with a record format number `v`. A row written by
+//! a newer app (a higher `v`, or a database whose IndexedDB version is
+//! higher than ours) is refused with [`StorageError::NewerFormat`] and never
+//! misread: the user is asked to reload.
+//!
+//! Several tabs share the database. No tab ever rewrites the whole outbox:
+//! rows are added, updated and deleted one command id at a time, so a row
+//! another tab just added is never lost.
+
+use rexie::{ObjectStore, Rexie, TransactionMode};
+use serde::{Deserialize, Serialize};
+use shared_domain::sync::PendingCommand;
+use shared_domain::{EventEnvelope, SessionCommand};
+use uuid::Uuid;
+use wasm_bindgen::JsValue;
+
+/// The IndexedDB schema version this app creates (object stores, keys).
+const DB_VERSION: u32 = 1;
+/// The record format this app writes and the newest it can read.
+const RECORD_FORMAT: u32 = 1;
+
+const PENDING: &str = "pending";
+const EVENTS: &str = "events";
+const META: &str = "meta";
+const CURSOR_KEY: &str = "cursor";
+
+/// Why local storage failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("local data was written by a newer version of Sextant; reload to update the app")]
+    NewerFormat,
+    #[error("IndexedDB failed: {0}")]
+    IndexedDb(String),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rexie::Error> for StorageError {
+    fn from(error: rexie::Error) -> Self {
+        let text = error.to_string();
+        // Opening with a lower version than the stored one is a VersionError.
+        if text.contains("VersionError") || text.contains("version") && text.contains("less") {
+            StorageError::NewerFormat
+        } else {
+            StorageError::IndexedDb(text)
+        }
+    }
+}
+
+/// A pending command as stored: its place in the outbox and the command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingRow {
+    v: u32,
+    /// Sort key: outbox order across tabs and reloads.
+    order: f64,
+    pending: PendingCommand<SessionCommand>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventRow {
+    v: u32,
+    event: EventEnvelope,
+}
+
+/// Everything a replica needs to resume.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Confirmed events of every session, ordered by aggregate sequence within each.
+    pub events: Vec<EventEnvelope>,
+    /// The outbox, oldest first.
+    pub outbox: Vec<PendingCommand<SessionCommand>>,
+    /// The SSE resume cursor.
+    pub last_global_sequence: u64,
+}
+
+/// The local database.
+pub struct LocalStore {
+    db: Rexie,
+}
+
+impl LocalStore {
+    /// Opens (creating or upgrading) the database `name`.
+    pub async fn open(name: &str) -> Result<Self, StorageError> {
+        let db = Rexie::builder(name)
+            .version(DB_VERSION)
+            .add_object_store(ObjectStore::new(PENDING))
+            .add_object_store(ObjectStore::new(EVENTS))
+            .add_object_store(ObjectStore::new(META))
+            .build()
+            .await?;
+        Ok(Self { db })
+    }
+
+    /// Deletes the database `name` and everything in it.
+    pub async fn destroy(name: &str) -> Result<(), StorageError> {
+        Rexie::delete(name).await.map_err(Into::into)
+    }
+
+    /// Reads everything back.
+    pub async fn load(&self) -> Result<Snapshot, StorageError> {
+        let tx = self
+            .db
+            .transaction(&[PENDING, EVENTS, META], TransactionMode::ReadOnly)?;
+        let mut rows: Vec<PendingRow> = tx
+            .store(PENDING)?
+            .get_all(None, None)
+            .await?
+            .into_iter()
+            .map(|value| decode(&value))
+            .collect::<Result<_, _>>()?;
+        rows.sort_by(|a, b| a.order.total_cmp(&b.order));
+        // Event keys sort by aggregate, then zero-padded sequence.
+        let events: Vec<EventRow> = tx
+            .store(EVENTS)?
+            .get_all(None, None)
+            .await?
+            .into_iter()
+            .map(|value| decode(&value))
+            .collect::<Result<_, _>>()?;
+        let cursor = tx.store(META)?.get(JsValue::from_str(CURSOR_KEY)).await?;
+        tx.done().await?;
+        Ok(Snapshot {
+            events: events.into_iter().map(|row| row.event).collect(),
+            outbox: rows.into_iter().map(|row| row.pending).collect(),
+            last_global_sequence: cursor.and_then(|c| c.as_f64()).unwrap_or(0.0) as u64,
+        })
+    }
+
+    /// Adds or updates pending commands (after a submit or a rebase). `order`
+    /// keeps a command's place: pass the time it was first submitted.
+    pub async fn put_pending(
+        &self,
+        pending: &[(f64, PendingCommand<SessionCommand>)],
+    ) -> Result<(), StorageError> {
+        let tx = self.db.transaction(&[PENDING], TransactionMode::ReadWrite)?;
+        let store = tx.store(PENDING)?;
+        for (order, command) in pending {
+            let row = PendingRow {
+                v: RECORD_FORMAT,
+                order: *order,
+                pending: command.clone(),
+            };
+            store
+                .put(&encode(&row)?, Some(&key_of(command.command_id)))
+                .await?;
+        }
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Removes commands that were applied or rejected.
+    pub async fn remove_pending(&self, command_ids: &[Uuid]) -> Result<(), StorageError> {
+        if command_ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.transaction(&[PENDING], TransactionMode::ReadWrite)?;
+        let store = tx.store(PENDING)?;
+        for id in command_ids {
+            store.delete(key_of(*id)).await?;
+        }
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Stores confirmed events and, when given, the new SSE cursor, atomically.
+    pub async fn add_events(
+        &self,
+        events: &[EventEnvelope],
+        cursor: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let tx = self
+            .db
+            .transaction(&[EVENTS, META], TransactionMode::ReadWrite)?;
+        let store = tx.store(EVENTS)?;
+        for event in events {
+            let key = format!("{}/{:020}", event.aggregate_id, event.aggregate_sequence);
+            let row = EventRow {
+                v: RECORD_FORMAT,
+                event: event.clone(),
+            };
+            store
+                .put(&encode(&row)?, Some(&JsValue::from_str(&key)))
+                .await?;
+        }
+        if let Some(cursor) = cursor {
+            tx.store(META)?
+                .put(
+                    &JsValue::from_f64(cursor as f64),
+                    Some(&JsValue::from_str(CURSOR_KEY)),
+                )
+                .await?;
+        }
+        tx.done().await?;
+        Ok(())
+    }
+}
+
+fn key_of(command_id: Uuid) -> JsValue {
+    JsValue::from_str(&command_id.to_string())
+}
+
+fn encode<T: Serialize>(row: &T) -> Result<JsValue, StorageError> {
+    serde_json::to_string(row)
+        .map(|json| JsValue::from_str(&json))
+        .map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Parses a row, refusing formats newer than this app.
+fn decode<T: serde::de::DeserializeOwned>(value: &JsValue) -> Result<T, StorageError> {
+    let text = value
+        .as_string()
+        .ok_or_else(|| StorageError::Corrupt("row is not a JSON string".into()))?;
+    check_format(&text)?;
+    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Refuses rows written by a newer app before reading their fields.
+fn check_format(text: &str) -> Result<(), StorageError> {
+    #[derive(Deserialize)]
+    struct Format {
+        v: u32,
+    }
+    let format: Format =
+        serde_json::from_str(text).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    if format.v > RECORD_FORMAT {
+        return Err(StorageError::NewerFormat);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_rows_are_refused_before_reading() {
+        assert_eq!(
+            check_format(r#"{"v": 2, "something": "new"}"#),
+            Err(StorageError::NewerFormat)
+        );
+        assert_eq!(check_format(r#"{"v": 1}"#), Ok(()));
+        assert!(matches!(
+            check_format("not json"),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+}

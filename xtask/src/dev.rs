@@ -1,0 +1,46 @@
+//! `cargo xtask dev`: set up, build the client with trunk (release) and run
+//! the server on it. The server prints `Sextant listening on http://…`;
+//! Ctrl-C stops it gracefully.
+
+use anyhow::Result;
+
+use crate::util::{self, Steps};
+use crate::{client, setup};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Build the server with optimizations too (the client always is).
+    #[arg(long)]
+    release: bool,
+    /// Address for the server.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Where the server keeps its event store.
+    #[arg(long, default_value = "data")]
+    data_dir: String,
+    /// More flags for the server, after `--`.
+    #[arg(last = true)]
+    server_args: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut steps = Steps::new("dev");
+    setup::ensure(&mut steps)?;
+    steps.step("client (trunk build --release)", client::build)?;
+    steps.finish();
+
+    println!("\n==> starting the server; open the URL it prints below (Ctrl-C stops it)\n");
+    let dist = util::dist_dir();
+    let mut server = util::cargo();
+    server.args(["run", "--package", "server", "--bin", "server"]);
+    if args.release {
+        server.arg("--release");
+    }
+    server
+        .arg("--")
+        .args(["--bind", &args.bind, "--data-dir", &args.data_dir])
+        .arg("--static-dir")
+        .arg(&dist)
+        .args(&args.server_args);
+    util::run(&mut server)
+}
