@@ -23,6 +23,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use super::net::{self, Answer, NetError};
+use crate::ids::random_uuid;
 use super::storage::{LocalStore, StorageError};
 
 /// What the connection indicator shows.
@@ -178,7 +179,7 @@ impl SyncEngine {
         session_id: Uuid,
         command: SessionCommand,
     ) -> Result<Vec<SessionEvent>, SessionError> {
-        let command_id = Uuid::new_v4();
+        let command_id = random_uuid();
         let order = js_sys::Date::now();
         let (events, pending, store) = {
             let mut state = self.state.borrow_mut();
@@ -236,7 +237,7 @@ impl SyncEngine {
             // The first carries the server's id; the ones rebased away after it get their own.
             let error_id = match (&error_id, index) {
                 (Some(id), 0) => id.clone(),
-                _ => Uuid::new_v4().to_string(),
+                _ => random_uuid().to_string(),
             };
             self.report(Problem {
                 error_id,
@@ -254,7 +255,7 @@ impl SyncEngine {
             self.state.borrow_mut().fatal = Some(error.to_string());
         }
         self.report(Problem {
-            error_id: Uuid::new_v4().to_string(),
+            error_id: random_uuid().to_string(),
             message: error.to_string(),
         });
     }
@@ -442,7 +443,7 @@ impl SyncEngine {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.report(Problem {
-                    error_id: Uuid::new_v4().to_string(),
+                    error_id: random_uuid().to_string(),
                     message: format!("unreadable event from the server: {error}"),
                 });
                 return;
@@ -465,7 +466,7 @@ impl SyncEngine {
                 // An event this app cannot read: stop and ask for a reload.
                 self.state.borrow_mut().fatal = Some(error.to_string());
                 self.report(Problem {
-                    error_id: Uuid::new_v4().to_string(),
+                    error_id: random_uuid().to_string(),
                     message: error.to_string(),
                 });
             }
