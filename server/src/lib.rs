@@ -69,10 +69,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let router = http::router(state.clone(), &config);
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving_state = state.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.await;
+                // Open SSE streams would otherwise keep the server alive.
+                serving_state.begin_shutdown();
             })
             .await
             .context("serving HTTP")

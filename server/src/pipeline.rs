@@ -449,7 +449,14 @@ fn decide_one(
     let envelope = &request.envelope;
     let command_id = envelope.command_id;
     let aggregate_id = envelope.aggregate_id;
-    let canonical = serde_json::to_string(envelope).map_err(AppError::internal)?;
+    // The idempotency fingerprint leaves out `expected_version`: a client
+    // that rebased a pending command after a conflict resends it, same
+    // command id, with a new expected version (see shared_domain::sync).
+    let canonical = serde_json::to_string(&CommandEnvelope {
+        expected_version: 0,
+        ..envelope.clone()
+    })
+    .map_err(AppError::internal)?;
 
     // 1. Idempotency first: a resend gets the original answer, even if its
     //    expected version is stale by now.

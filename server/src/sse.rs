@@ -92,7 +92,15 @@ pub async fn events(
     // Subscribe now, before the replay starts.
     let subscription = state.bus().subscribe();
     let (frames, rx) = mpsc::channel(CONNECTION_BUFFER);
-    tokio::spawn(feed(state.store().clone(), subscription, request, frames));
+    let mut shutdown = state.shutdown_signal();
+    let feed = feed(state.store().clone(), subscription, request, frames);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = feed => {}
+            // Dropping the sender ends the response: graceful shutdown can finish.
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
+    });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     });

@@ -24,6 +24,7 @@ struct Inner {
     bus: Bus,
     pipeline: Pipeline,
     projections: Projections,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -44,6 +45,7 @@ impl AppState {
                 bus,
                 pipeline,
                 projections,
+                shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -61,6 +63,16 @@ impl AppState {
     /// The command pipeline: every write goes through it.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Tells long-lived responses (SSE streams) to end: the server is stopping.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves-on-`true` receiver for long-lived responses.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
     }
 
     /// The in-memory read models.

@@ -2,3 +2,8 @@
 //! real parts: server processes, SQLite files, DuckDB, headless Chromium.
 
 mod skeleton;
+mod api;
+mod crash;
+mod sse;
+mod store;
+mod sync_client;

@@ -1,0 +1,201 @@
+//! A small client of the sync API for the store, API, SSE and crash tests:
+//! command envelopes, `POST /api/commands`, and a real SSE reader over HTTP.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A command envelope as a client sends it.
+pub fn envelope(session: Uuid, expected_version: u64, command: Value) -> Value {
+    json!({
+        "command_id": Uuid::new_v4(),
+        "aggregate_type": "QuerySession",
+        "aggregate_id": session,
+        "expected_version": expected_version,
+        "command": command,
+    })
+}
+
+pub fn create(title: &str) -> Value {
+    json!({"type": "CreateSession", "title": title})
+}
+
+pub fn rename(title: &str) -> Value {
+    json!({"type": "RenameSession", "title": title})
+}
+
+/// An HTTP client bound to one server.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// POSTs JSON to `path`; returns the status and the parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body: Value = response.json().await.unwrap();
+        if status >= 400 {
+            assert_eq!(content_type, "application/problem+json", "{body}");
+        }
+        (status, body)
+    }
+
+    pub async fn command(&self, envelope: &Value) -> (u16, Value) {
+        self.post("/api/commands", envelope).await
+    }
+
+    /// Sends a command that must succeed and returns its body.
+    pub async fn accept(&self, envelope: &Value) -> Value {
+        let (status, body) = self.command(envelope).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Every stored event of a session.
+    pub async fn session_events(&self, session: Uuid) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/api/aggregates/QuerySession/{session}/events"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    /// Opens `GET /api/events` with an optional `Last-Event-ID` header and query.
+    pub async fn sse(&self, last_event_id: Option<u64>, query: &str) -> SseStream {
+        let mut request = self
+            .http
+            .get(format!("{}/api/events{query}", self.base))
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(3600));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseStream {
+            body: Box::pin(response.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()))),
+            buffer: String::new(),
+        }
+    }
+}
+
+/// One parsed SSE frame (comments are skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl Frame {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
+/// A real SSE connection, parsed frame by frame.
+pub struct SseStream {
+    body: ByteStream,
+    buffer: String,
+}
+
+impl SseStream {
+    /// The next frame, or `None` after `timeout` without one.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(frame) = parse_frame(&block) {
+                    return Some(frame);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event frame (with an id), skipping progress frames.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Frame> {
+        loop {
+            let frame = self.next(timeout).await?;
+            if frame.id.is_some() {
+                return Some(frame);
+            }
+        }
+    }
+}
+
+fn parse_frame(block: &str) -> Option<Frame> {
+    let mut frame = Frame {
+        id: None,
+        event: None,
+        data: String::new(),
+    };
+    let mut any = false;
+    for line in block.lines() {
+        if line.starts_with(':') || line.is_empty() {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        any = true;
+        match field {
+            "id" => frame.id = Some(value.parse().expect("numeric SSE id")),
+            "event" => frame.event = Some(value.to_owned()),
+            "data" => {
+                if !frame.data.is_empty() {
+                    frame.data.push('\n');
+                }
+                frame.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    any.then_some(frame)
+}
