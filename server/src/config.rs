@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -29,6 +30,47 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SEXTANT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+
+    /// Directory of the datasets (Parquet, CSV, JSON) server queries read,
+    /// each a view named after its file stem. Default: `<data dir>/datasets`.
+    #[arg(long, env = "SEXTANT_DATASETS_DIR")]
+    pub datasets_dir: Option<PathBuf>,
+
+    /// Do not generate the `demo` dataset when the catalog is empty.
+    #[arg(long, env = "SEXTANT_NO_DEMO")]
+    pub no_demo: bool,
+
+    /// Rows of the generated `demo` dataset.
+    #[arg(long, env = "SEXTANT_DEMO_ROWS", default_value_t = crate::query::DEFAULT_DEMO_ROWS)]
+    pub demo_rows: u64,
+
+    /// Server queries that run at once; the rest wait in order. Default: cores.
+    #[arg(long, env = "SEXTANT_QUERY_SLOTS")]
+    pub query_slots: Option<usize>,
+
+    /// A server query running longer than this is stopped and failed (60s, 500ms, 2m).
+    #[arg(long, env = "SEXTANT_QUERY_TIMEOUT", default_value = "60s", value_parser = crate::query::parse_duration)]
+    pub query_timeout: Duration,
+
+    /// DuckDB's memory limit for all query slots together, in bytes. Default: half the RAM.
+    #[arg(long, env = "SEXTANT_QUERY_MEMORY")]
+    pub query_memory: Option<u64>,
+
+    /// Capacity of the query result cache, in bytes.
+    #[arg(long, env = "SEXTANT_RESULT_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub result_cache_bytes: u64,
+
+    /// How long an unread result stays cached (it is recomputed after).
+    #[arg(long, env = "SEXTANT_RESULT_CACHE_TTL", default_value = "10m", value_parser = crate::query::parse_duration)]
+    pub result_cache_ttl: Duration,
+
+    /// Rows kept of a larger result for paging (downloads hold everything).
+    #[arg(long, env = "SEXTANT_RESULT_MAX_ROWS", default_value_t = 100_000)]
+    pub result_max_rows: u64,
+
+    /// Bytes kept of a larger result for paging (downloads hold everything).
+    #[arg(long, env = "SEXTANT_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub result_max_bytes: u64,
 }
 
 impl Config {
@@ -40,7 +82,38 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
+            datasets_dir: None,
+            no_demo: false,
+            demo_rows: crate::query::DEFAULT_DEMO_ROWS,
+            query_slots: None,
+            query_timeout: Duration::from_secs(60),
+            query_memory: None,
+            result_cache_bytes: 256 * 1024 * 1024,
+            result_cache_ttl: Duration::from_secs(600),
+            result_max_rows: 100_000,
+            result_max_bytes: 64 * 1024 * 1024,
         }
+    }
+
+    /// The query service's settings from these flags.
+    pub fn query_settings(&self) -> crate::query::QuerySettings {
+        let mut settings = crate::query::QuerySettings::for_data_dir(&self.data_dir);
+        if let Some(dir) = &self.datasets_dir {
+            settings.datasets_dir = dir.clone();
+        }
+        settings.demo_rows = (!self.no_demo).then_some(self.demo_rows);
+        if let Some(slots) = self.query_slots {
+            settings.slots = slots.max(1);
+        }
+        settings.timeout = self.query_timeout;
+        if let Some(bytes) = self.query_memory {
+            settings.memory_limit_bytes = bytes;
+        }
+        settings.cache_bytes = self.result_cache_bytes;
+        settings.cache_ttl = self.result_cache_ttl;
+        settings.max_result_rows = self.result_max_rows;
+        settings.max_result_bytes = self.result_max_bytes;
+        settings
     }
 
     /// The path of the SQLite event store.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod pipeline;
 pub mod projections;
+pub mod query;
 pub mod sse;
 pub mod state;
 pub mod store;

@@ -10,6 +10,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
+use crate::query::QueryService;
 use crate::store::EventStore;
 
 /// Cheap to clone: everything inside is shared.
@@ -24,6 +25,7 @@ struct Inner {
     bus: Bus,
     pipeline: Pipeline,
     projections: Projections,
+    query: Arc<QueryService>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -38,6 +40,14 @@ impl AppState {
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         let projections = Projections::start(store.clone(), &bus).await?;
+        // DuckDB, the catalog (and the demo dataset), restart recovery.
+        let query = QueryService::start(
+            config.query_settings(),
+            pipeline.clone(),
+            projections.clone(),
+            bus.clone(),
+        )
+        .await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
@@ -45,6 +55,7 @@ impl AppState {
                 bus,
                 pipeline,
                 projections,
+                query,
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -73,6 +84,11 @@ impl AppState {
     /// Resolves-on-`true` receiver for long-lived responses.
     pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
+    }
+
+    /// Server-side queries with DuckDB: catalog, executor, results.
+    pub fn query(&self) -> &Arc<QueryService> {
+        &self.inner.query
     }
 
     /// The in-memory read models.

@@ -3,7 +3,9 @@
 //! framework's own rejections, is problem JSON.
 
 pub mod commands;
+pub mod datasets;
 pub mod extract;
+pub mod queries;
 pub mod reads;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -31,6 +33,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
         .route("/sessions", get(reads::list_sessions))
         .route("/sessions/{id}", get(reads::get_session))
+        .route("/datasets", get(datasets::list_datasets))
+        .route("/queries/{query_id}/result", get(queries::result_page))
+        .route("/queries/{query_id}/result.parquet", get(queries::result_parquet))
+        .route("/queries/{query_id}/result.csv", get(queries::result_csv))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         // Bodies over the limit are refused by the extractors with a 413 problem.
