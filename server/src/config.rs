@@ -84,7 +84,8 @@ impl Config {
             body_limit: 1024 * 1024,
             datasets_dir: None,
             no_demo: false,
-            demo_rows: crate::query::DEFAULT_DEMO_ROWS,
+            // Small, so in-process test servers start fast.
+            demo_rows: 10_000,
             query_slots: None,
             query_timeout: Duration::from_secs(60),
             query_memory: None,

@@ -23,13 +23,14 @@ pub const DEFAULT_LIMIT: u64 = 1_000;
 /// The largest page.
 pub const MAX_LIMIT: u64 = 10_000;
 
-type QueryParams =
-    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+type QueryParams = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
 fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, AppError> {
     match params.get(name) {
         Some(raw) => raw.parse::<u64>().map_err(|_| {
-            AppError::bad_request(format!("{name} must be a non-negative integer, not {raw:?}"))
+            AppError::bad_request(format!(
+                "{name} must be a non-negative integer, not {raw:?}"
+            ))
         }),
         None => Ok(default),
     }

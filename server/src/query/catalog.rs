@@ -278,11 +278,16 @@ fn register(connection: &duckdb::Connection, candidate: &Candidate) -> Result<Da
         ))
         .map_err(duck)?;
     let mut describe = connection
-        .prepare(&format!("SELECT column_name, column_type FROM (DESCRIBE {view})"))
+        .prepare(&format!(
+            "SELECT column_name, column_type FROM (DESCRIBE {view})"
+        ))
         .map_err(duck)?;
     let columns = describe
         .query_map([], |row| {
-            Ok(Column::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            Ok(Column::new(
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+            ))
         })
         .map_err(duck)?
         .collect::<Result<Vec<_>, _>>()
@@ -341,7 +346,10 @@ mod tests {
 
     #[test]
     fn formats_come_from_extensions() {
-        assert_eq!(Format::from_path(Path::new("a.PARQUET")), Some(Format::Parquet));
+        assert_eq!(
+            Format::from_path(Path::new("a.PARQUET")),
+            Some(Format::Parquet)
+        );
         assert_eq!(Format::from_path(Path::new("a.ndjson")), Some(Format::Json));
         assert_eq!(Format::from_path(Path::new("a.txt")), None);
         assert_eq!(Format::from_path(Path::new("a")), None);

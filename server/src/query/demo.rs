@@ -75,9 +75,7 @@ mod tests {
         let read = format!("read_parquet({})", quote_literal(&path.to_string_lossy()));
         let (rows, boroughs, min_fare): (i64, i64, f64) = connection
             .query_row(
-                &format!(
-                    "SELECT count(*), count(DISTINCT borough), min(fare)::DOUBLE FROM {read}"
-                ),
+                &format!("SELECT count(*), count(DISTINCT borough), min(fare)::DOUBLE FROM {read}"),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -97,7 +95,9 @@ mod tests {
         let read_again = format!("read_parquet({})", quote_literal(&again.to_string_lossy()));
         let second: String = connection
             .query_row(
-                &format!("SELECT borough || pickup_at::VARCHAR FROM {read_again} WHERE trip_id = 42"),
+                &format!(
+                    "SELECT borough || pickup_at::VARCHAR FROM {read_again} WHERE trip_id = 42"
+                ),
                 [],
                 |r| r.get(0),
             )

@@ -251,7 +251,9 @@ impl RawConnection {
             )
         };
         if state != ffi::DuckDBSuccess {
-            return Err(duck_err(format!("could not register the Arrow stream {name}")));
+            return Err(duck_err(format!(
+                "could not register the Arrow stream {name}"
+            )));
         }
         Ok(())
     }

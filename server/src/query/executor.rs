@@ -340,7 +340,11 @@ impl QueryService {
             match self.pipeline.execute(envelope, Origin::Executor).await {
                 Err(error) if error.kind == ErrorKind::Conflict && attempts < 20 => {
                     attempts += 1;
-                    match error.extensions.get("current_version").and_then(|v| v.as_u64()) {
+                    match error
+                        .extensions
+                        .get("current_version")
+                        .and_then(|v| v.as_u64())
+                    {
                         Some(current) => expected = current,
                         None => return Err(error),
                     }
@@ -391,7 +395,9 @@ impl QueryService {
             return Err(ExecError::Cancelled);
         }
         let Some(mut connection) = slot.connection.take() else {
-            return Err(ExecError::Failed("no DuckDB connection is available".into()));
+            return Err(ExecError::Failed(
+                "no DuckDB connection is available".into(),
+            ));
         };
         *control.interrupter.lock().expect("interrupter") = Some(connection.interrupter());
         let deadline = Instant::now() + self.settings.timeout;
@@ -425,7 +431,9 @@ impl QueryService {
                 slot.connection = Some(connection);
                 outcome
             }
-            Err(panic) => Err(ExecError::Failed(format!("the query thread failed: {panic}"))),
+            Err(panic) => Err(ExecError::Failed(format!(
+                "the query thread failed: {panic}"
+            ))),
         }
     }
 
@@ -514,9 +522,10 @@ impl QueryService {
         }
         // Query ids are unique across sessions: results are looked up by id alone.
         let reused = self.projections.read(|model| {
-            model.sessions.iter().any(|(id, view)| {
-                *id != session_id && view.session.query(query_id).is_some()
-            })
+            model
+                .sessions
+                .iter()
+                .any(|(id, view)| *id != session_id && view.session.query(query_id).is_some())
         });
         let outcome = if reused {
             Err(ExecError::Refused(format!(
@@ -579,9 +588,10 @@ impl QueryService {
     /// Finds a query by id: its session and record.
     fn find(&self, query_id: QueryId) -> Option<(Uuid, QueryRecord)> {
         self.projections.read(|model| {
-            model.sessions.iter().find_map(|(id, view)| {
-                view.session.query(query_id).map(|q| (*id, q.clone()))
-            })
+            model
+                .sessions
+                .iter()
+                .find_map(|(id, view)| view.session.query(query_id).map(|q| (*id, q.clone())))
         })
     }
 
@@ -609,7 +619,10 @@ impl QueryService {
     }
 
     /// The record of a completed server query, or the problem to answer.
-    pub(crate) async fn completed_record(&self, query_id: QueryId) -> Result<QueryRecord, AppError> {
+    pub(crate) async fn completed_record(
+        &self,
+        query_id: QueryId,
+    ) -> Result<QueryRecord, AppError> {
         let mut found = self.find(query_id);
         let completed_at = self
             .completions
@@ -696,7 +709,9 @@ impl QueryService {
             Ok(()) => Ok(target),
             Err(message) => {
                 let _ = std::fs::remove_file(&target);
-                Err(AppError::internal(format!("exporting the result failed: {message}")))
+                Err(AppError::internal(format!(
+                    "exporting the result failed: {message}"
+                )))
             }
         }
     }
@@ -715,7 +730,10 @@ fn open_blocking(
     };
     let (database, connections) = sandbox::open(&sandbox_settings, settings.slots.max(1))
         .map_err(|e| anyhow::anyhow!("opening the sandboxed DuckDB: {e}"))?;
-    let catalog = Arc::new(Catalog::open(settings.datasets_dir.clone(), database.clone())?);
+    let catalog = Arc::new(Catalog::open(
+        settings.datasets_dir.clone(),
+        database.clone(),
+    )?);
     catalog.refresh().map_err(|e| anyhow::anyhow!("{e}"))?;
     if catalog.is_empty() {
         if let Some(rows) = settings.demo_rows {

@@ -23,6 +23,10 @@ use std::time::Duration;
 
 pub use executor::QueryService;
 
+/// The Arrow crate DuckDB's results come in (with its IPC reader and
+/// writer), for clients of this module that read Arrow pages.
+pub use duckdb::arrow;
+
 /// Everything the query service needs to know from the configuration.
 #[derive(Debug, Clone)]
 pub struct QuerySettings {

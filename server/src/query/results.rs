@@ -92,7 +92,7 @@ pub fn rows_as_json(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, String> {
     let columns: Vec<Vec<Value>> = batch
         .columns()
         .iter()
-        .map(|array| array_as_json(array))
+        .map(array_as_json)
         .collect::<Result<_, _>>()?;
     Ok((0..batch.num_rows())
         .map(|row| columns.iter().map(|column| column[row].clone()).collect())
@@ -171,21 +171,20 @@ fn array_as_json(array: &ArrayRef) -> Result<Vec<Value>, String> {
                 })
                 .collect()
         }
-        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-            (0..array.len())
-                .map(|i| {
-                    if array.is_null(i) {
-                        return Ok(Value::Null);
-                    }
-                    let child = match array.data_type() {
-                        DataType::List(_) => array.as_list::<i32>().value(i),
-                        DataType::LargeList(_) => array.as_list::<i64>().value(i),
-                        _ => array.as_fixed_size_list().value(i),
-                    };
-                    array_as_json(&child).map(Value::Array)
-                })
-                .collect::<Result<_, String>>()?
-        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => (0..array
+            .len())
+            .map(|i| {
+                if array.is_null(i) {
+                    return Ok(Value::Null);
+                }
+                let child = match array.data_type() {
+                    DataType::List(_) => array.as_list::<i32>().value(i),
+                    DataType::LargeList(_) => array.as_list::<i64>().value(i),
+                    _ => array.as_fixed_size_list().value(i),
+                };
+                array_as_json(&child).map(Value::Array)
+            })
+            .collect::<Result<_, String>>()?,
         DataType::Struct(fields) => {
             let typed = array.as_struct();
             let children: Vec<Vec<Value>> = typed
@@ -279,7 +278,10 @@ mod tests {
     #[test]
     fn json_rows_keep_exactness() {
         let rows = rows_as_json(&batch()).unwrap();
-        assert_eq!(rows[0], vec![Value::from(1), Value::from("a"), Value::from("123.45")]);
+        assert_eq!(
+            rows[0],
+            vec![Value::from(1), Value::from("a"), Value::from("123.45")]
+        );
         assert_eq!(rows[1][0], Value::from((1i64 << 60).to_string()));
         assert_eq!(rows[1][2], Value::from("-0.05"));
         assert_eq!(rows[2], vec![Value::Null, Value::from("c"), Value::Null]);

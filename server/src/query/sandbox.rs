@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::duck::{
-    quote_literal, Database, DuckError, PrepareError, RawConnection, StatementKind,
-};
+use super::duck::{quote_literal, Database, DuckError, PrepareError, RawConnection, StatementKind};
 
 /// What the sandbox instance is allowed, and its resources.
 #[derive(Debug, Clone)]
@@ -80,9 +78,8 @@ pub fn open(
     let mut pool = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut connection = database.connect()?;
-        connection.execute(
-            "SET enable_progress_bar = true; SET enable_progress_bar_print = false;",
-        )?;
+        connection
+            .execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false;")?;
         pool.push(connection);
     }
     let mut setup = database.connect()?;
@@ -93,4 +90,84 @@ pub fn open(
         allowed = quote_literal(&directory_prefix(&settings.catalog_dir)),
     ))?;
     Ok((database, pool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::duck::{RunControl, RunError};
+    use duckdb::arrow::array::RecordBatch;
+
+    struct Count(usize);
+    impl RunControl for Count {
+        fn check(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn progress(&mut self, _percent: Option<f64>) {}
+        fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
+            self.0 += batch.num_rows();
+            Ok(())
+        }
+    }
+
+    fn open_in(dir: &Path) -> (Arc<Database>, Vec<RawConnection>) {
+        let settings = SandboxSettings {
+            catalog_dir: dir.join("catalog"),
+            temp_dir: dir.join("tmp"),
+            threads: 2,
+            memory_limit_bytes: 1 << 30,
+        };
+        std::fs::create_dir_all(&settings.catalog_dir).unwrap();
+        std::fs::write(settings.catalog_dir.join("t.csv"), "a\n1\n2\n").unwrap();
+        open(&settings, 1).unwrap()
+    }
+
+    #[test]
+    fn only_one_select_runs_and_files_outside_the_catalog_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut pool) = open_in(dir.path());
+        let connection = &mut pool[0];
+        let inside = dir.path().join("catalog/t.csv");
+        let mut count = Count(0);
+        connection
+            .prepare_single(
+                &format!("SELECT * FROM read_csv('{}')", inside.display()),
+                allows,
+            )
+            .unwrap()
+            .run(&mut count)
+            .unwrap();
+        assert_eq!(count.0, 2);
+        let mut refused = |sql: &str| match connection.prepare_single(sql, allows) {
+            Ok(_) => panic!("{sql} was accepted"),
+            Err(error) => refusal_message(&error),
+        };
+        assert!(refused("SELECT 1; SELECT 2").contains("2 statements"));
+        assert!(refused("SET threads = 1").contains("SET statements are not allowed"));
+        assert!(refused("INSTALL httpfs").contains("LOAD/INSTALL"));
+        assert!(refused("SELECT * FROM read_csv('/etc/passwd')").contains("disabled"));
+        assert!(refused("   ").contains("no statement"));
+    }
+
+    #[test]
+    fn an_interrupt_from_another_thread_stops_a_running_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut pool) = open_in(dir.path());
+        let connection = &mut pool[0];
+        let interrupter = connection.interrupter();
+        let prepared = connection
+            .prepare_single(
+                "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3",
+                allows,
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            interrupter.interrupt();
+        });
+        let outcome = prepared.run(&mut Count(0));
+        assert!(matches!(outcome, Err(RunError::Duck(ref e)) if e.0.contains("Interrupted")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
 }
