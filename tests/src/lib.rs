@@ -65,6 +65,8 @@ impl ServerProcess {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
+            // A small demo dataset keeps start-up fast (a flag still wins).
+            .env("SEXTANT_DEMO_ROWS", "20000")
             .current_dir(repo_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
