@@ -7,6 +7,7 @@
 
 mod app;
 mod components;
+mod duckdb;
 mod errors;
 mod ids;
 mod model;

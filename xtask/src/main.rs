@@ -9,6 +9,7 @@
 mod bench;
 mod client;
 mod dev;
+mod duckdb_bundle;
 mod setup;
 mod test;
 mod util;
@@ -35,6 +36,8 @@ enum Command {
     Test(test::Args),
     /// Run the benchmarks (`cargo bench -p server`), which print tables.
     Bench(bench::Args),
+    /// Bundle the duckdb-wasm bridge and copy its wasm into client/duckdb-wasm/ (trunk's pre_build hook).
+    DuckdbBundle,
     // Further subcommands (e.g. `gen-data`) go here, each with its own module.
 }
 
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::DuckdbBundle => duckdb_bundle::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,108 @@
+//! `cargo xtask duckdb-bundle`: prepares duckdb-wasm for the browser client,
+//! all from our own origin (nothing from a CDN, at build or run time).
+//!
+//! Writes `client/duckdb-wasm/` (gitignored), which `client/index.html`
+//! copies into the trunk output with `rel="copy-dir"`:
+//! - `duckdb-bridge.js`: `client/js/duckdb-bridge.js` bundled by npm's
+//!   esbuild with `@duckdb/duckdb-wasm` and `apache-arrow` (the package's
+//!   browser module imports `apache-arrow` by bare name, so it needs a
+//!   bundler or an import map);
+//! - the exception-handling build (`duckdb-eh.wasm`, `duckdb-browser-eh.worker.js`)
+//!   and the MVP build as fallback, copied from `node_modules`.
+//!
+//! Trunk runs it as a `pre_build` hook (Trunk.toml), so `trunk serve` and
+//! `trunk build` both get it. It only rewrites what is out of date, so it is
+//! fast and does not retrigger trunk's watcher; the output is a pure function
+//! of package-lock.json and the bridge source, so a fresh clone after
+//! `npm ci` builds the same files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+/// The bundles copied next to the bridge, from `@duckdb/duckdb-wasm/dist`.
+const DUCKDB_FILES: [&str; 4] = [
+    "duckdb-eh.wasm",
+    "duckdb-browser-eh.worker.js",
+    "duckdb-mvp.wasm",
+    "duckdb-browser-mvp.worker.js",
+];
+
+/// Where the generated files go (served at `/duckdb-wasm/`).
+pub fn out_dir() -> PathBuf {
+    util::repo_root().join("client/duckdb-wasm")
+}
+
+fn bridge_source() -> PathBuf {
+    util::repo_root().join("client/js/duckdb-bridge.js")
+}
+
+fn duckdb_dist() -> PathBuf {
+    util::repo_root().join("node_modules/@duckdb/duckdb-wasm/dist")
+}
+
+pub fn run() -> Result<()> {
+    let dist = duckdb_dist();
+    if !dist.join("duckdb-browser.mjs").is_file() {
+        bail!(
+            "{} is missing: run `npm ci` (or `cargo xtask setup`) first",
+            dist.display()
+        );
+    }
+    let out = out_dir();
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for file in DUCKDB_FILES {
+        copy_if_changed(&dist.join(file), &out.join(file))?;
+    }
+    bundle_bridge(&out.join("duckdb-bridge.js"))
+}
+
+/// Bundles the bridge unless the bundle is newer than every input.
+fn bundle_bridge(target: &Path) -> Result<()> {
+    let inputs = [
+        bridge_source(),
+        util::repo_root().join("package-lock.json"),
+        util::repo_root().join("node_modules/.package-lock.json"),
+    ];
+    let target_time = modified(target);
+    if target_time.is_some() && inputs.iter().all(|input| modified(input) <= target_time) {
+        println!("up to date: {}", target.display());
+        return Ok(());
+    }
+    let esbuild = util::repo_root().join("node_modules/.bin/esbuild");
+    if !esbuild.is_file() {
+        bail!("{} is missing: run `npm ci`", esbuild.display());
+    }
+    util::run(util::command(esbuild).args([
+        "client/js/duckdb-bridge.js",
+        "--bundle",
+        "--format=esm",
+        "--platform=browser",
+        "--target=es2022",
+        "--minify",
+        "--legal-comments=none",
+        "--log-level=warning",
+        &format!("--outfile={}", target.display()),
+    ]))
+}
+
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let source = fs::metadata(from).with_context(|| format!("reading {}", from.display()))?;
+    if let Ok(existing) = fs::metadata(to) {
+        if existing.len() == source.len() && existing.modified()? >= source.modified()? {
+            return Ok(());
+        }
+    }
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    println!("copied {}", to.display());
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
