@@ -34,8 +34,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/sessions", get(reads::list_sessions))
         .route("/sessions/{id}", get(reads::get_session))
         .route("/datasets", get(datasets::list_datasets))
+        .route("/datasets/{name}/download", get(datasets::download_dataset))
         .route("/queries/{query_id}/result", get(queries::result_page))
-        .route("/queries/{query_id}/result.parquet", get(queries::result_parquet))
+        .route(
+            "/queries/{query_id}/result.parquet",
+            get(queries::result_parquet),
+        )
         .route("/queries/{query_id}/result.csv", get(queries::result_csv))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)

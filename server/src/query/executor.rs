@@ -673,6 +673,27 @@ impl QueryService {
         self.settings.max_result_rows
     }
 
+    /// Runs `work` with a query slot's sandboxed connection on a blocking
+    /// thread, then returns the connection to the pool (dataset downloads
+    /// stream through this; see [`super::download`]).
+    pub async fn on_slot<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut RawConnection) -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let mut slot = self.acquire().await;
+        let Some(mut connection) = slot.connection.take() else {
+            return Err(AppError::internal("no DuckDB connection is available"));
+        };
+        let (connection, value) = tokio::task::spawn_blocking(move || {
+            let value = work(&mut connection);
+            (connection, value)
+        })
+        .await
+        .map_err(AppError::internal)?;
+        slot.connection = Some(connection);
+        Ok(value)
+    }
+
     /// Writes the whole result of a completed server query to a file in the
     /// work directory, re-running its SQL in the sandbox on a slot and
     /// writing with the trusted instance. The caller streams and deletes it.

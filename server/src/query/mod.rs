@@ -8,10 +8,12 @@
 //! - [`executor`]: spawn-after-persist execution on a bounded pool of
 //!   blocking threads, with cancellation, timeouts, progress and restart
 //!   recovery, all outcomes issued through the command pipeline;
-//! - [`export`]: whole results as Parquet or CSV downloads.
+//! - [`export`]: whole results as Parquet or CSV downloads;
+//! - [`download`]: whole datasets as Arrow IPC streams (taken offline by the browser).
 
 pub mod catalog;
 pub mod demo;
+pub mod download;
 pub mod duck;
 pub mod executor;
 pub mod export;

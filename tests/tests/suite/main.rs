@@ -5,6 +5,7 @@ mod query;
 mod skeleton;
 mod api;
 mod crash;
+mod dataset_download;
 mod sse;
 mod store;
 mod sync_client;
