@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod browser;
+
 /// The `server` binary built beside this test binary (`cargo build -p server`
 /// must have run; `cargo xtask test` does it).
 pub fn server_binary() -> PathBuf {

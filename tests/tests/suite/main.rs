@@ -4,6 +4,7 @@
 mod query;
 mod skeleton;
 mod api;
+mod browser;
 mod crash;
 mod dataset_download;
 mod sse;
