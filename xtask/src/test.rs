@@ -33,6 +33,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let summary_file = util::target_dir().join("xtask-test-summary.txt");
+    let _ = std::fs::remove_file(&summary_file);
     let mut steps = Steps::new("test");
     setup::ensure(&mut steps)?;
     setup::browser_check(&mut steps, true)?;
@@ -69,20 +71,22 @@ pub fn run(args: Args) -> Result<()> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     })?;
-    let totals = steps.step("tests (native, integration, browser)", || {
-        run_tests(&args.test_args)
-    })?;
-    steps.finish();
-    println!("{}", totals.summary_line());
-    if totals.failed > 0 {
-        bail!("{} tests failed", totals.failed);
+    let mut totals = Totals::default();
+    let outcome = steps.step("tests (native, integration, browser)", || {
+        run_tests(&args.test_args, &mut totals)
+    });
+    // The summary is printed (and kept for .ci/run) whether or not tests failed.
+    let _ = std::fs::write(&summary_file, totals.summary_line() + "\n");
+    if outcome.is_ok() {
+        steps.finish();
     }
-    Ok(())
+    println!("{}", totals.summary_line());
+    outcome
 }
 
 /// Runs `cargo test --workspace`, echoing its output while summing the
 /// `test result:` lines of every test binary.
-fn run_tests(test_args: &[String]) -> Result<Totals> {
+fn run_tests(test_args: &[String], totals: &mut Totals) -> Result<()> {
     let mut test = util::cargo();
     test.args(["test", "--workspace"])
         .env("SEXTANT_DIST", util::dist_dir())
@@ -93,7 +97,6 @@ fn run_tests(test_args: &[String]) -> Result<Totals> {
     println!("$ cargo test --workspace {}", test_args.join(" "));
     let mut child = test.spawn().context("could not start cargo test")?;
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut totals = Totals::default();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
         println!("{line}");
@@ -101,13 +104,15 @@ fn run_tests(test_args: &[String]) -> Result<Totals> {
     }
     let status = child.wait()?;
     if !status.success() {
-        println!("{}", totals.summary_line());
         bail!("cargo test exited with {status}");
+    }
+    if totals.failed > 0 {
+        bail!("{} tests failed", totals.failed);
     }
     if totals.passed == 0 {
         bail!("cargo test ran no test");
     }
-    Ok(totals)
+    Ok(())
 }
 
 /// Test counts summed over `test result: ok. 3 passed; 0 failed; 1 ignored; …` lines.

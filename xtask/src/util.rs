@@ -22,6 +22,20 @@ pub fn dist_dir() -> PathBuf {
     repo_root().join("dist")
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` or `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                repo_root().join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
 /// The cargo that runs us (so a pinned toolchain stays pinned), or `cargo`.
 pub fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
