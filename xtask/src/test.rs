@@ -12,13 +12,16 @@
 //! 7. `cargo doc -p shared-domain --no-deps` with warnings denied;
 //! 8. `cargo test --workspace`: unit, property and doc tests, and the one
 //!    integration binary (`tests/`), whose browser tests drive headless
-//!    Chromium against the real server serving `dist/`.
+//!    Chromium against the real server serving `dist/`;
+//! 9. `cargo test -p client --target wasm32-unknown-unknown`: the client's
+//!    wasm-bindgen-test suites in headless Chromium (runner in
+//!    `.cargo/config.toml`, flags in `client/webdriver.json`).
 //!
 //! It ends with one line `tests: N passed, N failed, N skipped` summed over
 //! every test binary.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -72,9 +75,35 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     let mut totals = Totals::default();
-    let outcome = steps.step("tests (native, integration, browser)", || {
-        run_tests(&args.test_args, &mut totals)
-    });
+    let outcome = steps
+        .step("tests (native, integration, browser)", || {
+            let mut test = util::cargo();
+            test.args(["test", "--workspace"])
+                .env("SEXTANT_DIST", util::dist_dir());
+            if !args.test_args.is_empty() {
+                test.arg("--").args(&args.test_args);
+            }
+            run_counted(test, &mut totals)
+        })
+        .and_then(|()| {
+            steps.step("client tests in Chromium (wasm-bindgen-test)", || {
+                let mut test = util::cargo();
+                test.args([
+                    "test",
+                    "--package",
+                    "client",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                ]);
+                if let Some(driver) = util::find_program("chromedriver") {
+                    test.env("CHROMEDRIVER", driver);
+                }
+                if !args.test_args.is_empty() {
+                    test.arg("--").args(&args.test_args);
+                }
+                run_counted(test, &mut totals)
+            })
+        });
     // The summary is printed (and kept for .ci/run) whether or not tests failed.
     let _ = std::fs::write(&summary_file, totals.summary_line() + "\n");
     if outcome.is_ok() {
@@ -84,19 +113,14 @@ pub fn run(args: Args) -> Result<()> {
     outcome
 }
 
-/// Runs `cargo test --workspace`, echoing its output while summing the
-/// `test result:` lines of every test binary.
-fn run_tests(test_args: &[String], totals: &mut Totals) -> Result<()> {
-    let mut test = util::cargo();
-    test.args(["test", "--workspace"])
-        .env("SEXTANT_DIST", util::dist_dir())
-        .stdout(Stdio::piped());
-    if !test_args.is_empty() {
-        test.arg("--").args(test_args);
-    }
-    println!("$ cargo test --workspace {}", test_args.join(" "));
+/// Runs a `cargo test` command, echoing its output while adding the
+/// `test result:` lines of every test binary to `totals`.
+fn run_counted(mut test: Command, totals: &mut Totals) -> Result<()> {
+    test.stdout(Stdio::piped());
+    println!("$ {}", util::describe(&test));
     let mut child = test.spawn().context("could not start cargo test")?;
     let stdout = child.stdout.take().expect("piped stdout");
+    let before = totals.passed;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
         println!("{line}");
@@ -109,7 +133,7 @@ fn run_tests(test_args: &[String], totals: &mut Totals) -> Result<()> {
     if totals.failed > 0 {
         bail!("{} tests failed", totals.failed);
     }
-    if totals.passed == 0 {
+    if totals.passed == before {
         bail!("cargo test ran no test");
     }
     Ok(())

@@ -113,7 +113,8 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn describe(command: &Command) -> String {
+/// The command line of `command`, for logs.
+pub fn describe(command: &Command) -> String {
     let program = Path::new(command.get_program())
         .file_name()
         .unwrap_or(command.get_program())
