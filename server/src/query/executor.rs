@@ -189,9 +189,9 @@ pub struct QueryService {
     pool: Arc<Mutex<Vec<RawConnection>>>,
     cache: Cache<QueryId, SharedResult>,
     active: Mutex<HashMap<QueryId, Arc<QueryControl>>>,
-    /// Global sequence of each `QueryCompleted` this process stored, so a
-    /// result request can wait for the read model to catch up.
-    completions: Mutex<HashMap<QueryId, u64>>,
+    /// Queries whose outcome this process is issuing or has issued: a result
+    /// request that finds one still active in the read model waits for it.
+    finishing: Mutex<std::collections::HashSet<QueryId>>,
     pipeline: Pipeline,
     projections: Projections,
     bus: Bus,
@@ -264,7 +264,7 @@ impl QueryService {
             pool: Arc::new(Mutex::new(connections)),
             cache,
             active: Mutex::new(HashMap::new()),
-            completions: Mutex::new(HashMap::new()),
+            finishing: Mutex::new(std::collections::HashSet::new()),
             pipeline: pipeline.clone(),
             projections,
             bus,
@@ -570,14 +570,10 @@ impl QueryService {
                 }
             }
         };
+        // Clients may see the outcome on SSE before the read model has it.
+        self.finishing.lock().expect("finishing").insert(query_id);
         match self.issue(session_id, command).await {
             Ok(accepted) => {
-                if let Some(sequence) = accepted.last_global_sequence() {
-                    self.completions
-                        .lock()
-                        .expect("completions")
-                        .insert(query_id, sequence);
-                }
                 tracing::info!(%query_id, version = accepted.version, "server query finished");
             }
             // A cancel or close that raced with the end of the query.
@@ -624,16 +620,18 @@ impl QueryService {
         query_id: QueryId,
     ) -> Result<QueryRecord, AppError> {
         let mut found = self.find(query_id);
-        let completed_at = self
-            .completions
+        let finishing = self
+            .finishing
             .lock()
-            .expect("completions")
-            .get(&query_id)
-            .copied();
+            .expect("finishing")
+            .contains(&query_id);
         // The outcome may be stored but not yet in the read model: wait for it.
-        if let (Some((_, record)), Some(sequence)) = (&found, completed_at) {
-            if record.state.is_active() {
-                self.projections.wait_for(sequence).await?;
+        if finishing {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while found.as_ref().is_some_and(|(_, r)| r.state.is_active())
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
                 found = self.find(query_id);
             }
         }
