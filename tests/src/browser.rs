@@ -125,11 +125,12 @@ impl ChromeDriver {
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let status = format!("{}/status", self.url());
         while Instant::now() < deadline {
             if let Some(exit) = self.child.try_wait()? {
                 bail!("chromedriver exited with {exit}; log:\n{}", self.log());
             }
-            if status_line_of(self.port).is_ok_and(|line| line.contains(" 200 ")) {
+            if crate::probe::blocking_get(&status).is_ok_and(|code| code == 200) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -149,21 +150,6 @@ impl Drop for ChromeDriver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The status line of `GET /status`. Reads only that line: chromedriver
-/// keeps the connection open despite `Connection: close`.
-fn status_line_of(port: u16) -> std::io::Result<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    Ok(line)
 }
 
 fn free_port() -> Result<u16> {

@@ -176,21 +176,25 @@ impl Drop for ServerProcess {
 
 mod probe {
     //! A tiny blocking GET for readiness polling, so fixtures need no runtime.
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Write};
     use std::net::TcpStream;
+    use std::time::Duration;
 
-    /// The HTTP status of `GET url` (http only), or an error.
+    /// The HTTP status of `GET url` (http only), or an error. Reads only the
+    /// status line: some servers (chromedriver) keep the connection open
+    /// despite `Connection: close`.
     pub fn blocking_get(url: &str) -> std::io::Result<u16> {
         let rest = url.strip_prefix("http://").unwrap_or(url);
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut stream = TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             stream,
             "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        response
+        let mut status_line = String::new();
+        BufReader::new(stream).read_line(&mut status_line)?;
+        status_line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
