@@ -1,2 +1,566 @@
-//! Placeholder; replaced below.
-fn main() {}
+//! The event store benchmark (`cargo bench -p server --bench store`, also run
+//! by `cargo xtask bench`). Prints one table, measured in one run:
+//!
+//! - append throughput of the in-process command pipeline (load, decide,
+//!   durable append; no HTTP) with 1 and 64 concurrent issuers on distinct
+//!   sessions, against two baselines on the same schema and pragmas: raw
+//!   rusqlite inserting the same rows in one transaction (the ceiling) and
+//!   one transaction per command (the naive store);
+//! - command round trip over HTTP, p50/p99;
+//! - SSE delivery latency from append to receipt with 1,000 subscribers;
+//! - projection rebuild rate from 1,000,000 stored events.
+//!
+//! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rusqlite::{params, TransactionBehavior};
+use serde_json::json;
+use server::bus::Bus;
+use server::pipeline::{self, Origin, Pipeline};
+use server::projections::{replay_into, ReadModel};
+use server::store::{self, EventStore, ProcessedCommand};
+use shared_domain::{
+    Aggregate, Column, CommandEnvelope, DatasetName, DatasetRef, Engine, ErrorId, EventEnvelope,
+    EventMetadata, QueryId, QuerySession, SessionCommand, SessionEvent, SessionTitle, SqlQuery,
+};
+use uuid::Uuid;
+
+const ISSUERS: usize = 64;
+
+fn scale() -> f64 {
+    std::env::var("SEXTANT_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// `SEXTANT_BENCH_ONLY=append,http,sse,rebuild` runs only those sections.
+fn enabled(section: &str) -> bool {
+    std::env::var("SEXTANT_BENCH_ONLY")
+        .map(|only| only.split(',').any(|s| s.trim() == section))
+        .unwrap_or(true)
+}
+
+fn scaled(n: usize) -> usize {
+    ((n as f64 * scale()) as usize).max(1)
+}
+
+struct Row {
+    metric: String,
+    value: String,
+    note: String,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    let commands_per_issuer = scaled(300);
+    let total = commands_per_issuer * ISSUERS;
+
+    if enabled("append") {
+        eprintln!("append throughput: {total} commands …");
+        let (one, _) = runtime.block_on(pipeline_throughput(1, total));
+        let (many, group) = runtime.block_on(pipeline_throughput(ISSUERS, total));
+        let naive = naive_throughput(total);
+        let ceiling = ceiling_throughput(total);
+        let per_s = |x: f64| format!("{x:.0} commands/s");
+        rows.push(Row {
+            metric: "pipeline, 1 issuer".into(),
+            value: per_s(one),
+            note: format!("{total} commands; load + decide + durable append"),
+        });
+        rows.push(Row {
+            metric: format!("pipeline, {ISSUERS} concurrent issuers"),
+            value: per_s(many),
+            note: format!(
+            "{total} commands on {ISSUERS} distinct sessions; group commit, {group:.1} commands per transaction"
+        ),
+        });
+        rows.push(Row {
+            metric: "naive store (1 transaction per command)".into(),
+            value: per_s(naive),
+            note: "same load/decide/append, BEGIN..COMMIT per command".into(),
+        });
+        rows.push(Row {
+            metric: "ceiling (raw rusqlite, 1 transaction)".into(),
+            value: per_s(ceiling),
+            note: "the same event + processed-command rows, prepared, one COMMIT".into(),
+        });
+        rows.push(Row {
+            metric: format!("{ISSUERS} issuers / naive"),
+            value: format!("{:.1}x", many / naive),
+            note: "target >= 10x".into(),
+        });
+        rows.push(Row {
+            metric: format!("{ISSUERS} issuers / ceiling"),
+            value: format!("{:.0}%", 100.0 * many / ceiling),
+            note: "target >= 50%".into(),
+        });
+        rows.push(Row {
+            metric: "1 issuer / naive".into(),
+            value: format!("{:.1}x", one / naive),
+            note: String::new(),
+        });
+    }
+
+    if enabled("http") {
+        eprintln!("HTTP round trip …");
+        let (p50, p99, n) = runtime.block_on(http_round_trip(scaled(2000)));
+        rows.push(Row {
+            metric: "command round trip over HTTP".into(),
+            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+            note: format!("{n} sequential POST /api/commands, one client, loopback"),
+        });
+    }
+
+    if enabled("sse") {
+        let subscribers = scaled(1000);
+        eprintln!("SSE latency with {subscribers} subscribers …");
+        let (p50, p99, max, samples) = runtime.block_on(sse_latency(subscribers, scaled(200)));
+        rows.push(Row {
+            metric: format!("SSE delivery, {subscribers} subscribers"),
+            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+            note: format!(
+                "append -> receipt, {samples} deliveries, max {max:.1} ms; target p99 < 50 ms"
+            ),
+        });
+    }
+
+    if enabled("rebuild") {
+        let events = scaled(1_000_000);
+        eprintln!("projection rebuild from {events} events …");
+        let (rate, sessions) = rebuild_rate(events);
+        rows.push(Row {
+            metric: "projection rebuild".into(),
+            value: format!("{rate:.0} events/s"),
+            note: format!("{events} stored events, {sessions} sessions; target >= 500000/s"),
+        });
+    }
+
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    let w0 = rows
+        .iter()
+        .map(|r| r.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
+    println!();
+    println!("| {:w0$} | {:w1$} | notes", "metric", "value");
+    println!("|-{}-|-{}-|------", "-".repeat(w0), "-".repeat(w1));
+    for row in rows {
+        println!("| {:w0$} | {:w1$} | {}", row.metric, row.value, row.note);
+    }
+}
+
+fn fresh_store() -> (tempfile::TempDir, EventStore, store::WriteConnection) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = EventStore::open(&dir.path().join("bench.sqlite3")).unwrap();
+    (dir, store, writer)
+}
+
+/// The `index`-th command of one session's script: create, then renames.
+fn scripted(session: Uuid, index: usize) -> CommandEnvelope<SessionCommand> {
+    let command = if index == 0 {
+        SessionCommand::CreateSession {
+            title: SessionTitle::new("bench").unwrap(),
+        }
+    } else {
+        SessionCommand::RenameSession {
+            title: SessionTitle::new(format!("bench title {index}")).unwrap(),
+        }
+    };
+    CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        aggregate_type: QuerySession::TYPE.into(),
+        aggregate_id: session,
+        expected_version: index as u64,
+        command,
+    }
+}
+
+/// Commands per second through [`Pipeline`] with `issuers` concurrent issuers,
+/// each sending its session's commands one after the other.
+async fn pipeline_throughput(issuers: usize, total: usize) -> (f64, f64) {
+    let (_dir, _store, writer) = fresh_store();
+    let pipeline = Pipeline::start(writer, Bus::default());
+    let per_issuer = total / issuers;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..issuers {
+        let pipeline = pipeline.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = Uuid::new_v4();
+            for index in 0..per_issuer {
+                pipeline
+                    .execute(scripted(session, index), Origin::Http)
+                    .await
+                    .expect("accepted");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rate = (per_issuer * issuers) as f64 / started.elapsed().as_secs_f64();
+    let (groups, commands) = pipeline.stats();
+    (rate, commands as f64 / groups.max(1) as f64)
+}
+
+/// The naive store: for every command its own transaction that loads the
+/// session from the store, decides, and appends.
+fn naive_throughput(total: usize) -> f64 {
+    let (_dir, _store, writer) = fresh_store();
+    let mut conn = writer.0;
+    let sessions: Vec<Uuid> = (0..ISSUERS).map(|_| Uuid::new_v4()).collect();
+    let per_session = total / ISSUERS;
+    let started = Instant::now();
+    // Interleaved like concurrent issuers would be, but one at a time.
+    for index in 0..per_session {
+        for session in &sessions {
+            let envelope = scripted(*session, index);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            assert!(store::find_processed(&tx, envelope.command_id)
+                .unwrap()
+                .is_none());
+            let state = pipeline::load_session(&tx, *session).unwrap();
+            assert_eq!(state.version(), envelope.expected_version);
+            let events = state.handle(&envelope.command).unwrap();
+            let now = store::now();
+            let mut sequences = Vec::new();
+            for (offset, event) in events.iter().enumerate() {
+                let stored = EventEnvelope::new::<QuerySession>(
+                    Uuid::now_v7(),
+                    *session,
+                    state.version() + 1 + offset as u64,
+                    event,
+                    EventMetadata {
+                        command_id: envelope.command_id,
+                        ..Default::default()
+                    },
+                    now,
+                );
+                sequences.push(store::insert_event(&tx, &stored).unwrap());
+            }
+            let record = ProcessedCommand {
+                request: serde_json::to_string(&envelope).unwrap(),
+                aggregate_id: *session,
+                version: state.version() + events.len() as u64,
+                first_global_sequence: sequences.first().copied(),
+                last_global_sequence: sequences.last().copied(),
+            };
+            store::insert_processed(&tx, envelope.command_id, QuerySession::TYPE, &record, now)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+    }
+    (per_session * ISSUERS) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The ceiling: the same rows (one event and one processed-command record
+/// per command), serialized beforehand, inserted in one transaction.
+fn ceiling_throughput(total: usize) -> f64 {
+    let (_dir, _store, writer) = fresh_store();
+    let mut conn = writer.0;
+    let per_session = total / ISSUERS;
+    let now = store::format_timestamp(store::now());
+    let mut prepared = Vec::with_capacity(total);
+    for _ in 0..ISSUERS {
+        let session = Uuid::new_v4();
+        let mut state = QuerySession::default();
+        for index in 0..per_session {
+            let envelope = scripted(session, index);
+            let event = state.handle(&envelope.command).unwrap().remove(0);
+            state.apply(&event);
+            prepared.push((
+                Uuid::now_v7().to_string(),
+                session.to_string(),
+                state.version(),
+                shared_domain::DomainEvent::event_type(&event),
+                serde_json::to_string(&event).unwrap(),
+                serde_json::to_string(&EventMetadata {
+                    command_id: envelope.command_id,
+                    ..Default::default()
+                })
+                .unwrap(),
+                envelope.command_id.to_string(),
+                serde_json::to_string(&envelope).unwrap(),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert_event = tx
+            .prepare(
+                "INSERT INTO events (id, aggregate_type, aggregate_id, aggregate_sequence, event_type,
+                                     event_version, payload, metadata, created_at)
+                 VALUES (?1, 'QuerySession', ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+            )
+            .unwrap();
+        let mut insert_processed = tx
+            .prepare(
+                "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, request,
+                     version, first_global_sequence, last_global_sequence, processed_at)
+                 VALUES (?1, 'QuerySession', ?2, ?3, ?4, ?5, ?5, ?6)",
+            )
+            .unwrap();
+        for (id, session, version, event_type, payload, metadata, command_id, request) in &prepared
+        {
+            insert_event
+                .execute(params![
+                    id, session, version, event_type, payload, metadata, now
+                ])
+                .unwrap();
+            let sequence = tx.last_insert_rowid();
+            insert_processed
+                .execute(params![
+                    command_id, session, request, version, sequence, now
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    prepared.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+async fn http_round_trip(count: usize) -> (f64, f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::start(server::Config::for_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let url = format!("http://{}/api/commands", server.addr);
+    let client = reqwest::Client::new();
+    let session = Uuid::new_v4();
+    let mut samples = Vec::with_capacity(count);
+    for index in 0..count {
+        let body = scripted(session, index).to_json();
+        let started = Instant::now();
+        let response = client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    server.stop().await.unwrap();
+    samples.sort_by(f64::total_cmp);
+    (
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        count,
+    )
+}
+
+/// Opens `subscribers` SSE connections, appends `events` commands (one every
+/// 20 ms), and measures from the call that appends to each receipt.
+async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::start(server::Config::for_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let url = format!("http://{}/api/events", server.addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for _ in 0..subscribers {
+        let response = client
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let receipts = receipts.clone();
+        readers.push(tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            let mut seen = 0;
+            let mut local = Vec::with_capacity(events);
+            while seen < events {
+                let Some(Ok(chunk)) = body.next().await else {
+                    break;
+                };
+                let now = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
+                        local.push((id.parse::<u64>().unwrap(), now));
+                        seen += 1;
+                    }
+                }
+            }
+            receipts.lock().unwrap().extend(local);
+        }));
+    }
+    // Let every stream finish its (empty) replay and reach the bus.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pipeline = server.state.pipeline().clone();
+    let mut appended: HashMap<u64, Instant> = HashMap::new();
+    let session = Uuid::new_v4();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for index in 0..events {
+        ticker.tick().await;
+        let started = Instant::now();
+        let accepted = pipeline
+            .execute(scripted(session, index), Origin::Http)
+            .await
+            .unwrap();
+        appended.insert(accepted.events[0].global_sequence, started);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for reader in readers {
+        let _ = tokio::time::timeout_at(deadline.into(), reader).await;
+    }
+    let receipts = std::mem::take(&mut *receipts.lock().unwrap());
+    let mut latencies: Vec<f64> = receipts
+        .iter()
+        .filter_map(|(sequence, at)| {
+            appended
+                .get(sequence)
+                .map(|sent| at.duration_since(*sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let expected = subscribers * events;
+    assert_eq!(
+        latencies.len(),
+        expected,
+        "every subscriber got every event"
+    );
+    latencies.sort_by(f64::total_cmp);
+    let max = *latencies.last().unwrap();
+    server.stop().await.unwrap();
+    (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        max,
+        expected,
+    )
+}
+
+/// Ten events per session, a realistic mix (queries with columns, failures).
+fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
+    let title = |t: &str| SessionTitle::new(t).unwrap();
+    vec![
+        SessionEvent::SessionCreated {
+            title: title("Revenue by region"),
+        },
+        SessionEvent::SessionRenamed {
+            title: title("Revenue by region, Q3"),
+        },
+        SessionEvent::DatasetAttached {
+            dataset: DatasetRef::Server {
+                name: DatasetName::new("demo").unwrap(),
+            },
+        },
+        SessionEvent::QuerySubmitted {
+            query_id: query_a,
+            sql: SqlQuery::new("SELECT region, sum(amount) FROM demo GROUP BY 1").unwrap(),
+            engine: Engine::Server,
+        },
+        SessionEvent::QueryStarted { query_id: query_a },
+        SessionEvent::QueryCompleted {
+            query_id: query_a,
+            row_count: 12,
+            columns: vec![
+                Column::new("region", "VARCHAR"),
+                Column::new("sum", "DOUBLE"),
+            ],
+            elapsed_ms: 38,
+        },
+        SessionEvent::QuerySubmitted {
+            query_id: query_b,
+            sql: SqlQuery::new("SELECT * FROM demo WHERE amount > 100").unwrap(),
+            engine: Engine::Local,
+        },
+        SessionEvent::QueryStarted { query_id: query_b },
+        SessionEvent::QueryFailed {
+            query_id: query_b,
+            error_id: ErrorId(Uuid::new_v4()),
+            message: "Binder Error: column amount not found".into(),
+        },
+        SessionEvent::SessionRenamed {
+            title: title("Revenue by region, final"),
+        },
+    ]
+}
+
+/// Stores `events` events, then times the projection rebuild's replay.
+fn rebuild_rate(events: usize) -> (f64, usize) {
+    let (_dir, store, writer) = fresh_store();
+    let mut conn = writer.0;
+    let sessions = events.div_ceil(10);
+    let now = store::format_timestamp(store::now());
+    {
+        let tx = conn.transaction().unwrap();
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO events (id, aggregate_type, aggregate_id, aggregate_sequence, event_type,
+                                     event_version, payload, metadata, created_at)
+                 VALUES (?1, 'QuerySession', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .unwrap();
+        let mut stored = 0;
+        'sessions: for _ in 0..sessions {
+            let session = Uuid::new_v4().to_string();
+            let metadata = json!({ "command_id": Uuid::new_v4() }).to_string();
+            let script = session_script(QueryId(Uuid::new_v4()), QueryId(Uuid::new_v4()));
+            for (index, event) in script.iter().enumerate() {
+                if stored == events {
+                    break 'sessions;
+                }
+                insert
+                    .execute(params![
+                        Uuid::now_v7().to_string(),
+                        session,
+                        index + 1,
+                        shared_domain::DomainEvent::event_type(event),
+                        shared_domain::DomainEvent::event_version(event),
+                        serde_json::to_string(event).unwrap(),
+                        metadata,
+                        now,
+                    ])
+                    .unwrap();
+                stored += 1;
+            }
+        }
+        drop(insert);
+        tx.commit().unwrap();
+    }
+    drop(conn);
+    // A cold reader, as at start-up.
+    let (rate, count) = store
+        .read_blocking(|conn| {
+            let mut model = ReadModel::default();
+            let started = Instant::now();
+            let applied = replay_into(conn, &mut model).expect("replay");
+            let elapsed = started.elapsed().as_secs_f64();
+            assert_eq!(applied as usize, events);
+            Ok((applied as f64 / elapsed, model.sessions.len()))
+        })
+        .unwrap();
+    (rate, count)
+}

@@ -43,6 +43,7 @@
 //!   thread: it must be a quick in-memory lookup.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -50,7 +51,7 @@ use serde::Serialize;
 use serde_json::Value;
 use shared_domain::{
     Aggregate, CommandEnvelope, DatasetName, DatasetRef, EventEnvelope, EventMetadata,
-    QuerySession, SessionCommand,
+    QuerySession, SessionCommand, SessionEvent,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -170,6 +171,9 @@ pub struct Pipeline {
 
 struct Shared {
     bus: Bus,
+    /// Transactions committed and commands handled by the writer.
+    groups: AtomicU64,
+    commands: AtomicU64,
     catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
 }
@@ -186,6 +190,8 @@ impl Pipeline {
     pub fn start(writer: WriteConnection, bus: Bus) -> Pipeline {
         let shared = Arc::new(Shared {
             bus,
+            groups: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
             catalog: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
         });
@@ -216,6 +222,15 @@ impl Pipeline {
     /// The bus this pipeline publishes to.
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
+    }
+
+    /// (transactions committed, commands handled) so far: their ratio is the
+    /// mean group-commit size.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.shared.groups.load(Ordering::Relaxed),
+            self.shared.commands.load(Ordering::Relaxed),
+        )
     }
 
     /// Registers background work triggered by committed events.
@@ -356,10 +371,10 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
         {
-            Ok(mut tx) => {
+            Ok(tx) => {
                 for request in &group {
                     decided.push(decide_one(
-                        &mut tx,
+                        &tx,
                         &self.cache,
                         &mut staged,
                         &self.shared,
@@ -392,6 +407,10 @@ impl Writer {
             }
             return;
         }
+        self.shared.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .commands
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         if self.cache.len() + staged.len() > CACHE_CAPACITY {
             self.cache.clear();
         }
@@ -439,7 +458,7 @@ impl Writer {
 
 /// Handles one command inside the group transaction `tx`.
 fn decide_one(
-    tx: &mut rusqlite::Transaction<'_>,
+    tx: &Connection,
     cache: &HashMap<Uuid, QuerySession>,
     staged: &mut HashMap<Uuid, QuerySession>,
     shared: &Shared,
@@ -546,9 +565,58 @@ fn decide_one(
         user_agent: request.context.user_agent.clone(),
     };
     let mut next = session.clone();
+    // The savepoint statements are prepared once: this runs for every command.
+    tx.prepare_cached("SAVEPOINT command")
+        .and_then(|mut stmt| stmt.execute([]))
+        .map_err(store_error)?;
+    let persisted = persist(
+        tx,
+        aggregate_id,
+        &mut next,
+        &decided,
+        metadata,
+        canonical,
+        now,
+    );
+    let finish = if persisted.is_ok() {
+        "RELEASE command"
+    } else {
+        "ROLLBACK TO command"
+    };
+    tx.prepare_cached(finish)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map_err(store_error)?;
+    if persisted.is_err() {
+        tx.prepare_cached("RELEASE command")
+            .and_then(|mut stmt| stmt.execute([]))
+            .map_err(store_error)?;
+    }
+    let events = persisted?;
+
+    let accepted = CommandAccepted {
+        aggregate_id,
+        version: next.version(),
+        events,
+        duplicate: false,
+    };
+    staged.insert(aggregate_id, next);
+    Ok(Decided::Appended(accepted, envelope.command.clone()))
+}
+
+/// Appends `decided` (folding them into `next`) and the processed-command
+/// record. Runs inside the caller's savepoint.
+fn persist(
+    conn: &Connection,
+    aggregate_id: Uuid,
+    next: &mut QuerySession,
+    decided: &[SessionEvent],
+    metadata: EventMetadata,
+    canonical: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<EventEnvelope>, AppError> {
+    let command_id = metadata.command_id;
     let mut events = Vec::with_capacity(decided.len());
-    let savepoint = tx.savepoint().map_err(store_error)?;
-    for event in &decided {
+    for event in decided {
         let mut envelope = EventEnvelope::new::<QuerySession>(
             Uuid::now_v7(),
             aggregate_id,
@@ -557,14 +625,13 @@ fn decide_one(
             metadata.clone(),
             now,
         );
-        envelope.global_sequence = match store::insert_event(&savepoint, &envelope) {
+        envelope.global_sequence = match store::insert_event(conn, &envelope) {
             Ok(sequence) => sequence,
             Err(error) if is_unique_violation(&error) => {
                 // Unreachable with one writer and a coherent cache; the
                 // store's UNIQUE constraint is the last line of defence.
-                let current =
-                    store::aggregate_version(&savepoint, QuerySession::TYPE, aggregate_id)
-                        .map_err(store_error)?;
+                let current = store::aggregate_version(conn, QuerySession::TYPE, aggregate_id)
+                    .map_err(store_error)?;
                 return Err(conflict(envelope.aggregate_sequence - 1, current));
             }
             Err(error) => return Err(store_error(error)),
@@ -579,18 +646,9 @@ fn decide_one(
         first_global_sequence: events.first().map(|e| e.global_sequence),
         last_global_sequence: events.last().map(|e| e.global_sequence),
     };
-    store::insert_processed(&savepoint, command_id, QuerySession::TYPE, &record, now)
+    store::insert_processed(conn, command_id, QuerySession::TYPE, &record, now)
         .map_err(store_error)?;
-    savepoint.commit().map_err(store_error)?;
-
-    let accepted = CommandAccepted {
-        aggregate_id,
-        version: next.version(),
-        events,
-        duplicate: false,
-    };
-    staged.insert(aggregate_id, next);
-    Ok(Decided::Appended(accepted, envelope.command.clone()))
+    Ok(events)
 }
 
 /// Rebuilds a session from its stored events, upcasting old versions.

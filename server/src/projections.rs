@@ -125,10 +125,12 @@ impl ReadModel {
 /// Returns the number of events applied.
 pub fn replay_into(conn: &Connection, model: &mut ReadModel) -> Result<u64, AppError> {
     let upcaster: Upcaster = QuerySession::upcaster();
+    // The unary `+` keeps SQLite from using the (aggregate_type, …) index,
+    // which would then sort every row by global sequence: walk the rowid.
     let mut stmt = conn
         .prepare(
             "SELECT global_sequence, aggregate_id, event_type, event_version, payload, created_at
-             FROM events WHERE global_sequence > ?1 AND aggregate_type = 'QuerySession'
+             FROM events WHERE global_sequence > ?1 AND +aggregate_type = 'QuerySession'
              ORDER BY global_sequence",
         )
         .map_err(AppError::internal)?;

@@ -37,7 +37,12 @@ fn assert_problem(server: &ServerProcess, status: u16, body: &Value, expected: u
     }
 }
 
-async fn raw_post(api: &Api, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+async fn raw_post(
+    api: &Api,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
     let mut request = api.http.post(format!("{}{path}", api.base)).body(body);
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
@@ -91,9 +96,7 @@ async fn bad_input_gets_a_problem_with_an_error_id_and_appends_nothing() {
     let (status, body) = api.command(&huge).await;
     assert_problem(&server, status, &body, 413);
     // Domain rejection: 422.
-    let (status, body) = api
-        .command(&envelope(session, 1, create("again")))
-        .await;
+    let (status, body) = api.command(&envelope(session, 1, create("again"))).await;
     assert_problem(&server, status, &body, 422);
     // Stale and future versions: 409 with the current version.
     for expected in [0, 2, 99] {
@@ -109,7 +112,9 @@ async fn bad_input_gets_a_problem_with_an_error_id_and_appends_nothing() {
     let (status, body) = api.get("/api/events?after=minus-one").await;
     assert_problem(&server, status, &body, 400);
     let (status, body) = api
-        .get(&format!("/api/aggregates/QuerySession/{session}/events?after_version=x"))
+        .get(&format!(
+            "/api/aggregates/QuerySession/{session}/events?after_version=x"
+        ))
         .await;
     assert_problem(&server, status, &body, 400);
 
@@ -153,7 +158,9 @@ async fn accepted_commands_answer_with_their_events_and_are_readable_at_once() {
 
     // The aggregate's events after a version, for rebasing clients.
     let (_, tail) = api
-        .get(&format!("/api/aggregates/QuerySession/{session}/events?after_version=1"))
+        .get(&format!(
+            "/api/aggregates/QuerySession/{session}/events?after_version=1"
+        ))
         .await;
     assert_eq!(tail["version"], 3);
     let sequences: Vec<u64> = tail["events"]
@@ -164,7 +171,10 @@ async fn accepted_commands_answer_with_their_events_and_are_readable_at_once() {
         .collect();
     assert_eq!(sequences, vec![2, 3]);
     let (status, empty) = api
-        .get(&format!("/api/aggregates/QuerySession/{}/events", Uuid::new_v4()))
+        .get(&format!(
+            "/api/aggregates/QuerySession/{}/events",
+            Uuid::new_v4()
+        ))
         .await;
     assert_eq!(status, 200);
     assert_eq!(empty["version"], 0);
@@ -183,7 +193,8 @@ async fn accepted_commands_answer_with_their_events_and_are_readable_at_once() {
 async fn a_resent_command_appends_once_and_always_gets_the_same_answer() {
     let (_dir, server, api) = start(&[]);
     let session = Uuid::new_v4();
-    api.accept(&envelope(session, 0, create("Idempotent"))).await;
+    api.accept(&envelope(session, 0, create("Idempotent")))
+        .await;
     let command = envelope(session, 1, rename("once"));
 
     // Many concurrent resends of the same command.
@@ -206,6 +217,13 @@ async fn a_resent_command_appends_once_and_always_gets_the_same_answer() {
     // it still gets its original 200.
     api.accept(&envelope(session, 2, rename("later"))).await;
     let (status, again) = api.command(&command).await;
+    assert_eq!(status, 200);
+    assert_eq!(again, original);
+    // A client that rebased the pending command resends it with a new
+    // expected version: still the original answer, nothing appended.
+    let mut rebased = command.clone();
+    rebased["expected_version"] = json!(3);
+    let (status, again) = api.command(&rebased).await;
     assert_eq!(status, 200);
     assert_eq!(again, original);
     assert_eq!(api.session_events(session).await.len(), 3);
@@ -285,7 +303,10 @@ async fn batches_are_processed_in_order_each_as_if_alone() {
         .await;
     assert_eq!(status, 200, "{body}");
     let results = body["results"].as_array().unwrap();
-    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, vec![200, 200, 200, 400, 409, 200, 200]);
     assert_eq!(results[1]["body"]["version"], 2);
     assert_eq!(results[4]["body"]["current_version"], 2);
@@ -297,7 +318,9 @@ async fn batches_are_processed_in_order_each_as_if_alone() {
     let (_, view) = api.get(&format!("/api/sessions/{a}")).await;
     assert_eq!(view["title"], "A2");
 
-    let too_many: Vec<Value> = (0..501).map(|_| envelope(Uuid::new_v4(), 0, create("x"))).collect();
+    let too_many: Vec<Value> = (0..501)
+        .map(|_| envelope(Uuid::new_v4(), 0, create("x")))
+        .collect();
     let (status, body) = api
         .post("/api/commands/batch", &json!({ "commands": too_many }))
         .await;
@@ -342,23 +365,49 @@ async fn executor_only_commands_are_forbidden_over_http_before_any_other_check()
     for command in forged {
         // A wrong expected version and a domain-invalid state still give 403.
         for expected in [2, 0, 7] {
-            let (status, body) = api.command(&envelope(session, expected, command.clone())).await;
+            let (status, body) = api
+                .command(&envelope(session, expected, command.clone()))
+                .await;
             assert_problem(&server, status, &body, 403);
         }
     }
+    // The server's executor runs the server query meanwhile; wait until it
+    // has finished with it, whatever the outcome.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let version = loop {
+        let (_, view) = api.get(&format!("/api/sessions/{session}")).await;
+        let state = view["history"][0]["state"].as_str().unwrap().to_owned();
+        if !["submitted", "running"].contains(&state.as_str()) {
+            break view["version"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "query still {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     // A local-engine query is the browser's to run and report.
     let local = Uuid::new_v4();
-    api.accept(&envelope(session, 2, json!({"type": "CancelQuery", "query_id": query})))
-        .await;
     api.accept(&envelope(
         session,
-        3,
+        version,
         json!({"type": "SubmitQuery", "query_id": local, "sql": "SELECT 1", "engine": "local"}),
     ))
     .await;
-    api.accept(&envelope(session, 4, json!({"type": "StartQuery", "query_id": local})))
-        .await;
-    assert_eq!(api.session_events(session).await.len(), 5);
+    api.accept(&envelope(
+        session,
+        version + 1,
+        json!({"type": "StartQuery", "query_id": local}),
+    ))
+    .await;
+    // The forged commands appended nothing: only the executor's events and ours.
+    let events = api.session_events(session).await;
+    assert_eq!(events.len() as u64, version + 2);
+    for event in &events {
+        let about_server_query = event["payload"]["query_id"] == json!(query);
+        let executor_only = ["QueryStarted", "QueryCompleted", "QueryFailed"]
+            .contains(&event["event_type"].as_str().unwrap());
+        if about_server_query && executor_only {
+            assert_eq!(event["metadata"]["client_id"], "server:query-executor");
+        }
+    }
 }
 
 #[tokio::test]
@@ -385,8 +434,10 @@ async fn read_models_are_the_same_after_a_restart() {
     let (_dir, server, api) = start(&[]);
     for i in 0..5 {
         let session = Uuid::new_v4();
-        api.accept(&envelope(session, 0, create(&format!("s{i}")))).await;
-        api.accept(&envelope(session, 1, rename(&format!("t{i}")))).await;
+        api.accept(&envelope(session, 0, create(&format!("s{i}"))))
+            .await;
+        api.accept(&envelope(session, 1, rename(&format!("t{i}"))))
+            .await;
     }
     let (_, before) = api.get("/api/sessions").await;
     let server = server.restart().unwrap();

@@ -64,7 +64,10 @@ async fn acknowledged_commands_survive_kill_9() {
         results.push(writer.await.unwrap());
     }
     let total: usize = results.iter().map(|(_, acked)| acked.len()).sum();
-    assert!(total > 50, "the load was too light to mean anything ({total})");
+    assert!(
+        total > 50,
+        "the load was too light to mean anything ({total})"
+    );
 
     let server = ServerProcess::start(&dir_path, &[]).unwrap();
     let api = Api::new(server.url());
@@ -79,7 +82,11 @@ async fn acknowledged_commands_survive_kill_9() {
         let by_id: HashMap<&Value, &Value> = stored.iter().map(|e| (&e["id"], e)).collect();
         for (command, body) in acknowledged {
             for event in body["events"].as_array().unwrap() {
-                assert_eq!(by_id.get(&event["id"]).copied(), Some(event), "lost {event}");
+                assert_eq!(
+                    by_id.get(&event["id"]).copied(),
+                    Some(event),
+                    "lost {event}"
+                );
             }
             // The processed-command record survived with its events.
             let (status, again) = try_command(&api, command).await.unwrap();

@@ -103,7 +103,10 @@ async fn reconnecting_from_every_cursor_loses_and_repeats_nothing() {
 
     let all = stored_sequences(&api, &sessions).await;
     assert_eq!(all.len(), 4 * 61);
-    assert_eq!(seen, all, "the resuming client saw every event exactly once, in order");
+    assert_eq!(
+        seen, all,
+        "the resuming client saw every event exactly once, in order"
+    );
     for (cursor, ids) in &probes {
         let expected: Vec<u64> = all
             .iter()
@@ -116,7 +119,12 @@ async fn reconnecting_from_every_cursor_loses_and_repeats_nothing() {
     // After the writes, every possible Last-Event-ID resumes exactly after it.
     for &cursor in std::iter::once(&0).chain(all.iter()) {
         let mut stream = api.sse(Some(cursor), "").await;
-        let expected: Vec<u64> = all.iter().copied().filter(|s| *s > cursor).take(3).collect();
+        let expected: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|s| *s > cursor)
+            .take(3)
+            .collect();
         let mut ids = Vec::new();
         while ids.len() < expected.len() {
             ids.push(stream.next_event(WAIT).await.expect("frame").id.unwrap());
@@ -160,7 +168,9 @@ async fn last_event_id_wins_and_session_scoping_filters() {
 #[tokio::test]
 async fn progress_frames_carry_no_id_and_follow_session_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(Config::for_data_dir(dir.path())).await.unwrap();
+    let running = server::start(Config::for_data_dir(dir.path()))
+        .await
+        .unwrap();
     let api = Api::new(format!("http://{}", running.addr));
     let a = Uuid::new_v4();
     let b = Uuid::new_v4();
@@ -191,7 +201,9 @@ async fn progress_frames_carry_no_id_and_follow_session_scope() {
 #[tokio::test]
 async fn a_stream_that_falls_behind_the_bus_catches_up_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(Config::for_data_dir(dir.path())).await.unwrap();
+    let running = server::start(Config::for_data_dir(dir.path()))
+        .await
+        .unwrap();
     let api = Api::new(format!("http://{}", running.addr));
     let session = Uuid::new_v4();
     api.accept(&envelope(session, 0, create("lag"))).await;

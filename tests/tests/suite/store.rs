@@ -21,12 +21,30 @@ async fn a_database_with_old_event_versions_loads_into_the_current_aggregate() {
         // QuerySubmitted v1 had no engine (every query ran on the server).
         let (_store, writer) = EventStore::open(&dir.path().join(DATABASE)).unwrap();
         let rows = [
-            (1, "SessionCreated", 1, json!({"type": "SessionCreated", "title": "Legacy"})),
+            (
+                1,
+                "SessionCreated",
+                1,
+                json!({"type": "SessionCreated", "title": "Legacy"}),
+            ),
             (
                 2,
                 "QuerySubmitted",
                 1,
                 json!({"type": "QuerySubmitted", "query_id": query, "sql": "SELECT count(*) FROM demo"}),
+            ),
+            (
+                3,
+                "QueryStarted",
+                1,
+                json!({"type": "QueryStarted", "query_id": query}),
+            ),
+            (
+                4,
+                "QueryCompleted",
+                1,
+                json!({"type": "QueryCompleted", "query_id": query, "row_count": 1,
+                       "columns": [{"name": "count_star()", "type": "BIGINT"}], "elapsed_ms": 3}),
             ),
         ];
         for (sequence, event_type, version, payload) in rows {
@@ -53,26 +71,38 @@ async fn a_database_with_old_event_versions_loads_into_the_current_aggregate() {
     // The projection upcast the stored v1 event.
     let (status, view) = api.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(status, 200, "{view}");
-    assert_eq!(view["version"], 2);
+    assert_eq!(view["version"], 4);
     assert_eq!(view["history"][0]["engine"], "server");
-    assert_eq!(view["history"][0]["state"], "submitted");
+    assert_eq!(view["history"][0]["state"], "completed");
+    assert_eq!(view["history"][0]["row_count"], 1);
     // The stored row itself is never rewritten.
     let events = api.session_events(session).await;
     assert_eq!(events[1]["event_version"], 1);
     assert!(events[1]["payload"].get("engine").is_none());
 
-    // The pipeline loads the upcast aggregate: the query runs on the server,
-    // so starting it is the executor's business, and cancelling it works.
+    // The pipeline loads the upcast aggregate: the query ran on the server,
+    // so reporting on it is the executor's business (403) …
     let (status, body) = api
-        .command(&envelope(session, 2, json!({"type": "StartQuery", "query_id": query})))
+        .command(&envelope(
+            session,
+            4,
+            json!({"type": "FailQuery", "query_id": query, "error_id": Uuid::new_v4(), "message": "forged"}),
+        ))
         .await;
     assert_eq!(status, 403, "{body}");
+    // … and the session goes on from version 4.
+    let local = Uuid::new_v4();
     let body = api
-        .accept(&envelope(session, 2, json!({"type": "CancelQuery", "query_id": query})))
+        .accept(&envelope(
+            session,
+            4,
+            json!({"type": "SubmitQuery", "query_id": local, "sql": "SELECT 1", "engine": "local"}),
+        ))
         .await;
-    assert_eq!(body["version"], 3);
+    assert_eq!(body["version"], 5);
     let (_, view) = api.get(&format!("/api/sessions/{session}")).await;
-    assert_eq!(view["history"][0]["state"], "cancelled");
+    assert_eq!(view["history"][1]["engine"], "local");
+    assert_eq!(view["history"][1]["state"], "submitted");
 }
 
 #[tokio::test]

@@ -114,7 +114,11 @@ impl Api {
             .unwrap()
             .starts_with("text/event-stream"));
         SseStream {
-            body: Box::pin(response.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()))),
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map(|b| b.to_vec())),
+            ),
             buffer: String::new(),
         }
     }
