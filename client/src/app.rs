@@ -1,37 +1,52 @@
-//! The root component: page frame, store and the session-or-welcome switch.
+//! The root component: the page frame (brand, connection indicator,
+//! banners, local-data controls) and the sessions-list-or-session switch.
 
 use leptos::prelude::*;
 
-use crate::components::{ErrorBanner, NewSession, SessionView, SyncBadge};
-use crate::state::Store;
+use crate::components::{ConnectionBadge, Problems, SessionView, SessionsPage, UpdateBanners};
+use crate::route::{Route, Router};
+use crate::sw::Shell;
 
 #[component]
 pub fn App() -> impl IntoView {
-    let store = Store::new();
-    provide_context(store);
-    let has_session = move || store.workbench.with(Option::is_some);
+    let router = Router::new();
+    provide_context(router);
+    let shell = Shell::start();
+    provide_context(shell);
+    let sw_state = move || {
+        if shell.controlled.get() {
+            "controlled"
+        } else {
+            "none"
+        }
+    };
 
     view! {
-        <div class="shell" id="app" data-testid="app-ready">
+        <div class="shell" id="app" data-testid="app-ready" data-sw=sw_state>
             <header class="topbar">
-                <div class="brand">
+                <a
+                    class="brand"
+                    href="/"
+                    on:click=move |ev| {
+                        ev.prevent_default();
+                        router.go(Route::Sessions);
+                    }
+                >
                     <span class="brand-mark" aria-hidden="true">"◎"</span>
                     <span class="brand-name">"Sextant"</span>
                     <span class="brand-tagline">"local-first analytics workbench"</span>
-                </div>
-                <SyncBadge />
+                </a>
+                <ConnectionBadge />
             </header>
             <main class="content">
-                <ErrorBanner />
-                <Show when=has_session fallback=|| view! { <NewSession /> }>
-                    <SessionView />
-                </Show>
+                <UpdateBanners />
+                <Problems />
+                {move || match router.current.get() {
+                    Route::Sessions => view! { <SessionsPage /> }.into_any(),
+                    Route::Session(id) => view! { <SessionView session_id=id /> }.into_any(),
+                }}
             </main>
-            <footer class="footer">
-                "Every state on this page is computed by the shared "
-                <code>"QuerySession"</code>
-                " aggregate, running in your browser as WebAssembly."
-            </footer>
+            <crate::components::Footer />
         </div>
     }
 }

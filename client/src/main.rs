@@ -1,21 +1,29 @@
 //! Sextant's browser client: a Leptos (client-side rendered) app that runs
-//! the shared domain crate compiled to WebAssembly.
+//! the shared domain crate compiled to WebAssembly, offline first.
 //!
-//! Layout: `model` is the pure core (native-testable), `state` the reactive
-//! store and actions, `sync` the best-effort delivery to the server, `ids`
-//! and `errors` the shell's ids and tracked errors, `components` the views.
+//! Layout: `offline` is the sync engine (replica + IndexedDB + SSE + outbox
+//! sender), `api` the read-side HTTP calls, `route` the two pages, `sw` the
+//! service worker's page side, `chart` pure SVG charts, `ids` client-minted
+//! ids, `components` the views.
 
+mod api;
 mod app;
+mod chart;
 mod components;
 mod duckdb;
-mod errors;
 mod ids;
-mod model;
 mod offline;
-mod state;
-mod sync;
+mod route;
+mod sw;
 
 fn main() {
     console_error_panic_hook::set_once();
-    leptos::mount::mount_to_body(app::App);
+    // Leptos' executor starts with the mount: before it, plain wasm-bindgen futures.
+    wasm_bindgen_futures::spawn_local(async {
+        // The replica is restored from IndexedDB before the first render, so
+        // the page never flashes an empty state.
+        let engine = offline::engine::SyncEngine::start().await;
+        offline::engine::install(engine);
+        leptos::mount::mount_to_body(app::App);
+    });
 }

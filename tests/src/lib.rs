@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod browser;
+pub mod proxy;
 
 /// The `server` binary built beside this test binary (`cargo build -p server`
 /// must have run; `cargo xtask test` does it).

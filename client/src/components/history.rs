@@ -1,26 +1,42 @@
-//! Every query of the session, newest first, with its execution state.
+//! Every query of the session, newest first, with its state and duration.
+//! Clicking one loads it back into the editor and shows its result; "Run
+//! again" submits it anew.
 
 use leptos::prelude::*;
 use shared_domain::{QueryRecord, QueryState};
 
-use crate::model::state_name;
-use crate::state::Store;
+use super::session::Workbench;
+use crate::offline::engine::engine;
+
+/// The name a query state shows as.
+pub fn state_name(state: &QueryState) -> &'static str {
+    match state {
+        QueryState::Submitted => "submitted",
+        QueryState::Running => "running",
+        QueryState::Completed { .. } => "completed",
+        QueryState::Failed { .. } => "failed",
+        QueryState::Cancelled => "cancelled",
+    }
+}
 
 #[component]
 pub fn History() -> impl IntoView {
-    let store = expect_context::<Store>();
-    let records = move || {
-        store
-            .with_session(|w| w.session.history.iter().rev().cloned().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
-
+    let workbench = expect_context::<Workbench>();
+    let records = Memo::new(move |_| {
+        engine()
+            .view(workbench.session_id)
+            .history
+            .iter()
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+    });
     view! {
         <section class="card history">
             <h2>"History"</h2>
             <ol class="history-list" data-testid="history">
                 {move || {
-                    let records = records();
+                    let records = records.get();
                     if records.is_empty() {
                         view! { <li class="muted empty">"No queries yet."</li> }.into_any()
                     } else {
@@ -38,53 +54,82 @@ pub fn History() -> impl IntoView {
 
 #[component]
 fn HistoryEntry(record: QueryRecord) -> impl IntoView {
-    let store = expect_context::<Store>();
+    let workbench = expect_context::<Workbench>();
     let state = state_name(&record.state);
     let query_id = record.query_id;
+    let sql = record.sql.as_str().to_owned();
     let detail = match &record.state {
         QueryState::Completed {
             row_count,
-            columns,
             elapsed_ms,
-            engine,
-        } => Some(format!(
-            "{row_count} rows · {} columns · {elapsed_ms} ms on {engine}",
-            columns.len()
-        )),
-        QueryState::Failed { error_id, message } => {
-            Some(format!("{message} (error id {error_id})"))
-        }
+            ..
+        } => Some(format!("{row_count} rows · {elapsed_ms} ms")),
+        QueryState::Failed { error_id, .. } => Some(format!("error id {error_id}")),
         _ => None,
     };
-    let active = record.state.is_active();
-
+    let selected = move || workbench.shown_query() == Some(query_id);
+    let load = {
+        let sql = sql.clone();
+        move || {
+            workbench.sql.set(sql.clone());
+            workbench
+                .choice
+                .set(crate::duckdb::choice::EngineChoice::from_engine(
+                    record.engine,
+                ));
+            workbench.selected.set(Some(query_id));
+        }
+    };
+    let on_click = {
+        let load = load.clone();
+        move |_| load()
+    };
+    let on_key = {
+        let load = load.clone();
+        move |ev: leptos::ev::KeyboardEvent| {
+            if ev.key() == "Enter" || ev.key() == " " {
+                ev.prevent_default();
+                load();
+            }
+        }
+    };
+    let rerun = move |ev: leptos::ev::MouseEvent| {
+        ev.stop_propagation();
+        load();
+        workbench.run();
+    };
     view! {
         <li
             class="history-entry"
+            class:selected=selected
             data-testid="history-entry"
             data-query-id=query_id.to_string()
             data-state=state
+            tabindex="0"
+            title="Load into the editor and show its result"
+            on:click=on_click
+            on:keydown=on_key
         >
             <div class="entry-head">
                 <span class=format!("badge state {state}") data-testid="query-state">
                     {state}
                 </span>
-                <span class="muted small">{format!("{} engine", record.engine)}</span>
-                {active
-                    .then(|| {
+                <span class="muted small" data-testid="query-engine">
+                    {format!("{}", record.engine)}
+                </span>
+                {detail
+                    .map(|detail| {
                         view! {
-                            <button
-                                class="ghost small"
-                                data-testid="cancel-query"
-                                on:click=move |_| store.cancel_query(query_id)
-                            >
-                                "Cancel"
-                            </button>
+                            <span class="muted small" data-testid="query-detail">
+                                {detail}
+                            </span>
                         }
                     })}
+                <button class="ghost small rerun" data-testid="rerun-query" on:click=rerun>
+                    "Run again"
+                </button>
             </div>
-            <pre class="sql" data-testid="query-sql">{record.sql.as_str().to_owned()}</pre>
-            {detail.map(|detail| view! { <div class="muted small">{detail}</div> })}
+            <pre class="sql" data-testid="query-sql">{sql}</pre>
         </li>
     }
 }

@@ -4,41 +4,71 @@
 //! batches (one sender per browser, elected with the Web Locks API), rebases
 //! after conflicts, and reports every rejection with an error id.
 //!
-//! The UI reads through [`SyncEngine::revision`], a signal bumped on every
+//! There is one engine per page ([`install`] / [`engine`]). The UI reads
+//! through its accessors, which track one revision signal bumped on every
 //! change, so views re-render when the replica moves.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{OnceCell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use futures::channel::oneshot;
+use futures::future::{select, Either};
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use serde::Deserialize;
-use shared_domain::sync::{Received, Rejection, Replica, Source};
+use shared_domain::sync::{PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
-    Aggregate, EventEnvelope, QueryId, QuerySession, SessionCommand, SessionError, SessionEvent,
+    Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand, SessionEvent,
 };
 use uuid::Uuid;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
 
 use super::net::{self, Answer, NetError};
-use crate::ids::random_uuid;
 use super::storage::{LocalStore, StorageError};
+use crate::ids::random_uuid;
 
-/// What the connection indicator shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the connection indicator shows. It is derived from facts (is the
+/// feed open, how many commands wait), never set optimistically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connection {
+    /// The feed has not opened or failed yet.
     Connecting,
+    /// The feed is open and nothing waits to be sent.
     Online,
-    Offline,
+    /// The feed is open and `pending` commands wait for the server.
     Syncing { pending: usize },
+    /// The server cannot be reached; `pending` commands wait.
+    Offline { pending: usize },
+}
+
+/// Where a problem came from: decides whether a later success clears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The user's input or action was refused here, before sending.
+    Input,
+    /// The server refused a change, or a change was rebased away.
+    Rejected,
+    /// Local storage or the wire failed.
+    System,
+}
+
+impl ProblemKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProblemKind::Input => "Not done",
+            ProblemKind::Rejected => "Rejected by the server",
+            ProblemKind::System => "Problem",
+        }
+    }
 }
 
 /// A failure shown to the user, with the id an operator finds in the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub error_id: String,
+    pub kind: ProblemKind,
     pub message: String,
 }
 
@@ -46,7 +76,9 @@ pub struct Problem {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct Progress {
     pub query_id: QueryId,
+    #[serde(default)]
     pub percent: Option<f64>,
+    #[serde(default)]
     pub elapsed_ms: u64,
 }
 
@@ -55,7 +87,10 @@ struct EngineState {
     store: Option<Rc<LocalStore>>,
     /// command id -> outbox order (first submission time), kept across rebases.
     orders: HashMap<Uuid, f64>,
-    connection: Connection,
+    /// Commands submitted here whose rows are not in IndexedDB yet.
+    unwritten: HashSet<Uuid>,
+    feed_open: bool,
+    feed_failed: bool,
     problems: Vec<Problem>,
     /// Set when local data or a server event is newer than this app.
     fatal: Option<String>,
@@ -63,6 +98,8 @@ struct EngineState {
     is_sender: bool,
     flushing: bool,
     attempt: u32,
+    /// Wakes a flush loop sleeping in its backoff (the feed reopened).
+    wake: Option<oneshot::Sender<()>>,
     feed: Option<web_sys::EventSource>,
     channel: Option<web_sys::BroadcastChannel>,
 }
@@ -74,9 +111,30 @@ pub struct SyncEngine {
     revision: RwSignal<u64>,
 }
 
-const DB_NAME: &str = "sextant";
+pub const DB_NAME: &str = "sextant";
 const SENDER_LOCK: &str = "sextant-outbox-sender";
 const CHANNEL: &str = "sextant-outbox";
+
+thread_local! {
+    static ENGINE: OnceCell<SyncEngine> = const { OnceCell::new() };
+}
+
+/// Makes `engine` the page's engine (once, at start-up).
+pub fn install(engine: SyncEngine) {
+    ENGINE.with(|cell| {
+        let _ = cell.set(engine);
+    });
+}
+
+/// The page's engine. Views call this inside their closures, which keeps the
+/// closures `Send` (the engine itself is single-threaded, like the page).
+pub fn engine() -> SyncEngine {
+    ENGINE.with(|cell| {
+        cell.get()
+            .cloned()
+            .expect("the sync engine is installed at start-up")
+    })
+}
 
 impl SyncEngine {
     /// Opens local storage, restores the replica, and starts the feed and the sender.
@@ -86,13 +144,16 @@ impl SyncEngine {
                 replica: Replica::new(),
                 store: None,
                 orders: HashMap::new(),
-                connection: Connection::Connecting,
+                unwritten: HashSet::new(),
+                feed_open: false,
+                feed_failed: false,
                 problems: Vec::new(),
                 fatal: None,
                 progress: HashMap::new(),
                 is_sender: false,
                 flushing: false,
                 attempt: 0,
+                wake: None,
                 feed: None,
                 channel: None,
             })),
@@ -114,11 +175,6 @@ impl SyncEngine {
         engine.become_sender_when_elected();
         engine.changed();
         engine
-    }
-
-    /// Bumped on every change: read it to re-render.
-    pub fn revision(&self) -> u64 {
-        self.revision.get()
     }
 
     /// The optimistic view of one session.
@@ -146,9 +202,27 @@ impl SyncEngine {
         self.state.borrow().replica.has_pending(session_id)
     }
 
+    /// Commands waiting for the server.
+    pub fn pending_count(&self) -> usize {
+        self.revision.track();
+        self.state.borrow().replica.outbox().len()
+    }
+
     pub fn connection(&self) -> Connection {
         self.revision.track();
-        self.state.borrow().connection.clone()
+        let state = self.state.borrow();
+        let pending = state.replica.outbox().len();
+        if state.feed_open {
+            if pending == 0 {
+                Connection::Online
+            } else {
+                Connection::Syncing { pending }
+            }
+        } else if state.feed_failed {
+            Connection::Offline { pending }
+        } else {
+            Connection::Connecting
+        }
     }
 
     pub fn problems(&self) -> Vec<Problem> {
@@ -166,33 +240,60 @@ impl SyncEngine {
         self.state.borrow().progress.get(&query_id).copied()
     }
 
-    pub fn dismiss_problems(&self) {
-        self.state.borrow_mut().problems.clear();
+    pub fn dismiss_problem(&self, error_id: &str) {
+        self.state
+            .borrow_mut()
+            .problems
+            .retain(|p| p.error_id != error_id);
         self.changed();
     }
 
+    /// Reports a refusal decided here (invalid input, domain refusal).
+    pub fn report_input(&self, message: impl Into<String>) {
+        self.report(Problem {
+            error_id: random_uuid().to_string(),
+            kind: ProblemKind::Input,
+            message: message.into(),
+        });
+    }
+
     /// Decides `command` on the optimistic view, stores it durably in the
-    /// outbox and schedules sending. A locally invalid command is refused
-    /// here and never sent.
-    pub fn submit(
-        &self,
-        session_id: Uuid,
-        command: SessionCommand,
-    ) -> Result<Vec<SessionEvent>, SessionError> {
+    /// outbox and schedules sending. A locally invalid command is reported
+    /// here (with an error id) and never sent.
+    pub fn submit(&self, session_id: Uuid, command: SessionCommand) -> Option<Vec<SessionEvent>> {
+        if let Some(fatal) = self.state.borrow().fatal.clone() {
+            self.report_input(format!("{} was not done: {fatal}", command.name()));
+            return None;
+        }
         let command_id = random_uuid();
         let order = js_sys::Date::now();
-        let (events, pending, store) = {
+        let name = command.name();
+        let decided = {
             let mut state = self.state.borrow_mut();
-            let events = state.replica.submit(command_id, session_id, command)?;
-            state.orders.insert(command_id, order);
-            let pending = state
-                .replica
-                .outbox()
-                .iter()
-                .find(|p| p.command_id == command_id)
-                .cloned()
-                .expect("just submitted");
-            (events, pending, state.store.clone())
+            let decided = state.replica.submit(command_id, session_id, command);
+            if decided.is_ok() {
+                state.orders.insert(command_id, order);
+                state.unwritten.insert(command_id);
+                // A success supersedes the refusals of earlier attempts.
+                state.problems.retain(|p| p.kind != ProblemKind::Input);
+            }
+            decided.map(|events| {
+                let pending = state
+                    .replica
+                    .outbox()
+                    .iter()
+                    .find(|p| p.command_id == command_id)
+                    .cloned()
+                    .expect("just submitted");
+                (events, pending, state.store.clone())
+            })
+        };
+        let (events, pending, store) = match decided {
+            Ok(decided) => decided,
+            Err(error) => {
+                self.report_input(format!("{name} refused: {error}"));
+                return None;
+            }
         };
         self.changed();
         let engine = self.clone();
@@ -202,10 +303,11 @@ impl SyncEngine {
                     engine.storage_failed(error);
                 }
             }
+            engine.state.borrow_mut().unwritten.remove(&command_id);
             engine.tell_other_tabs();
             engine.flush().await;
         });
-        Ok(events)
+        Some(events)
     }
 
     /// Deletes every local row and reloads the page.
@@ -214,7 +316,9 @@ impl SyncEngine {
             feed.close();
         }
         self.state.borrow_mut().store = None;
-        let _ = LocalStore::destroy(DB_NAME).await;
+        if let Err(error) = LocalStore::destroy(DB_NAME).await {
+            web_sys::console::warn_1(&format!("clearing local data: {error}").into());
+        }
         if let Some(window) = web_sys::window() {
             let _ = window.location().reload();
         }
@@ -232,15 +336,21 @@ impl SyncEngine {
         self.changed();
     }
 
-    fn report_rejections(&self, rejections: Vec<Rejection<SessionCommand>>, error_id: Option<String>) {
+    fn report_rejections(
+        &self,
+        rejections: Vec<Rejection<SessionCommand>>,
+        error_id: Option<String>,
+    ) {
         for (index, rejection) in rejections.into_iter().enumerate() {
-            // The first carries the server's id; the ones rebased away after it get their own.
+            // The first carries the server's id (its log line); the ones rebased
+            // away after it get their own, logged here.
             let error_id = match (&error_id, index) {
                 (Some(id), 0) => id.clone(),
                 _ => random_uuid().to_string(),
             };
             self.report(Problem {
                 error_id,
+                kind: ProblemKind::Rejected,
                 message: format!(
                     "{} was rejected: {}",
                     rejection.pending.command.name(),
@@ -256,7 +366,17 @@ impl SyncEngine {
         }
         self.report(Problem {
             error_id: random_uuid().to_string(),
+            kind: ProblemKind::System,
             message: error.to_string(),
+        });
+    }
+
+    fn set_fatal(&self, message: String) {
+        self.state.borrow_mut().fatal = Some(message.clone());
+        self.report(Problem {
+            error_id: random_uuid().to_string(),
+            kind: ProblemKind::System,
+            message,
         });
     }
 
@@ -270,20 +390,23 @@ impl SyncEngine {
             }
         }
         let mut state = self.state.borrow_mut();
-        for (index, pending) in snapshot.outbox.iter().enumerate() {
-            state.orders.entry(pending.command_id).or_insert(index as f64);
-        }
+        state.orders = snapshot
+            .outbox
+            .iter()
+            .map(|(order, p)| (p.command_id, *order))
+            .collect();
         state.replica = Replica::restore(
             rebuilt
                 .confirmed_all()
                 .map(|(id, aggregate)| (*id, aggregate.clone())),
             snapshot.last_global_sequence,
-            snapshot.outbox,
+            snapshot.outbox.into_iter().map(|(_, p)| p),
         );
         Ok(())
     }
 
-    /// Another tab changed the outbox: reload it from IndexedDB.
+    /// Another tab changed the outbox: reload it from IndexedDB, keeping our
+    /// own commands whose rows may still be on their way to the database.
     async fn reload_outbox(&self) {
         let Some(store) = self.state.borrow().store.clone() else {
             return;
@@ -298,7 +421,17 @@ impl SyncEngine {
                         .map(|(id, a)| (*id, a.clone()))
                         .collect();
                     let cursor = state.replica.last_global_sequence();
-                    state.replica = Replica::restore(confirmed, cursor, snapshot.outbox);
+                    for (order, pending) in &snapshot.outbox {
+                        state.orders.insert(pending.command_id, *order);
+                    }
+                    let stored: Vec<(f64, PendingCommand<SessionCommand>)> = snapshot.outbox;
+                    let outbox = merge_outboxes(
+                        stored,
+                        state.replica.outbox().iter().cloned().collect(),
+                        &state.orders,
+                        &state.unwritten,
+                    );
+                    state.replica = Replica::restore(confirmed, cursor, outbox);
                 }
                 self.changed();
             }
@@ -361,21 +494,25 @@ impl SyncEngine {
         }
     }
 
-    fn set_connection(&self, connection: Connection) {
-        let changed = {
+    fn set_feed(&self, open: bool) {
+        {
             let mut state = self.state.borrow_mut();
-            let changed = state.connection != connection;
-            state.connection = connection;
-            changed
-        };
-        if changed {
-            self.changed();
+            state.feed_open = open;
+            state.feed_failed = !open;
+            if open {
+                // The server is back: a sender sleeping in its backoff goes now.
+                state.attempt = 0;
+                if let Some(wake) = state.wake.take() {
+                    let _ = wake.send(());
+                }
+            }
         }
+        self.changed();
     }
 
     /// Opens the SSE feed after the stored cursor. The browser reconnects by
     /// itself with `Last-Event-ID`; if it gives up (the server answered an
-    /// error), a new feed is opened after a backoff.
+    /// error), a new feed is opened after a pause.
     fn start_feed(&self) {
         let cursor = self.state.borrow().replica.last_global_sequence();
         let Ok(feed) = web_sys::EventSource::new(&format!("/api/events?after={cursor}")) else {
@@ -383,7 +520,7 @@ impl SyncEngine {
         };
         let engine = self.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || {
-            engine.set_connection(Connection::Online);
+            engine.set_feed(true);
             let engine = engine.clone();
             spawn_local(async move { engine.flush().await });
         });
@@ -391,31 +528,40 @@ impl SyncEngine {
         on_open.forget();
 
         let engine = self.clone();
-        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            if let Some(data) = event.data().as_string() {
-                engine.on_feed_event(&data);
-            }
-        });
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                if let Some(data) = event.data().as_string() {
+                    engine.on_feed_event(&data);
+                }
+            },
+        );
         feed.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
 
         let engine = self.clone();
-        let on_progress = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            if let Some(progress) = event
-                .data()
-                .as_string()
-                .and_then(|data| serde_json::from_str::<Progress>(&data).ok())
-            {
-                engine.state.borrow_mut().progress.insert(progress.query_id, progress);
-                engine.changed();
-            }
-        });
-        let _ = feed.add_event_listener_with_callback("progress", on_progress.as_ref().unchecked_ref());
+        let on_progress = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                if let Some(progress) = event
+                    .data()
+                    .as_string()
+                    .and_then(|data| serde_json::from_str::<Progress>(&data).ok())
+                {
+                    engine
+                        .state
+                        .borrow_mut()
+                        .progress
+                        .insert(progress.query_id, progress);
+                    engine.changed();
+                }
+            },
+        );
+        let _ =
+            feed.add_event_listener_with_callback("progress", on_progress.as_ref().unchecked_ref());
         on_progress.forget();
 
         let engine = self.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
-            engine.set_connection(Connection::Offline);
+            engine.set_feed(false);
             let closed = engine
                 .state
                 .borrow()
@@ -425,7 +571,7 @@ impl SyncEngine {
             if closed {
                 let engine = engine.clone();
                 spawn_local(async move {
-                    gloo_timers::future::TimeoutFuture::new(2_000).await;
+                    gloo_timers::future::TimeoutFuture::new(1_000).await;
                     engine.start_feed();
                 });
             }
@@ -442,14 +588,17 @@ impl SyncEngine {
         let envelope: EventEnvelope = match serde_json::from_str(data) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.report(Problem {
-                    error_id: random_uuid().to_string(),
-                    message: format!("unreadable event from the server: {error}"),
-                });
+                self.set_fatal(format!(
+                    "cannot read an event from the server ({error}); reload to update the app"
+                ));
                 return;
             }
         };
-        let outcome = self.state.borrow_mut().replica.receive(&envelope, Source::Feed);
+        let outcome = self
+            .state
+            .borrow_mut()
+            .replica
+            .receive(&envelope, Source::Feed);
         match outcome {
             Ok(Received::Applied) | Ok(Received::Duplicate) => {
                 let cursor = self.state.borrow().replica.last_global_sequence();
@@ -462,14 +611,8 @@ impl SyncEngine {
                     let _ = engine.catch_up(aggregate_id).await;
                 });
             }
-            Err(error) => {
-                // An event this app cannot read: stop and ask for a reload.
-                self.state.borrow_mut().fatal = Some(error.to_string());
-                self.report(Problem {
-                    error_id: random_uuid().to_string(),
-                    message: error.to_string(),
-                });
-            }
+            // An event this app cannot read: stop and ask for a reload.
+            Err(error) => self.set_fatal(error.to_string()),
         }
     }
 
@@ -477,6 +620,9 @@ impl SyncEngine {
         let Some(store) = self.state.borrow().store.clone() else {
             return;
         };
+        if events.is_empty() && cursor.is_none() {
+            return;
+        }
         let engine = self.clone();
         spawn_local(async move {
             if let Err(error) = store.add_events(&events, cursor).await {
@@ -496,12 +642,16 @@ impl SyncEngine {
         let events = net::fetch_events(aggregate_id, have).await?;
         let mut applied = Vec::new();
         for event in events {
-            let outcome = self.state.borrow_mut().replica.receive(&event, Source::Fetch);
+            let outcome = self
+                .state
+                .borrow_mut()
+                .replica
+                .receive(&event, Source::Fetch);
             match outcome {
                 Ok(Received::Applied) => applied.push(event),
                 Ok(_) => {}
                 Err(error) => {
-                    self.state.borrow_mut().fatal = Some(error.to_string());
+                    self.set_fatal(error.to_string());
                     break;
                 }
             }
@@ -511,7 +661,9 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Sends the outbox until it is empty or the server is unreachable.
+    /// Sends the outbox until it is empty or the server is unreachable; while
+    /// unreachable it retries with backoff, and goes at once when the feed
+    /// reopens.
     pub async fn flush(&self) {
         {
             let mut state = self.state.borrow_mut();
@@ -521,7 +673,7 @@ impl SyncEngine {
             state.flushing = true;
         }
         loop {
-            let envelopes: Vec<_> = self
+            let envelopes: Vec<CommandEnvelope<SessionCommand>> = self
                 .state
                 .borrow()
                 .replica
@@ -529,21 +681,21 @@ impl SyncEngine {
                 .iter()
                 .map(|p| p.envelope::<QuerySession>())
                 .collect();
-            if envelopes.is_empty() {
+            if envelopes.is_empty() || self.state.borrow().fatal.is_some() {
                 break;
             }
-            self.set_connection(Connection::Syncing {
-                pending: envelopes.len(),
-            });
-            let batch = net::split_batches(&envelopes, net::MAX_BATCH_BYTES, net::MAX_BATCH_COMMANDS)
-                .into_iter()
-                .next()
-                .expect("outbox is not empty");
+            let batch =
+                net::split_batches(&envelopes, net::MAX_BATCH_BYTES, net::MAX_BATCH_COMMANDS)
+                    .into_iter()
+                    .next()
+                    .expect("outbox is not empty");
             let before = self.outbox_versions();
             let retry = match net::post_batch(&batch).await {
                 Ok(answers) => self.settle(&batch, answers).await,
-                Err(NetError::Unreachable(_)) => {
-                    self.set_connection(Connection::Offline);
+                Err(NetError::Unreachable(message)) => {
+                    web_sys::console::info_1(
+                        &format!("sync: server unreachable: {message}").into(),
+                    );
                     true
                 }
                 Err(NetError::Server(message)) => {
@@ -553,34 +705,36 @@ impl SyncEngine {
             };
             self.persist_outbox_changes(before).await;
             if retry {
-                let attempt = {
-                    let mut state = self.state.borrow_mut();
-                    state.attempt += 1;
-                    state.attempt
-                };
-                gloo_timers::future::TimeoutFuture::new(net::backoff_ms(attempt)).await;
+                self.back_off().await;
             } else {
                 self.state.borrow_mut().attempt = 0;
             }
         }
         self.state.borrow_mut().flushing = false;
-        let feed_open = self
-            .state
-            .borrow()
-            .feed
-            .as_ref()
-            .is_some_and(|f| f.ready_state() == web_sys::EventSource::OPEN);
-        self.set_connection(if feed_open {
-            Connection::Online
-        } else {
-            Connection::Offline
-        });
+        self.changed();
+    }
+
+    /// Sleeps for the next backoff step, or less if the feed reopens.
+    async fn back_off(&self) {
+        let (wake, woken) = oneshot::channel();
+        let delay = {
+            let mut state = self.state.borrow_mut();
+            state.attempt += 1;
+            state.wake = Some(wake);
+            net::backoff_ms(state.attempt)
+        };
+        let timer = gloo_timers::future::TimeoutFuture::new(delay);
+        match select(timer, woken).await {
+            Either::Left(_) => {}
+            Either::Right(_) => web_sys::console::info_1(&"sync: the server is back".into()),
+        }
+        self.state.borrow_mut().wake = None;
     }
 
     /// Applies the answers to one batch; true when the rest must wait (5xx).
     async fn settle(
         &self,
-        batch: &[shared_domain::CommandEnvelope<SessionCommand>],
+        batch: &[CommandEnvelope<SessionCommand>],
         answers: Vec<Answer>,
     ) -> bool {
         let mut retry = false;
@@ -597,20 +751,30 @@ impl SyncEngine {
                             self.persist_events(events, None);
                             if outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
                                 let _ = self.catch_up(envelope.aggregate_id).await;
+                                let mut state = self.state.borrow_mut();
+                                state.replica.accepted(envelope.command_id, &[]).ok();
                             }
                         }
                         Err(error) => {
-                            self.state.borrow_mut().fatal = Some(error.to_string());
+                            self.set_fatal(error.to_string());
                             return true;
                         }
                     }
                 }
-                Answer::Conflict { .. } => {
+                Answer::Conflict { error_id, .. } => {
+                    // Still pending? (An earlier answer in this batch may have rebased it away.)
+                    if !self.is_pending(envelope.command_id) {
+                        continue;
+                    }
                     if self.catch_up(envelope.aggregate_id).await.is_err() {
                         return true;
                     }
-                    let rejections = self.state.borrow_mut().replica.rebase(envelope.aggregate_id);
-                    self.report_rejections(rejections, None);
+                    let rejections = self
+                        .state
+                        .borrow_mut()
+                        .replica
+                        .rebase(envelope.aggregate_id);
+                    self.report_rejections(rejections, error_id);
                 }
                 Answer::Rejected {
                     status,
@@ -629,6 +793,15 @@ impl SyncEngine {
         }
         self.changed();
         retry
+    }
+
+    fn is_pending(&self, command_id: Uuid) -> bool {
+        self.state
+            .borrow()
+            .replica
+            .outbox()
+            .iter()
+            .any(|p| p.command_id == command_id)
     }
 
     fn outbox_versions(&self) -> HashMap<Uuid, u64> {
@@ -656,8 +829,17 @@ impl SyncEngine {
                 .collect();
             let rebased: Vec<_> = outbox
                 .iter()
-                .filter(|p| before.get(&p.command_id).is_some_and(|v| *v != p.expected_version))
-                .map(|p| (state.orders.get(&p.command_id).copied().unwrap_or(0.0), p.clone()))
+                .filter(|p| {
+                    before
+                        .get(&p.command_id)
+                        .is_some_and(|v| *v != p.expected_version)
+                })
+                .map(|p| {
+                    (
+                        state.orders.get(&p.command_id).copied().unwrap_or(0.0),
+                        p.clone(),
+                    )
+                })
                 .collect();
             (store, removed, rebased)
         };
@@ -669,9 +851,38 @@ impl SyncEngine {
             self.storage_failed(error);
         }
         if !removed.is_empty() || !rebased.is_empty() {
+            let mut state = self.state.borrow_mut();
+            for id in &removed {
+                state.orders.remove(id);
+            }
+            drop(state);
             self.tell_other_tabs();
         }
     }
+}
+
+/// The outbox after another tab wrote to the database: every stored row, plus
+/// our own commands whose rows are still being written (the database does
+/// not know them yet, and they must not vanish); ordered by first submission.
+fn merge_outboxes(
+    stored: Vec<(f64, PendingCommand<SessionCommand>)>,
+    ours: Vec<PendingCommand<SessionCommand>>,
+    orders: &HashMap<Uuid, f64>,
+    unwritten: &HashSet<Uuid>,
+) -> Vec<PendingCommand<SessionCommand>> {
+    let mut merged = stored;
+    for pending in ours {
+        if unwritten.contains(&pending.command_id)
+            && !merged
+                .iter()
+                .any(|(_, p)| p.command_id == pending.command_id)
+        {
+            let order = orders.get(&pending.command_id).copied().unwrap_or(f64::MAX);
+            merged.push((order, pending));
+        }
+    }
+    merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+    merged.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Asks the browser not to evict our data under storage pressure.

@@ -1,6 +1,3 @@
-// Wired into the UI by the issue-5 app shell; until then parts are unused.
-#![allow(dead_code)]
-
 //! Offline-first plumbing around the pure sync core: durable local storage
 //! (IndexedDB), the HTTP calls to the sync server, and the engine that ties
 //! them to the replica and the UI.

@@ -19,7 +19,10 @@ pub enum Answer {
     /// 200: the events it stored for this command (the originals for a resend).
     Accepted { events: Vec<EventEnvelope> },
     /// 409: the expected version is not the current one.
-    Conflict { current_version: Option<u64> },
+    Conflict {
+        current_version: Option<u64>,
+        error_id: Option<String>,
+    },
     /// Any other 4xx: the command will never be accepted as it is.
     Rejected {
         status: u16,
@@ -108,6 +111,7 @@ pub fn classify(status: u16, body: &Value) -> Answer {
         },
         409 => Answer::Conflict {
             current_version: body["current_version"].as_u64(),
+            error_id: body["error_id"].as_str().map(str::to_owned),
         },
         400..=499 => Answer::Rejected {
             status,
@@ -161,7 +165,8 @@ pub async fn fetch_events(
     aggregate_id: Uuid,
     after_version: u64,
 ) -> Result<Vec<EventEnvelope>, NetError> {
-    let url = format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
+    let url =
+        format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
     let response = Request::get(&url)
         .send()
         .await
@@ -185,8 +190,10 @@ mod tests {
     use shared_domain::{SessionTitle, SqlQuery};
 
     fn envelope(sql_len: usize) -> CommandEnvelope<SessionCommand> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         CommandEnvelope {
-            command_id: Uuid::new_v4(),
+            command_id: Uuid::from_u128(u128::from(n)),
             aggregate_type: "QuerySession".into(),
             aggregate_id: Uuid::nil(),
             expected_version: 0,
@@ -213,10 +220,7 @@ mod tests {
             vec![500, 500, 201]
         );
         let flat: Vec<Uuid> = batches.iter().flatten().map(|e| e.command_id).collect();
-        assert_eq!(
-            flat,
-            many.iter().map(|e| e.command_id).collect::<Vec<_>>()
-        );
+        assert_eq!(flat, many.iter().map(|e| e.command_id).collect::<Vec<_>>());
 
         let big: Vec<_> = (0..12).map(|_| envelope(90_000)).collect();
         let batches = split_batches(&big, MAX_BATCH_BYTES, MAX_BATCH_COMMANDS);
@@ -239,9 +243,13 @@ mod tests {
     #[test]
     fn answers_are_classified_by_status() {
         assert_eq!(
-            classify(409, &serde_json::json!({"current_version": 4})),
+            classify(
+                409,
+                &serde_json::json!({"current_version": 4, "error_id": "c"})
+            ),
             Answer::Conflict {
-                current_version: Some(4)
+                current_version: Some(4),
+                error_id: Some("c".into())
             }
         );
         assert_eq!(

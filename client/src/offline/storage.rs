@@ -41,7 +41,11 @@ pub enum StorageError {
 
 impl From<rexie::Error> for StorageError {
     fn from(error: rexie::Error) -> Self {
-        let text = error.to_string();
+        // rexie's own message is just "idb error": the DOM exception is in the source.
+        let text = match &error {
+            rexie::Error::IdbError(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
         // Opening with a lower version than the stored one is a VersionError.
         if text.contains("VersionError") || text.contains("version") && text.contains("less") {
             StorageError::NewerFormat
@@ -71,8 +75,8 @@ struct EventRow {
 pub struct Snapshot {
     /// Confirmed events of every session, ordered by aggregate sequence within each.
     pub events: Vec<EventEnvelope>,
-    /// The outbox, oldest first.
-    pub outbox: Vec<PendingCommand<SessionCommand>>,
+    /// The outbox, oldest first, each with its order key (first submission time).
+    pub outbox: Vec<(f64, PendingCommand<SessionCommand>)>,
     /// The SSE resume cursor.
     pub last_global_sequence: u64,
 }
@@ -125,7 +129,10 @@ impl LocalStore {
         tx.done().await?;
         Ok(Snapshot {
             events: events.into_iter().map(|row| row.event).collect(),
-            outbox: rows.into_iter().map(|row| row.pending).collect(),
+            outbox: rows
+                .into_iter()
+                .map(|row| (row.order, row.pending))
+                .collect(),
             last_global_sequence: cursor.and_then(|c| c.as_f64()).unwrap_or(0.0) as u64,
         })
     }
@@ -136,7 +143,9 @@ impl LocalStore {
         &self,
         pending: &[(f64, PendingCommand<SessionCommand>)],
     ) -> Result<(), StorageError> {
-        let tx = self.db.transaction(&[PENDING], TransactionMode::ReadWrite)?;
+        let tx = self
+            .db
+            .transaction(&[PENDING], TransactionMode::ReadWrite)?;
         let store = tx.store(PENDING)?;
         for (order, command) in pending {
             let row = PendingRow {
@@ -157,7 +166,9 @@ impl LocalStore {
         if command_ids.is_empty() {
             return Ok(());
         }
-        let tx = self.db.transaction(&[PENDING], TransactionMode::ReadWrite)?;
+        let tx = self
+            .db
+            .transaction(&[PENDING], TransactionMode::ReadWrite)?;
         let store = tx.store(PENDING)?;
         for id in command_ids {
             store.delete(key_of(*id)).await?;
@@ -247,5 +258,151 @@ mod tests {
             check_format("not json"),
             Err(StorageError::Corrupt(_))
         ));
+    }
+}
+
+/// The IndexedDB layer against the real IndexedDB of headless Chromium
+/// (`wasm-bindgen-test-runner`; `cargo test -p client --target wasm32-unknown-unknown`).
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use chrono::{TimeZone, Utc};
+    use shared_domain::{EventMetadata, QuerySession, SessionEvent, SessionTitle};
+    use wasm_bindgen_test::*;
+
+    use super::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    async fn fresh(name: &str) -> LocalStore {
+        LocalStore::destroy(name).await.expect("delete");
+        LocalStore::open(name).await.expect("open")
+    }
+
+    fn pending(n: u128) -> PendingCommand<SessionCommand> {
+        PendingCommand {
+            command_id: Uuid::from_u128(n),
+            aggregate_id: Uuid::from_u128(1),
+            expected_version: n as u64,
+            command: SessionCommand::RenameSession {
+                title: SessionTitle::new(format!("title {n}")).unwrap(),
+            },
+        }
+    }
+
+    fn event(sequence: u64, global: u64) -> EventEnvelope {
+        let mut envelope = EventEnvelope::new::<QuerySession>(
+            Uuid::from_u128(1000 + u128::from(global)),
+            Uuid::from_u128(1),
+            sequence,
+            &SessionEvent::SessionRenamed {
+                title: SessionTitle::new(format!("t{sequence}")).unwrap(),
+            },
+            EventMetadata {
+                command_id: Uuid::from_u128(2000 + u128::from(global)),
+                ..Default::default()
+            },
+            Utc.timestamp_opt(0, 0).unwrap(),
+        );
+        envelope.global_sequence = global;
+        envelope
+    }
+
+    #[wasm_bindgen_test]
+    async fn everything_survives_closing_and_reopening() {
+        let store = fresh("sextant-test-reopen").await;
+        store
+            .put_pending(&[(20.0, pending(2)), (10.0, pending(1))])
+            .await
+            .unwrap();
+        store
+            .add_events(&[event(1, 5), event(2, 9)], Some(9))
+            .await
+            .unwrap();
+        drop(store);
+        let store = LocalStore::open("sextant-test-reopen").await.unwrap();
+        let snapshot = store.load().await.unwrap();
+        // Outbox order is submission order, not insertion order.
+        let ids: Vec<Uuid> = snapshot.outbox.iter().map(|(_, p)| p.command_id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
+        assert_eq!(snapshot.outbox[1].1, pending(2));
+        let sequences: Vec<u64> = snapshot
+            .events
+            .iter()
+            .map(|e| e.aggregate_sequence)
+            .collect();
+        assert_eq!(sequences, vec![1, 2]);
+        assert_eq!(snapshot.events[1], event(2, 9));
+        assert_eq!(snapshot.last_global_sequence, 9);
+    }
+
+    #[wasm_bindgen_test]
+    async fn rows_change_one_command_at_a_time() {
+        let store = fresh("sextant-test-rows").await;
+        store
+            .put_pending(&[(1.0, pending(1)), (2.0, pending(2)), (3.0, pending(3))])
+            .await
+            .unwrap();
+        // A rebase rewrites one row in place (same order key, new version).
+        let mut rebased = pending(2);
+        rebased.expected_version = 42;
+        store.put_pending(&[(2.0, rebased.clone())]).await.unwrap();
+        store.remove_pending(&[Uuid::from_u128(1)]).await.unwrap();
+        let outbox = store.load().await.unwrap().outbox;
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0], (2.0, rebased));
+        assert_eq!(outbox[1].1.command_id, Uuid::from_u128(3));
+        // Events are idempotent by (aggregate, sequence); the cursor only moves when given.
+        store.add_events(&[event(1, 4)], Some(4)).await.unwrap();
+        store.add_events(&[event(1, 4)], None).await.unwrap();
+        let snapshot = store.load().await.unwrap();
+        assert_eq!(snapshot.events.len(), 1);
+        assert_eq!(snapshot.last_global_sequence, 4);
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_row_written_by_a_newer_app_is_refused_not_misread() {
+        let store = fresh("sextant-test-newer-row").await;
+        let tx = store
+            .db
+            .transaction(&[PENDING], TransactionMode::ReadWrite)
+            .unwrap();
+        tx.store(PENDING)
+            .unwrap()
+            .put(
+                &JsValue::from_str(r#"{"v": 2, "order": 1, "pending": {"shape": "unknown"}}"#),
+                Some(&JsValue::from_str("x")),
+            )
+            .await
+            .unwrap();
+        tx.done().await.unwrap();
+        assert_eq!(store.load().await.unwrap_err(), StorageError::NewerFormat);
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_database_upgraded_by_a_newer_app_is_refused() {
+        let name = "sextant-test-newer-db";
+        LocalStore::destroy(name).await.unwrap();
+        let newer = Rexie::builder(name)
+            .version(DB_VERSION + 1)
+            .add_object_store(ObjectStore::new(PENDING))
+            .add_object_store(ObjectStore::new("something-new"))
+            .build()
+            .await
+            .unwrap();
+        newer.close();
+        let refused = LocalStore::open(name).await.err();
+        assert_eq!(refused, Some(StorageError::NewerFormat));
+    }
+
+    #[wasm_bindgen_test]
+    async fn destroying_forgets_everything() {
+        let store = fresh("sextant-test-destroy").await;
+        store.put_pending(&[(1.0, pending(1))]).await.unwrap();
+        store.db.close();
+        LocalStore::destroy("sextant-test-destroy").await.unwrap();
+        let store = LocalStore::open("sextant-test-destroy").await.unwrap();
+        let snapshot = store.load().await.unwrap();
+        assert!(snapshot.outbox.is_empty() && snapshot.events.is_empty());
+        assert_eq!(snapshot.last_global_sequence, 0);
     }
 }

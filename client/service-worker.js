@@ -1,0 +1,64 @@
+// Sextant's service worker: the app shell (HTML, JS, wasm, CSS) from a
+// versioned cache, so the app opens and reloads with the server down.
+//
+// This file is a template: client/build-service-worker.mjs (run by trunk's
+// post_build hook) writes it to the site root as /sw.js, filling in the
+// cache version (a hash of the shell files) and the list of files trunk
+// produced (their names carry content hashes). /api is never served from the
+// cache: the sync engine must always see the real server, or its absence.
+const VERSION = "__SEXTANT_VERSION__";
+const SHELL = __SEXTANT_SHELL__;
+const CACHE = `sextant-shell-${VERSION}`;
+const INDEX = "/index.html";
+
+self.addEventListener("install", (event) => {
+  // A new version waits until the page agrees to reload (see "message").
+  event.waitUntil(
+    caches.open(CACHE).then((cache) => cache.addAll(SHELL.map((path) => new Request(path, { cache: "reload" })))),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((keys) =>
+        Promise.all(keys.filter((key) => key.startsWith("sextant-shell-") && key !== CACHE).map((key) => caches.delete(key))),
+      )
+      .then(() => self.clients.claim()),
+  );
+});
+
+self.addEventListener("message", (event) => {
+  if (event.data === "skip-waiting") {
+    self.skipWaiting();
+  }
+});
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  if (request.method !== "GET") return;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return;
+  if (url.pathname === "/api" || url.pathname.startsWith("/api/")) return; // never cached
+  if (url.pathname === "/sw.js") return;
+  if (request.mode === "navigate") {
+    // Every page of the app is index.html (client-side routes).
+    event.respondWith(caches.match(INDEX, { cacheName: CACHE }).then((hit) => hit || fetch(request)));
+    return;
+  }
+  // Shell files from the cache; anything else (large assets loaded on
+  // demand) from the network, kept in this version's cache for offline use.
+  event.respondWith(
+    caches.open(CACHE).then((cache) =>
+      cache.match(request).then(
+        (hit) =>
+          hit ||
+          fetch(request).then((response) => {
+            if (response.ok && response.type === "basic") cache.put(request, response.clone());
+            return response;
+          }),
+      ),
+    ),
+  );
+});

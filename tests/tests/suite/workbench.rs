@@ -1,0 +1,486 @@
+//! The browser app end to end (issue 5), in headless Chromium against the
+//! real server serving the trunk-built client:
+//! 1. a server query on the demo dataset shows rows and a chart;
+//! 2. offline (the server stopped): rename and query, reload from the
+//!    service worker with the changes still pending, restart: everything
+//!    syncs once;
+//! 3. two browsers on one session: one offline renames and queries while the
+//!    other closes; on reconnect the domain rejects both changes, each
+//!    reported with its error id, and both show the server's state;
+//! 4. a change in one browser appears in the other within a second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use fantoccini::key::Key;
+use fantoccini::Locator;
+use serde_json::Value;
+use sextant_tests::browser::{dist_dir, testid, Browser};
+use sextant_tests::proxy::Relay;
+use sextant_tests::ServerProcess;
+use uuid::Uuid;
+
+fn static_args() -> Vec<String> {
+    vec![
+        "--static-dir".into(),
+        dist_dir().to_str().unwrap().to_owned(),
+    ]
+}
+
+fn start_server(data: &std::path::Path) -> ServerProcess {
+    let args = static_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::start(data, &args).expect("server starts")
+}
+
+/// Runs a scenario; on failure saves a screenshot of each browser and
+/// panics with the server log.
+async fn run_scenario<F>(name: &str, browsers: &[&Browser], logs: impl Fn() -> String, scenario: F)
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    if let Err(error) = scenario.await {
+        let mut shots = Vec::new();
+        for (i, browser) in browsers.iter().enumerate() {
+            let shot = std::env::temp_dir().join(format!("sextant-{name}-{i}.png"));
+            if browser.screenshot(&shot).await.is_ok() {
+                shots.push(shot.display().to_string());
+            }
+        }
+        panic!(
+            "{error:#}\n(screenshots: {shots:?})\nserver log:\n{}",
+            logs()
+        );
+    }
+}
+
+/// Creates a session from the sessions page; returns its id once the server confirmed it.
+async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
+    b.wait_for(&testid("new-session")).await?;
+    b.fill(&testid("session-title-input"), title).await?;
+    b.click(&testid("create-session")).await?;
+    b.wait_for_text(&testid("session-title"), title).await?;
+    let id = Uuid::parse_str(&b.text(&testid("session-id")).await?)?;
+    wait_synced(b).await?;
+    Ok(id)
+}
+
+/// Waits until the indicator says Online with nothing pending.
+async fn wait_synced(b: &Browser) -> Result<()> {
+    b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
+        .await?;
+    b.wait_for_attr(&testid("sync-status"), "data-sync", "online")
+        .await
+}
+
+/// Types `sql` into the editor and runs it on the server engine with Ctrl+Enter.
+async fn run_query(b: &Browser, sql: &str) -> Result<()> {
+    b.wait_for(&format!(
+        "{} option[value=\"server\"]",
+        testid("engine-select")
+    ))
+    .await?
+    .click()
+    .await?;
+    b.fill(&testid("sql-input"), sql).await?;
+    let editor = b.wait_for(&testid("sql-input")).await?;
+    let chord: String = [
+        char::from(Key::Control),
+        char::from(Key::Enter),
+        char::from(Key::Null),
+    ]
+    .into_iter()
+    .collect();
+    editor.send_keys(&chord).await?;
+    Ok(())
+}
+
+/// The states of the history entries, newest first.
+async fn history_states(b: &Browser) -> Result<Vec<String>> {
+    let mut states = Vec::new();
+    for entry in b
+        .client
+        .find_all(Locator::Css(&testid("history-entry")))
+        .await?
+    {
+        states.push(entry.attr("data-state").await?.unwrap_or_default());
+    }
+    Ok(states)
+}
+
+async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = history_states(b).await.unwrap_or_default();
+        if last == expected {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("history states {last:?}, expected {expected:?}")
+}
+
+/// The server's events of one session.
+async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
+    let body: Value = reqwest::get(format!(
+        "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
+    ))
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    Ok(body["events"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("query", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        create_session(&b, "Taxi trips").await?;
+
+        // The catalog lists the demo dataset; attaching shows its schema.
+        b.wait_for(&format!(
+            "{} option[value=\"demo\"]",
+            testid("dataset-select")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.click(&testid("attach-dataset")).await?;
+        b.wait_for_text(&testid("attached-dataset"), "demo").await?;
+        let columns = b.texts(&testid("schema-column")).await?;
+        ensure!(
+            columns.iter().any(|c| c.contains("borough")),
+            "schema lists the demo's columns: {columns:?}"
+        );
+
+        // Ctrl+Enter runs on the server; the query completes with six boroughs.
+        run_query(
+            &b,
+            "SELECT borough, count(*) AS trips FROM demo GROUP BY borough ORDER BY borough",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        let rows = b.wait_for_count(&testid("result-row"), 6).await?;
+        let first = rows[0].text().await?;
+        ensure!(first.starts_with("Bronx"), "first row {first:?}");
+        b.wait_for_count(&testid("chart-bar"), 6).await?;
+        let range = b.text(&testid("result-range")).await?;
+        ensure!(range.contains("of 6"), "range {range:?}");
+
+        // The downloads point at the server's result files.
+        let csv = b
+            .wait_for(&testid("download-csv"))
+            .await?
+            .attr("href")
+            .await?
+            .unwrap_or_default();
+        let query_id = b
+            .wait_for(&testid("history-entry"))
+            .await?
+            .attr("data-query-id")
+            .await?
+            .unwrap_or_default();
+        ensure!(
+            csv == format!("/api/queries/{query_id}/result.csv"),
+            "{csv}"
+        );
+        let download = reqwest::get(format!("{}{csv}", server.url())).await?;
+        ensure!(
+            download.status() == 200,
+            "csv download {}",
+            download.status()
+        );
+        ensure!(download.text().await?.contains("Manhattan"));
+
+        // A line chart of the same result.
+        b.wait_for(&format!("{} option[value=\"line\"]", testid("chart-kind")))
+            .await?
+            .click()
+            .await?;
+        b.wait_for(&testid("chart-line")).await?;
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn offline_changes_survive_a_reload_and_sync_once_when_the_server_returns() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let addr = server.addr.to_string();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let first_log = logs.clone();
+    let mut server = Some(server);
+    let mut restarted: Option<ServerProcess> = None;
+    let log_view = logs.clone();
+    run_scenario(
+        "offline",
+        &[&b],
+        move || log_view.lock().unwrap().clone(),
+        async {
+            b.goto(&base).await?;
+            // The service worker has installed and controls the page.
+            b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+                .await?;
+            let session = create_session(&b, "Offline plan").await?;
+
+            // Offline: the server is stopped.
+            let running = server.take().expect("running");
+            let before_stop = running.log();
+            running.stop()?;
+            first_log.lock().unwrap().push_str(&before_stop);
+            b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+                .await?;
+
+            b.fill(&testid("rename-input"), "Planned offline").await?;
+            b.click(&testid("rename-session")).await?;
+            b.wait_for_text(&testid("session-title"), "Planned offline")
+                .await?;
+            run_query(&b, "SELECT 6 * 7 AS answer").await?;
+            wait_history_states(&b, &["submitted"]).await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "2")
+                .await?;
+            b.wait_for_text(&testid("sync-status"), "Offline · 2 pending")
+                .await?;
+
+            // Reload with the server down: the service worker serves the app,
+            // IndexedDB still holds the pending changes.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            b.reload().await?;
+            b.wait_for(&testid("app-ready")).await?;
+            b.wait_for_text(&testid("session-title"), "Planned offline")
+                .await?;
+            wait_history_states(&b, &["submitted"]).await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "2")
+                .await?;
+
+            // The server returns on the same port: everything syncs and the query runs.
+            let args = static_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let back = ServerProcess::start_on(data.path(), &addr, &args)?;
+            let came_back = Instant::now();
+            restarted = Some(back);
+            wait_synced(&b).await?;
+            let synced_after = came_back.elapsed();
+            wait_history_states(&b, &["completed"]).await?;
+            b.wait_for_count(&testid("result-row"), 1).await?;
+            b.wait_for_text(&testid("session-title"), "Planned offline")
+                .await?;
+            ensure!(
+                synced_after < Duration::from_secs(10),
+                "resynced {synced_after:?} after the server came back"
+            );
+
+            // The server has the rename and the query, each exactly once.
+            let back_log = restarted.as_ref().unwrap().log();
+            logs.lock().unwrap().push_str(&back_log);
+            let events = server_events(&base, session).await?;
+            let types: Vec<&str> = events
+                .iter()
+                .map(|e| e["event_type"].as_str().unwrap_or(""))
+                .collect();
+            ensure!(
+                types
+                    == [
+                        "SessionCreated",
+                        "SessionRenamed",
+                        "QuerySubmitted",
+                        "QueryStarted",
+                        "QueryCompleted"
+                    ],
+                "server events {types:?}"
+            );
+            let all_logs = format!("{before_stop}{back_log}");
+            for event in &events[..3] {
+                let command_id = event["metadata"]["command_id"].as_str().unwrap_or("?");
+                let accepted = all_logs
+                    .lines()
+                    .filter(|l| l.contains("command accepted") && l.contains(command_id))
+                    .count();
+                ensure!(
+                    accepted == 1,
+                    "command {command_id} accepted {accepted} times in the server logs"
+                );
+            }
+            Ok(())
+        },
+    )
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn offline_changes_to_a_session_closed_meanwhile_are_rejected_with_error_ids() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    // The first browser reaches the server through a relay it can lose.
+    let relay = Relay::start(server.addr).await.expect("relay starts");
+    let first = Browser::launch().await.expect("first Chromium starts");
+    let second = Browser::launch().await.expect("second Chromium starts");
+    run_scenario("conflict", &[&first, &second], || server.log(), async {
+        first.goto(&relay.url()).await?;
+        let session = create_session(&first, "Shared review").await?;
+        second
+            .goto(&format!("{}/sessions/{session}", server.url()))
+            .await?;
+        second
+            .wait_for_text(&testid("session-title"), "Shared review")
+            .await?;
+
+        // The first goes offline, renames and submits a query.
+        relay.go_offline();
+        first
+            .wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+            .await?;
+        first
+            .fill(&testid("rename-input"), "Renamed offline")
+            .await?;
+        first.click(&testid("rename-session")).await?;
+        run_query(&first, "SELECT 1").await?;
+        first
+            .wait_for_attr(&testid("sync-status"), "data-pending", "2")
+            .await?;
+        first
+            .wait_for_text(&testid("session-title"), "Renamed offline")
+            .await?;
+
+        // Meanwhile the second closes the session.
+        second.click(&testid("close-session")).await?;
+        wait_synced(&second).await?;
+        second
+            .wait_for_text(&testid("session-lifecycle"), "closed")
+            .await?;
+
+        // The first comes back: the domain rejects both changes.
+        relay.go_online().await?;
+        wait_synced(&first).await?;
+        for b in [&first, &second] {
+            b.wait_for_text(&testid("session-lifecycle"), "closed")
+                .await?;
+            b.wait_for_text(&testid("session-title"), "Shared review")
+                .await?;
+            b.wait_for_text(&testid("session-version"), "2").await?;
+            b.wait_for_count(&testid("history-entry"), 0).await?;
+        }
+        let problems = first.wait_for_count(&testid("problem"), 2).await?;
+        let mut reported = Vec::new();
+        for problem in &problems {
+            let message = problem
+                .find(Locator::Css(&testid("error-message")))
+                .await?
+                .text()
+                .await?;
+            let error_id = problem
+                .find(Locator::Css(&testid("error-id")))
+                .await?
+                .text()
+                .await?;
+            Uuid::parse_str(&error_id)
+                .with_context(|| format!("error id {error_id:?} of {message:?}"))?;
+            ensure!(
+                message.contains("rejected") && message.contains("closed"),
+                "rejection message {message:?}"
+            );
+            reported.push(message);
+        }
+        ensure!(
+            reported[0].starts_with("RenameSession") && reported[1].starts_with("SubmitQuery"),
+            "each rejected change is reported: {reported:?}"
+        );
+        second.wait_for_absent(&testid("problem")).await?;
+
+        // The server kept its state: created, then closed.
+        let events = server_events(&server.url(), session).await?;
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap_or(""))
+            .collect();
+        ensure!(
+            types == ["SessionCreated", "SessionClosed"],
+            "server events {types:?}"
+        );
+        Ok(())
+    })
+    .await;
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_change_in_one_browser_appears_in_the_other_within_a_second() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let first = Browser::launch().await.expect("first Chromium starts");
+    let second = Browser::launch().await.expect("second Chromium starts");
+    run_scenario("live", &[&first, &second], || server.log(), async {
+        first.goto(&server.url()).await?;
+        second.goto(&server.url()).await?;
+        second.wait_for(&testid("new-session")).await?;
+        wait_synced(&second).await?;
+
+        // A new session appears in the other browser's list.
+        let started = Instant::now();
+        let session = create_session(&first, "Live one").await?;
+        second
+            .wait_for_attr(
+                &testid("session-row"),
+                "data-session-id",
+                &session.to_string(),
+            )
+            .await?;
+        let created_seen = started.elapsed();
+
+        // A rename appears in the other browser's session view.
+        second
+            .goto(&format!("{}/sessions/{session}", server.url()))
+            .await?;
+        second
+            .wait_for_text(&testid("session-title"), "Live one")
+            .await?;
+        wait_synced(&second).await?;
+        first.fill(&testid("rename-input"), "Live two").await?;
+        let renamed = Instant::now();
+        first.click(&testid("rename-session")).await?;
+        wait_text_within(
+            &second,
+            &testid("session-title"),
+            "Live two",
+            Duration::from_secs(1),
+        )
+        .await?;
+        let rename_seen = renamed.elapsed();
+        ensure!(
+            created_seen < Duration::from_secs(3),
+            "creation seen after {created_seen:?}"
+        );
+        eprintln!("live updates: creation {created_seen:?}, rename {rename_seen:?}");
+        Ok(())
+    })
+    .await;
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+/// Fails unless `css` shows `expected` within `limit` (polling every 20 ms).
+async fn wait_text_within(b: &Browser, css: &str, expected: &str, limit: Duration) -> Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < limit {
+        if let Ok(element) = b.client.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if last == expected {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("`{css}` did not show {expected:?} within {limit:?}; last {last:?}")
+}
