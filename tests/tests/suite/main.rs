@@ -10,3 +10,4 @@ mod dataset_download;
 mod sse;
 mod store;
 mod sync_client;
+mod workbench;
