@@ -9,6 +9,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
+
 use serde::Serialize;
 use shared_domain::{EventEnvelope, QueryId};
 use tokio::sync::broadcast;
@@ -23,6 +25,7 @@ pub const DEFAULT_CAPACITY: usize = 8192;
 pub struct StoredEvent {
     pub envelope: EventEnvelope,
     json: OnceLock<String>,
+    frame: OnceLock<Bytes>,
 }
 
 impl StoredEvent {
@@ -30,6 +33,7 @@ impl StoredEvent {
         Self {
             envelope,
             json: OnceLock::new(),
+            frame: OnceLock::new(),
         }
     }
 
@@ -38,6 +42,20 @@ impl StoredEvent {
         self.json.get_or_init(|| {
             serde_json::to_string(&self.envelope).expect("event envelopes serialize")
         })
+    }
+
+    /// The SSE frame (`id: <global_sequence>` and `data: <json>`), rendered
+    /// once and shared (cheap `Bytes` clones) by every stream.
+    pub fn sse_frame(&self) -> Bytes {
+        self.frame
+            .get_or_init(|| {
+                Bytes::from(format!(
+                    "id: {}\ndata: {}\n\n",
+                    self.envelope.global_sequence,
+                    self.json()
+                ))
+            })
+            .clone()
     }
 
     pub fn global_sequence(&self) -> u64 {

@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use crate::bus::{BusMessage, ProgressFrame};
+use crate::bus::{BusMessage, ProgressFrame, StoredEvent};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::EventStore;
@@ -74,12 +74,13 @@ impl StreamRequest {
     }
 }
 
-/// The `/api/events` handler.
+/// The `/api/events` handler. Frames are written as pre-rendered bytes: an
+/// event's frame is rendered once and shared by every stream that sends it.
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+) -> Result<Response, AppError> {
     let Query(query) = query.map_err(|e| AppError::bad_request(e.body_text()))?;
     let last_event_id = headers
         .get("last-event-id")
@@ -102,9 +103,19 @@ pub async fn events(
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
+        rx.recv()
+            .await
+            .map(|frame| (Ok::<Bytes, Infallible>(frame), rx))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// Sends the replay, then the bus, to one connection until it closes.
@@ -112,7 +123,7 @@ async fn feed(
     store: EventStore,
     mut subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
-    frames: mpsc::Sender<Event>,
+    frames: mpsc::Sender<Bytes>,
 ) {
     let mut last_sent = request.after;
     if catch_up(&store, request.session, &mut last_sent, &frames)
@@ -121,8 +132,19 @@ async fn feed(
     {
         return;
     }
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.tick().await; // the first tick is immediate
     loop {
-        let frame = match subscription.recv().await {
+        let received = tokio::select! {
+            received = subscription.recv() => received,
+            _ = keep_alive.tick() => {
+                if frames.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let frame = match received {
             Ok(BusMessage::Event(event)) => {
                 let envelope = &event.envelope;
                 if envelope.global_sequence <= last_sent
@@ -131,7 +153,7 @@ async fn feed(
                     continue;
                 }
                 last_sent = envelope.global_sequence;
-                event_frame(envelope.global_sequence, event.json())
+                event.sse_frame()
             }
             Ok(BusMessage::Progress(progress)) => {
                 if request.session.is_some_and(|s| s != progress.session_id) {
@@ -162,7 +184,7 @@ async fn catch_up(
     store: &EventStore,
     session: Option<Uuid>,
     last_sent: &mut u64,
-    frames: &mpsc::Sender<Event>,
+    frames: &mpsc::Sender<Bytes>,
 ) -> Result<(), ()> {
     loop {
         let page = match store.events_after(*last_sent, session, REPLAY_PAGE).await {
@@ -174,12 +196,12 @@ async fn catch_up(
         };
         let done = page.len() < REPLAY_PAGE;
         for envelope in page {
-            let json = serde_json::to_string(&envelope).expect("event envelopes serialize");
+            let sequence = envelope.global_sequence;
             frames
-                .send(event_frame(envelope.global_sequence, &json))
+                .send(StoredEvent::new(envelope).sse_frame())
                 .await
                 .map_err(|_| ())?;
-            *last_sent = envelope.global_sequence;
+            *last_sent = sequence;
         }
         if done {
             return Ok(());
@@ -187,14 +209,9 @@ async fn catch_up(
     }
 }
 
-fn event_frame(global_sequence: u64, json: &str) -> Event {
-    Event::default().id(global_sequence.to_string()).data(json)
-}
-
-fn progress_frame(progress: &ProgressFrame) -> Event {
-    Event::default()
-        .event("progress")
-        .data(serde_json::to_string(progress).expect("progress frames serialize"))
+fn progress_frame(progress: &ProgressFrame) -> Bytes {
+    let json = serde_json::to_string(progress).expect("progress frames serialize");
+    Bytes::from(format!("event: progress\ndata: {json}\n\n"))
 }
 
 #[cfg(test)]
