@@ -32,17 +32,28 @@ const DUCKDB_FILES: [&str; 4] = [
     "duckdb-browser-mvp.worker.js",
 ];
 
+/// The repository this run works on: trunk's hook environment names the
+/// client directory (`TRUNK_SOURCE_DIR`), which is exact even when the xtask
+/// binary was built from another checkout sharing the target directory.
+fn root() -> PathBuf {
+    std::env::var_os("TRUNK_SOURCE_DIR")
+        .map(PathBuf::from)
+        .and_then(|client| client.parent().map(Path::to_path_buf))
+        .filter(|root| root.join("package.json").is_file())
+        .unwrap_or_else(util::repo_root)
+}
+
 /// Where the generated files go (served at `/duckdb-wasm/`).
 pub fn out_dir() -> PathBuf {
-    util::repo_root().join("client/duckdb-wasm")
+    root().join("client/duckdb-wasm")
 }
 
 fn bridge_source() -> PathBuf {
-    util::repo_root().join("client/js/duckdb-bridge.js")
+    root().join("client/js/duckdb-bridge.js")
 }
 
 fn duckdb_dist() -> PathBuf {
-    util::repo_root().join("node_modules/@duckdb/duckdb-wasm/dist")
+    root().join("node_modules/@duckdb/duckdb-wasm/dist")
 }
 
 pub fn run() -> Result<()> {
@@ -65,20 +76,21 @@ pub fn run() -> Result<()> {
 fn bundle_bridge(target: &Path) -> Result<()> {
     let inputs = [
         bridge_source(),
-        util::repo_root().join("package-lock.json"),
-        util::repo_root().join("node_modules/.package-lock.json"),
+        root().join("package-lock.json"),
+        root().join("node_modules/.package-lock.json"),
     ];
     let target_time = modified(target);
     if target_time.is_some() && inputs.iter().all(|input| modified(input) <= target_time) {
         println!("up to date: {}", target.display());
         return Ok(());
     }
-    let esbuild = util::repo_root().join("node_modules/.bin/esbuild");
+    let esbuild = root().join("node_modules/.bin/esbuild");
     if !esbuild.is_file() {
         bail!("{} is missing: run `npm ci`", esbuild.display());
     }
-    util::run(util::command(esbuild).args([
-        "client/js/duckdb-bridge.js",
+    let source = bridge_source();
+    util::run(util::command(esbuild).current_dir(root()).args([
+        &source.display().to_string(),
         "--bundle",
         "--format=esm",
         "--platform=browser",

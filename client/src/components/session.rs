@@ -66,6 +66,7 @@ impl Workbench {
         if submitted.is_some() {
             self.selected.set(None);
             if chosen == Engine::Local {
+                crate::duckdb::runner::warm_up(self.local.status);
                 crate::duckdb::runner::start(self.session_id, query_id, text);
             }
         }

@@ -20,6 +20,9 @@ use super::sql;
 /// Rows kept of a local result (all rows are still counted).
 pub const MAX_KEPT_ROWS: u32 = 10_000;
 
+/// How long a query waits for the previous one to finish before it is refused.
+const BUSY_WAIT_MS: u32 = 5_000;
+
 /// Why a local operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LocalError {
@@ -124,16 +127,6 @@ pub async fn bridge() -> Result<BridgeModule, LocalError> {
 }
 
 impl LocalDb {
-    /// Starts a new, separate instance (tests and benchmarks; the app uses [`LocalDb::shared`]).
-    pub async fn start() -> Result<LocalDb, LocalError> {
-        let module = bridge().await?;
-        let db = module
-            .start()
-            .await
-            .map_err(|e| LocalError::Start(js_message(&e)))?;
-        Ok(Self::wrap(module, db))
-    }
-
     fn wrap(module: BridgeModule, db: JsLocalDuckDb) -> Self {
         Self {
             module,
@@ -195,6 +188,7 @@ impl LocalDb {
     }
 
     /// DuckDB's version (`v1.4.3`).
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn version(&self) -> Result<String, LocalError> {
         let version = self.db.version().await.map_err(duck_error)?;
         Ok(version.as_string().unwrap_or_default())
@@ -217,9 +211,17 @@ impl LocalDb {
     /// (which refuses anything but a query), then its rows through the
     /// presentation wrapper (see [`sql`]). One query at a time.
     pub async fn query(&self, user_sql: &str) -> Result<LocalResult, LocalError> {
-        if self.running.replace(true) {
-            return Err(LocalError::Busy);
+        // A cancelled query takes a moment to unwind in the worker: wait
+        // for it rather than refusing the next one.
+        let mut waited_ms = 0;
+        while self.running.get() {
+            if waited_ms >= BUSY_WAIT_MS {
+                return Err(LocalError::Busy);
+            }
+            gloo_timers::future::TimeoutFuture::new(20).await;
+            waited_ms += 20;
         }
+        self.running.set(true);
         self.cancel_requested.set(false);
         let started = now_ms();
         let outcome = self.query_inner(user_sql).await;
@@ -300,6 +302,7 @@ impl LocalDb {
     }
 
     /// Makes bytes readable by SQL as `file_name`.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn register_buffer(&self, file_name: &str, bytes: &[u8]) -> Result<(), LocalError> {
         self.db
             .register_buffer(file_name, Uint8Array::from(bytes))
@@ -333,20 +336,5 @@ impl LocalDb {
             .await
             .map(drop)
             .map_err(duck_error)
-    }
-
-    /// Stops the worker. For the page's instance, the next
-    /// [`LocalDb::shared`] starts a fresh one.
-    pub async fn terminate(&self) -> Result<(), LocalError> {
-        let is_shared = SHARED.with(|s| {
-            s.borrow()
-                .as_ref()
-                .is_some_and(|shared| std::ptr::eq(Rc::as_ptr(shared), self))
-        });
-        if is_shared {
-            SHARED.with(|s| *s.borrow_mut() = None);
-            STARTING.with(|s| *s.borrow_mut() = None);
-        }
-        self.db.terminate().await.map(drop).map_err(duck_error)
     }
 }

@@ -13,15 +13,13 @@
 //! already did the exact conversions (see `sql`), so the Rust side needs no
 //! Arrow decoder (which would cost several hundred kB of wasm).
 
-// The session view starts using the engine in the integration step of
-// issue 6; until then parts of the API have no caller outside the tests.
-#![allow(dead_code, unused_imports)]
-
 pub mod bridge;
+pub mod choice;
 pub mod engine;
+pub mod local_data;
+pub mod panel;
+pub mod runner;
 pub mod sql;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 mod browser_tests;
-
-pub use engine::{LocalDb, LocalError, LocalResult};

@@ -1,12 +1,13 @@
 //! The one integration-test binary. Each module tests one area against
 //! real parts: server processes, SQLite files, DuckDB, headless Chromium.
 
-mod query;
-mod skeleton;
 mod api;
 mod browser;
 mod crash;
 mod dataset_download;
+mod local_engine;
+mod query;
+mod skeleton;
 mod sse;
 mod store;
 mod sync_client;

@@ -1,0 +1,178 @@
+//! Local queries in the session's life: after `SubmitQuery` with the Local
+//! engine is accepted, this issues `StartQuery`, runs the SQL in
+//! duckdb-wasm, keeps the rows in this tab, and issues `CompleteQuery`
+//! (row count, columns, elapsed ms) or `FailQuery` (DuckDB's message and an
+//! error id, also written to the console) through the sync engine, so the
+//! history reaches the server and other tabs while the data does not.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use shared_domain::{ErrorId, QueryId, SessionCommand};
+use uuid::Uuid;
+
+use super::engine::{LocalDb, LocalError, LocalResult};
+use super::local_data;
+use crate::api::{ApiError, ResultPage};
+use crate::ids::random_uuid;
+use crate::offline::engine::engine;
+
+thread_local! {
+    /// Results of local queries run in this tab (rows never leave it).
+    static RESULTS: RefCell<HashMap<QueryId, Rc<LocalResult>>> = RefCell::new(HashMap::new());
+    /// Local queries this tab is running (starting the engine, loading
+    /// data, waiting for the connection, or in duckdb-wasm).
+    static ACTIVE: RefCell<HashSet<QueryId>> = RefCell::new(HashSet::new());
+    /// Those of them the user cancelled.
+    static CANCELLED: RefCell<HashSet<QueryId>> = RefCell::new(HashSet::new());
+    /// The one inside duckdb-wasm right now, which `LocalDb::cancel` interrupts.
+    static IN_ENGINE: RefCell<Option<QueryId>> = const { RefCell::new(None) };
+}
+
+/// Runs local query `query_id` (already submitted) of `session_id`.
+pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
+    spawn_local(async move {
+        if engine()
+            .submit(session_id, SessionCommand::StartQuery { query_id })
+            .is_none()
+        {
+            // Refused (cancelled meanwhile, session closed): nothing to run.
+            return;
+        }
+        ACTIVE.with(|a| a.borrow_mut().insert(query_id));
+        let outcome = run(query_id, &sql).await;
+        ACTIVE.with(|a| a.borrow_mut().remove(&query_id));
+        CANCELLED.with(|c| c.borrow_mut().remove(&query_id));
+        match outcome {
+            Ok(result) => {
+                let command = SessionCommand::CompleteQuery {
+                    query_id,
+                    row_count: result.total_rows,
+                    columns: result.columns.clone(),
+                    elapsed_ms: result.elapsed_ms,
+                };
+                // The rows must be here before the view learns of completion.
+                RESULTS.with(|r| r.borrow_mut().insert(query_id, Rc::new(result)));
+                engine().submit(session_id, command);
+            }
+            // The user's CancelQuery is already recorded.
+            Err(LocalError::Cancelled) => {}
+            Err(error) => {
+                let error_id = random_uuid();
+                let message = error.to_string();
+                web_sys::console::error_1(
+                    &format!(
+                        "sextant local query {query_id} failed, error id {error_id}: {message}"
+                    )
+                    .into(),
+                );
+                engine().submit(
+                    session_id,
+                    SessionCommand::FailQuery {
+                        query_id,
+                        error_id: ErrorId(error_id),
+                        message,
+                    },
+                );
+            }
+        }
+    });
+}
+
+fn cancelled(query_id: QueryId) -> bool {
+    CANCELLED.with(|c| c.borrow().contains(&query_id))
+}
+
+async fn run(query_id: QueryId, sql: &str) -> Result<LocalResult, LocalError> {
+    let db = LocalDb::shared().await?;
+    local_data::ensure_all_loaded(&db).await?;
+    // One query at a time per connection: wait for the previous one (a
+    // cancelled query takes a moment to unwind), unless cancelled meanwhile.
+    while db.is_running() {
+        if cancelled(query_id) {
+            return Err(LocalError::Cancelled);
+        }
+        gloo_timers::future::TimeoutFuture::new(20).await;
+    }
+    if cancelled(query_id) {
+        return Err(LocalError::Cancelled);
+    }
+    // No await between here and `query` marking the connection busy, so a
+    // cancel from now on reaches this query and no other.
+    IN_ENGINE.with(|e| *e.borrow_mut() = Some(query_id));
+    let outcome = db.query(sql).await;
+    IN_ENGINE.with(|e| *e.borrow_mut() = None);
+    outcome
+}
+
+/// Cancels local query `query_id` if this tab runs it: before it reaches
+/// duckdb-wasm it never starts; inside, it is interrupted.
+pub fn cancel(query_id: QueryId) {
+    if !ACTIVE.with(|a| a.borrow().contains(&query_id)) {
+        return;
+    }
+    CANCELLED.with(|c| c.borrow_mut().insert(query_id));
+    if IN_ENGINE.with(|e| *e.borrow()) != Some(query_id) {
+        return;
+    }
+    spawn_local(async move {
+        if let Ok(db) = LocalDb::shared().await {
+            // Still the same query (it may have finished meanwhile).
+            if IN_ENGINE.with(|e| *e.borrow()) == Some(query_id) {
+                let _ = db.cancel().await;
+            }
+        }
+    });
+}
+
+/// A page of a local result, shaped like the server's.
+pub fn result_page(query_id: QueryId, offset: u64, limit: u64) -> Result<ResultPage, ApiError> {
+    let Some(result) = RESULTS.with(|r| r.borrow().get(&query_id).cloned()) else {
+        let error_id = random_uuid().to_string();
+        let message = "the rows of a local query stay in the browser tab that ran it: \
+                       run it again here to see them"
+            .to_owned();
+        web_sys::console::warn_1(&format!("sextant error {error_id}: {message}").into());
+        return Err(ApiError { error_id, message });
+    };
+    let kept = result.rows.len() as u64;
+    let start = offset.min(kept) as usize;
+    let end = (offset + limit).min(kept) as usize;
+    Ok(ResultPage {
+        columns: result.columns.clone(),
+        rows: result.rows[start..end].to_vec(),
+        total_rows: result.total_rows,
+        offset,
+        available_rows: Some(kept),
+        truncated: kept < result.total_rows,
+    })
+}
+
+/// The local engine's state, for the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineStatus {
+    NotStarted,
+    Starting,
+    Ready { bundle: String, startup_ms: f64 },
+    Failed(String),
+}
+
+/// Starts duckdb-wasm now (e.g. when the user opens a file) and reports.
+pub fn warm_up(status: RwSignal<EngineStatus>) {
+    if matches!(status.get_untracked(), EngineStatus::Ready { .. }) {
+        return;
+    }
+    status.set(EngineStatus::Starting);
+    spawn_local(async move {
+        status.set(match LocalDb::shared().await {
+            Ok(db) => EngineStatus::Ready {
+                bundle: db.bundle(),
+                startup_ms: db.startup_ms(),
+            },
+            Err(error) => EngineStatus::Failed(error.to_string()),
+        });
+    });
+}

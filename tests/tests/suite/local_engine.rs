@@ -1,0 +1,417 @@
+//! The local engine (issue 6) end to end, in headless Chromium against the
+//! real server serving the trunk-built client with duckdb-wasm:
+//! 1. a CSV opened through the file input is queried locally with known
+//!    results, recorded through the server; then with the server stopped,
+//!    after a reload, the same local query runs again;
+//! 2. a server dataset taken offline (Arrow IPC) gives the same rows and the
+//!    same exact column types on the Local and the Server engine;
+//! 3. a long local query is cancelled and the engine stays usable.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use fantoccini::key::Key;
+use fantoccini::Locator;
+use serde_json::Value;
+use sextant_tests::browser::{dist_dir, testid, Browser};
+use sextant_tests::ServerProcess;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const SALES_CSV: &str = "id,region,amount,day\n\
+    1,north,10.50,2024-01-02\n\
+    2,south,7.25,2024-01-03\n\
+    3,north,1.00,2024-02-01\n\
+    4,east,99.99,2024-03-15\n";
+
+fn start_server(data: &std::path::Path) -> ServerProcess {
+    let dist = dist_dir();
+    ServerProcess::start(data, &["--static-dir", dist.to_str().unwrap()]).expect("server starts")
+}
+
+async fn scenario<F>(name: &str, b: &Browser, logs: impl Fn() -> String, body: F)
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    if let Err(error) = body.await {
+        let shot = std::env::temp_dir().join(format!("sextant-local-{name}.png"));
+        let _ = b.screenshot(&shot).await;
+        panic!(
+            "{error:#}\n(screenshot: {})\nserver log:\n{}",
+            shot.display(),
+            logs()
+        );
+    }
+}
+
+async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
+    b.wait_for(&testid("new-session")).await?;
+    b.fill(&testid("session-title-input"), title).await?;
+    b.click(&testid("create-session")).await?;
+    b.wait_for_text(&testid("session-title"), title).await?;
+    Ok(Uuid::parse_str(&b.text(&testid("session-id")).await?)?)
+}
+
+async fn run_query(b: &Browser, sql: &str) -> Result<()> {
+    b.fill(&testid("sql-input"), sql).await?;
+    let editor = b.wait_for(&testid("sql-input")).await?;
+    let chord: String = [Key::Control, Key::Enter, Key::Null]
+        .into_iter()
+        .map(char::from)
+        .collect();
+    editor.send_keys(&chord).await?;
+    Ok(())
+}
+
+async fn choose_engine(b: &Browser, value: &str) -> Result<()> {
+    b.wait_for(&format!(
+        "{} option[value=\"{value}\"]",
+        testid("engine-select")
+    ))
+    .await?
+    .click()
+    .await?;
+    Ok(())
+}
+
+/// (state, engine, query id) of the newest history entry.
+async fn newest(b: &Browser) -> Result<(String, String, String)> {
+    let entry = b.wait_for(&testid("history-entry")).await?;
+    let state = entry.attr("data-state").await?.unwrap_or_default();
+    let id = entry.attr("data-query-id").await?.unwrap_or_default();
+    let engine = entry
+        .find(Locator::Css(&testid("query-engine")))
+        .await?
+        .text()
+        .await?;
+    Ok((state, engine, id))
+}
+
+/// Waits until the newest query of `count` is in a final state and returns it.
+async fn wait_newest_done(b: &Browser, count: usize) -> Result<(String, String, String)> {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let entries = b
+            .client
+            .find_all(Locator::Css(&testid("history-entry")))
+            .await?;
+        if entries.len() == count {
+            let newest = newest(b).await?;
+            if ["completed", "failed", "cancelled"].contains(&newest.0.as_str()) {
+                return Ok(newest);
+            }
+            last = Some(newest);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("query {count} did not finish: {last:?}")
+}
+
+/// The result table's rows as cell texts.
+async fn table_rows(b: &Browser) -> Result<Vec<Vec<String>>> {
+    let mut rows = Vec::new();
+    for row in b
+        .client
+        .find_all(Locator::Css(&testid("result-row")))
+        .await?
+    {
+        let mut cells = Vec::new();
+        for cell in row.find_all(Locator::Css("td")).await? {
+            cells.push(cell.text().await?);
+        }
+        rows.push(cells);
+    }
+    Ok(rows)
+}
+
+async fn wait_table(b: &Browser, rows: usize) -> Result<Vec<Vec<String>>> {
+    b.wait_for_count(&testid("result-row"), rows).await?;
+    table_rows(b).await
+}
+
+async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
+    let body: Value = reqwest::get(format!(
+        "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
+    ))
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    Ok(body["events"].as_array().cloned().unwrap_or_default())
+}
+
+/// The server's `QueryCompleted` payload of `query_id`, once it arrived.
+async fn completed_on_server(base: &str, session: Uuid, query_id: &str) -> Result<Value> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let events = server_events(base, session).await?;
+        if let Some(event) = events
+            .iter()
+            .find(|e| e["event_type"] == "QueryCompleted" && e["payload"]["query_id"] == query_id)
+        {
+            return Ok(event["payload"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the server never recorded the completion of {query_id}")
+}
+
+const SALES_SQL: &str =
+    "SELECT region, sum(amount) AS total, count(*) AS n FROM sales GROUP BY region ORDER BY region";
+
+fn expected_sales() -> Vec<Vec<String>> {
+    [
+        ("east", "99.99", "1"),
+        ("north", "11.5", "2"),
+        ("south", "7.25", "1"),
+    ]
+    .iter()
+    .map(|(a, b, c)| vec![a.to_string(), b.to_string(), c.to_string()])
+    .collect()
+}
+
+#[tokio::test]
+async fn a_csv_opened_in_the_browser_is_queried_locally_also_after_an_offline_reload() {
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("sales.csv");
+    std::fs::write(&csv, SALES_CSV).unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(server.log()));
+    let log_view = log.clone();
+    let mut server = Some(server);
+    scenario("csv", &b, move || log_view.lock().unwrap().clone(), async {
+        b.goto(&base).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+        let session = create_session(&b, "Local sales").await?;
+
+        // Open the CSV through the file input: attached as a local dataset.
+        b.wait_for(&testid("local-file-input"))
+            .await?
+            .send_keys(csv.to_str().unwrap())
+            .await?;
+        b.wait_for_text(&testid("attached-dataset"), "sales.csv")
+            .await?;
+        b.wait_for_text(&testid("local-dataset-name"), "sales").await?;
+
+        // Auto runs it locally, with known results.
+        run_query(&b, SALES_SQL).await?;
+        let (state, engine, query_id) = wait_newest_done(&b, 1).await?;
+        ensure!(state == "completed", "state {state}");
+        ensure!(engine == "local", "engine {engine}");
+        ensure!(wait_table(&b, 3).await? == expected_sales());
+
+        // The history (not the data) reached the server, with DuckDB's types.
+        let completed = completed_on_server(&base, session, &query_id).await?;
+        ensure!(completed["row_count"] == 3, "{completed}");
+        ensure!(
+            completed["columns"]
+                == serde_json::json!([
+                    {"name": "region", "type": "VARCHAR"},
+                    {"name": "total", "type": "DOUBLE"},
+                    {"name": "n", "type": "BIGINT"}
+                ]),
+            "{completed}"
+        );
+        let events = server_events(&base, session).await?;
+        let submitted = events
+            .iter()
+            .find(|e| e["event_type"] == "QuerySubmitted")
+            .expect("submitted");
+        ensure!(submitted["payload"]["engine"] == "local", "{submitted}");
+        ensure!(
+            events
+                .iter()
+                .find(|e| e["event_type"] == "DatasetAttached")
+                .is_some_and(|e| e["payload"]["dataset"]
+                    == serde_json::json!({"kind": "local", "name": "sales.csv", "size_bytes": SALES_CSV.len()})),
+            "{events:?}"
+        );
+
+        // The server goes away; the app reloads from the service worker and
+        // the CSV is still in the browser.
+        let running = server.take().expect("running");
+        log.lock().unwrap().push_str(&running.log());
+        running.stop()?;
+        b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+            .await?;
+        b.reload().await?;
+        b.wait_for(&testid("app-ready")).await?;
+        b.wait_for_text(&testid("session-title"), "Local sales")
+            .await?;
+        b.wait_for_text(&testid("local-dataset-name"), "sales").await?;
+        run_query(&b, SALES_SQL).await?;
+        let (state, engine, _) = wait_newest_done(&b, 2).await?;
+        ensure!(state == "completed" && engine == "local", "{state} on {engine}");
+        ensure!(wait_table(&b, 3).await? == expected_sales());
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dataset_taken_offline_gives_the_same_rows_and_types_locally_and_on_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    scenario("offline-copy", &b, || server.log(), async {
+        b.goto(&base).await?;
+        let session = create_session(&b, "Offline demo").await?;
+        b.wait_for(&format!(
+            "{} option[value=\"demo\"]",
+            testid("dataset-select")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.click(&testid("attach-dataset")).await?;
+        b.wait_for_text(&testid("attached-dataset"), "demo").await?;
+        b.click(&testid("take-offline")).await?;
+        b.wait_for_text(&testid("offline-state"), "demo is available offline")
+            .await?;
+
+        // Exact types only: decimals, integers, dates, timestamps, text.
+        let sql = "SELECT borough, payment_type, count(*) AS trips, sum(fare) AS fares, \
+                   sum(tip) AS tips, min(pickup_date) AS first_day, max(pickup_at) AS last_pickup, \
+                   sum(passengers) AS passengers \
+                   FROM demo GROUP BY borough, payment_type ORDER BY borough, payment_type";
+        choose_engine(&b, "server").await?;
+        run_query(&b, sql).await?;
+        let (state, engine, server_query) = wait_newest_done(&b, 1).await?;
+        ensure!(
+            state == "completed" && engine == "server",
+            "{state} on {engine}"
+        );
+        let groups = completed_on_server(&base, session, &server_query).await?["row_count"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        ensure!(groups > 10, "{groups} groups");
+        let server_rows = wait_table(&b, groups).await?;
+
+        // Auto now runs on the offline copy, in the browser. A one-row query
+        // first, so the table cannot still show the server's rows.
+        choose_engine(&b, "auto").await?;
+        run_query(&b, "SELECT 'marker' AS m").await?;
+        let (state, engine, _) = wait_newest_done(&b, 2).await?;
+        ensure!(
+            state == "completed" && engine == "local",
+            "{state} on {engine}"
+        );
+        wait_table(&b, 1).await?;
+        run_query(&b, sql).await?;
+        let (state, engine, local_query) = wait_newest_done(&b, 3).await?;
+        ensure!(
+            state == "completed" && engine == "local",
+            "{state} on {engine}"
+        );
+        let local_rows = wait_table(&b, groups).await?;
+        ensure!(
+            local_rows == server_rows,
+            "local {local_rows:?}\nserver {server_rows:?}"
+        );
+
+        // The JSON page of the server run equals what the table showed.
+        let page: Value = reqwest::get(format!(
+            "{base}/api/queries/{server_query}/result?limit=100"
+        ))
+        .await?
+        .json()
+        .await?;
+        let page_rows: Vec<Vec<String>> = page["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "NULL".into(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        ensure!(page_rows == local_rows, "page {page_rows:?}");
+
+        // Both completions carry the same DuckDB types.
+        let on_server = completed_on_server(&base, session, &server_query).await?;
+        let locally = completed_on_server(&base, session, &local_query).await?;
+        ensure!(
+            on_server["columns"] == locally["columns"],
+            "server {}\nlocal {}",
+            on_server["columns"],
+            locally["columns"]
+        );
+        ensure!(on_server["row_count"] == groups && locally["row_count"] == groups);
+        let types: Vec<&str> = on_server["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        ensure!(
+            types
+                == [
+                    "VARCHAR",
+                    "VARCHAR",
+                    "BIGINT",
+                    "DECIMAL(38,2)",
+                    "DECIMAL(38,2)",
+                    "DATE",
+                    "TIMESTAMP",
+                    "HUGEINT"
+                ],
+            "types {types:?}"
+        );
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_long_local_query_is_cancelled_and_the_engine_stays_usable() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    scenario("cancel", &b, || server.log(), async {
+        b.goto(&base).await?;
+        create_session(&b, "Long local").await?;
+        choose_engine(&b, "local").await?;
+        // Warm up first, so the cancel below interrupts a query inside
+        // duckdb-wasm (not one still waiting for the engine to start).
+        run_query(&b, "SELECT 1 AS warm").await?;
+        let (state, _, _) = wait_newest_done(&b, 1).await?;
+        ensure!(state == "completed", "warm-up {state}");
+        run_query(
+            &b,
+            "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3",
+        )
+        .await?;
+        b.wait_for_text(&testid("active-state"), "running").await?;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let cancelled_at = Instant::now();
+        b.click(&testid("cancel-query")).await?;
+        let (state, engine, _) = wait_newest_done(&b, 2).await?;
+        ensure!(state == "cancelled" && engine == "local", "{state} on {engine}");
+        // The worker really stopped: the next local query runs at once.
+        run_query(&b, "SELECT 6 * 7 AS answer").await?;
+        let (state, _, _) = wait_newest_done(&b, 3).await?;
+        let took = cancelled_at.elapsed();
+        ensure!(state == "completed", "{state}");
+        ensure!(wait_table(&b, 1).await? == vec![vec!["42".to_owned()]]);
+        ensure!(took < Duration::from_secs(3), "cancel and re-run took {took:?}");
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
