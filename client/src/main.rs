@@ -25,5 +25,9 @@ fn main() {
         let engine = offline::engine::SyncEngine::start().await;
         offline::engine::install(engine);
         leptos::mount::mount_to_body(app::App);
+        // Navigation to first interactive render, for the benchmark.
+        if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = performance.mark("sextant-interactive");
+        }
     });
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: runs the benchmarks, each of which prints a table.
 //! Server benches are `[[bench]] harness = false` targets of `server`
-//! (`cargo bench -p server`); browser benches join here when they exist.
+//! (`cargo bench -p server`); the browser app's bench is a `harness = false`
+//! bench of the tests crate (`tests/benches/browser.rs`), run on the release
+//! server and the trunk release build.
 //! Record ratios in docs/BENCHMARKS.md with the command that made them.
 
 use anyhow::Result;
@@ -25,6 +27,23 @@ pub fn run(args: Args) -> Result<()> {
         }
         util::run(&mut bench)
     })?;
+    // The browser app (issue 5): the release server serving the trunk build.
+    steps.step("client (trunk build --release)", crate::client::build)?;
+    steps.step("server release build", || {
+        util::run(util::cargo().args(["build", "--release", "--package", "server"]))
+    })?;
+    steps.step(
+        "browser app bench (cargo bench -p sextant-tests --bench browser)",
+        || {
+            util::run(util::cargo().args([
+                "bench",
+                "--package",
+                "sextant-tests",
+                "--bench",
+                "browser",
+            ]))
+        },
+    )?;
     steps.finish();
     Ok(())
 }

@@ -91,6 +91,8 @@ struct EngineState {
     unwritten: HashSet<Uuid>,
     feed_open: bool,
     feed_failed: bool,
+    /// A loop is asking `/api/health` whether the server is back.
+    probing: bool,
     problems: Vec<Problem>,
     /// Set when local data or a server event is newer than this app.
     fatal: Option<String>,
@@ -114,6 +116,8 @@ pub struct SyncEngine {
 pub const DB_NAME: &str = "sextant";
 const SENDER_LOCK: &str = "sextant-outbox-sender";
 const CHANNEL: &str = "sextant-outbox";
+/// How often an offline page asks whether the server is back.
+const PROBE_MS: u32 = 1_000;
 
 thread_local! {
     static ENGINE: OnceCell<SyncEngine> = const { OnceCell::new() };
@@ -147,6 +151,7 @@ impl SyncEngine {
                 unwritten: HashSet::new(),
                 feed_open: false,
                 feed_failed: false,
+                probing: false,
                 problems: Vec::new(),
                 fatal: None,
                 progress: HashMap::new(),
@@ -310,13 +315,22 @@ impl SyncEngine {
         Some(events)
     }
 
-    /// Deletes every local row and reloads the page.
+    /// Deletes every local row and reloads the page. Other tabs of the app
+    /// keep the database open and so delay the deletion; after a few seconds
+    /// the page reloads anyway (the deletion completes when they close).
     pub async fn clear_local_data(&self) {
         if let Some(feed) = self.state.borrow_mut().feed.take() {
             feed.close();
         }
-        self.state.borrow_mut().store = None;
-        if let Err(error) = LocalStore::destroy(DB_NAME).await {
+        let store = self.state.borrow_mut().store.take();
+        // Tasks still writing hold the other references: their connection
+        // closes when they end.
+        if let Some(Ok(store)) = store.map(Rc::try_unwrap) {
+            store.close();
+        }
+        let deleted = LocalStore::destroy(DB_NAME);
+        let timeout = gloo_timers::future::TimeoutFuture::new(3_000);
+        if let Either::Left((Err(error), _)) = select(Box::pin(deleted), timeout).await {
             web_sys::console::warn_1(&format!("clearing local data: {error}").into());
         }
         if let Some(window) = web_sys::window() {
@@ -510,9 +524,37 @@ impl SyncEngine {
         self.changed();
     }
 
+    /// While the feed is down, asks `/api/health` every second; as soon as
+    /// the server answers, opens a new feed at once (rather than waiting for
+    /// the browser's own reconnection delay, or forever if it gave up), which
+    /// also wakes the sender.
+    fn watch_for_server(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.probing {
+                return;
+            }
+            state.probing = true;
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            loop {
+                gloo_timers::future::TimeoutFuture::new(PROBE_MS).await;
+                if engine.state.borrow().feed_open {
+                    break;
+                }
+                if net::server_is_up().await {
+                    engine.start_feed();
+                    break;
+                }
+            }
+            engine.state.borrow_mut().probing = false;
+        });
+    }
+
     /// Opens the SSE feed after the stored cursor. The browser reconnects by
-    /// itself with `Last-Event-ID`; if it gives up (the server answered an
-    /// error), a new feed is opened after a pause.
+    /// itself with `Last-Event-ID`; [`SyncEngine::watch_for_server`] covers
+    /// the time it waits or gives up.
     fn start_feed(&self) {
         let cursor = self.state.borrow().replica.last_global_sequence();
         let Ok(feed) = web_sys::EventSource::new(&format!("/api/events?after={cursor}")) else {
@@ -562,19 +604,7 @@ impl SyncEngine {
         let engine = self.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
             engine.set_feed(false);
-            let closed = engine
-                .state
-                .borrow()
-                .feed
-                .as_ref()
-                .is_some_and(|f| f.ready_state() == web_sys::EventSource::CLOSED);
-            if closed {
-                let engine = engine.clone();
-                spawn_local(async move {
-                    gloo_timers::future::TimeoutFuture::new(1_000).await;
-                    engine.start_feed();
-                });
-            }
+            engine.watch_for_server();
         });
         feed.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         on_error.forget();

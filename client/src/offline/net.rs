@@ -160,6 +160,14 @@ pub async fn post_batch(
     }
 }
 
+/// Whether `GET /api/health` answers 200 (the server is up and ready).
+pub async fn server_is_up() -> bool {
+    Request::get("/api/health")
+        .send()
+        .await
+        .is_ok_and(|response| response.ok())
+}
+
 /// `GET /api/aggregates/QuerySession/{id}/events?after_version=N`.
 pub async fn fetch_events(
     aggregate_id: Uuid,

@@ -99,6 +99,11 @@ impl LocalStore {
         Ok(Self { db })
     }
 
+    /// Closes this connection (a deletion waits for every connection to close).
+    pub fn close(self) {
+        self.db.close();
+    }
+
     /// Deletes the database `name` and everything in it.
     pub async fn destroy(name: &str) -> Result<(), StorageError> {
         Rexie::delete(name).await.map_err(Into::into)

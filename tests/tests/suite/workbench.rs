@@ -203,6 +203,52 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
             .click()
             .await?;
         b.wait_for(&testid("chart-line")).await?;
+
+        // A failing query shows the server's message and error id.
+        run_query(&b, "SELECT no_such_column FROM demo").await?;
+        wait_history_states(&b, &["failed", "completed"]).await?;
+        let message = b
+            .text(&format!(
+                "{} {}",
+                testid("query-error"),
+                testid("error-message")
+            ))
+            .await?;
+        ensure!(
+            message.contains("no_such_column"),
+            "failure message {message:?}"
+        );
+        let error_id = b
+            .text(&format!("{} {}", testid("query-error"), testid("error-id")))
+            .await?;
+        Uuid::parse_str(&error_id).with_context(|| format!("error id {error_id:?}"))?;
+
+        // A long query shows its progress bar and can be cancelled.
+        run_query(&b, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)").await?;
+        b.wait_for_text(&testid("active-state"), "running").await?;
+        b.wait_for(&testid("query-progress")).await?;
+        b.click(&testid("cancel-query")).await?;
+        wait_history_states(&b, &["cancelled", "failed", "completed"]).await?;
+
+        // Clicking a past query loads it back; "Run again" runs it anew.
+        let entries = b.wait_for_count(&testid("history-entry"), 3).await?;
+        entries[2].click().await?;
+        let sql = b
+            .wait_for(&testid("sql-input"))
+            .await?
+            .prop("value")
+            .await?;
+        ensure!(
+            sql.as_deref()
+                .is_some_and(|s| s.contains("GROUP BY borough")),
+            "the first query is back in the editor: {sql:?}"
+        );
+        b.wait_for_count(&testid("result-row"), 6).await?;
+        let rerun = entries[2]
+            .find(Locator::Css(&testid("rerun-query")))
+            .await?;
+        rerun.click().await?;
+        wait_history_states(&b, &["completed", "cancelled", "failed", "completed"]).await?;
         Ok(())
     })
     .await;
@@ -483,4 +529,101 @@ async fn wait_text_within(b: &Browser, css: &str, expected: &str, limit: Duratio
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     anyhow::bail!("`{css}` did not show {expected:?} within {limit:?}; last {last:?}")
+}
+
+#[tokio::test]
+async fn two_tabs_share_one_outbox_and_send_each_command_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let addr = server.addr.to_string();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let log_so_far = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_view = log_so_far.clone();
+    let mut server = Some(server);
+    run_scenario(
+        "tabs",
+        &[&b],
+        move || log_view.lock().unwrap().clone(),
+        async {
+            b.goto(&base).await?;
+            let session = create_session(&b, "Two tabs").await?;
+            let first = b.client.window().await?;
+            let second = b.client.new_window(true).await?.handle;
+            b.client.switch_to_window(second.clone()).await?;
+            b.goto(&format!("{base}/sessions/{session}")).await?;
+            b.wait_for_text(&testid("session-title"), "Two tabs")
+                .await?;
+
+            let running = server.take().expect("running");
+            let before_stop = running.log();
+            running.stop()?;
+            log_so_far.lock().unwrap().push_str(&before_stop);
+
+            // The second tab renames offline; the first sees it pending.
+            b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+                .await?;
+            b.fill(&testid("rename-input"), "Renamed in tab two")
+                .await?;
+            b.click(&testid("rename-session")).await?;
+            b.client.switch_to_window(first.clone()).await?;
+            b.wait_for_text(&testid("session-title"), "Renamed in tab two")
+                .await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "1")
+                .await?;
+            // The first submits a query offline.
+            run_query(&b, "SELECT 1 AS one").await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "2")
+                .await?;
+            b.client.switch_to_window(second.clone()).await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "2")
+                .await?;
+
+            // Back online: one tab sends, both end synced, each command once.
+            let args = static_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let back = ServerProcess::start_on(data.path(), &addr, &args)?;
+            for window in [&second, &first] {
+                b.client.switch_to_window(window.clone()).await?;
+                wait_synced(&b).await?;
+                wait_history_states(&b, &["completed"]).await?;
+                b.wait_for_text(&testid("session-title"), "Renamed in tab two")
+                    .await?;
+            }
+            let back_log = back.log();
+            log_so_far.lock().unwrap().push_str(&back_log);
+            let events = server_events(&base, session).await?;
+            let types: Vec<&str> = events
+                .iter()
+                .map(|e| e["event_type"].as_str().unwrap_or(""))
+                .collect();
+            ensure!(
+                types
+                    == [
+                        "SessionCreated",
+                        "SessionRenamed",
+                        "QuerySubmitted",
+                        "QueryStarted",
+                        "QueryCompleted"
+                    ],
+                "server events {types:?}"
+            );
+            let all_logs = format!("{before_stop}{back_log}");
+            for event in &events[..3] {
+                let command_id = event["metadata"]["command_id"].as_str().unwrap_or("?");
+                let accepted = all_logs
+                    .lines()
+                    .filter(|l| l.contains("command accepted") && l.contains(command_id))
+                    .count();
+                ensure!(
+                    accepted == 1,
+                    "command {command_id} accepted {accepted} times"
+                );
+            }
+            drop(back);
+            Ok(())
+        },
+    )
+    .await;
+    b.close().await.unwrap();
 }

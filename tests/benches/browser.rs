@@ -1,0 +1,300 @@
+//! The browser app's benchmark (issue 5), printed as a table: the app's
+//! wasm size (raw and gzip), navigation to the first interactive render,
+//! a user action to the optimistic update on screen, and the resync of
+//! 1,000 pending commands after the server comes back. Real parts: the
+//! release server serving the trunk-built `dist/`, headless Chromium.
+//!
+//! Run with `cargo xtask bench` (or `cargo build --release -p server &&
+//! cargo bench -p sextant-tests --bench browser` after `trunk build --release`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use sextant_tests::browser::{dist_dir, testid, Browser};
+use sextant_tests::ServerProcess;
+
+const NAVIGATIONS: usize = 5;
+const ACTIONS: usize = 30;
+const PENDING: usize = 1_000;
+
+struct Row {
+    metric: String,
+    value: String,
+    target: &'static str,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let dist = dist_dir();
+    let mut rows = Vec::new();
+    wasm_size(&dist, &mut rows)?;
+
+    let data = tempfile::tempdir()?;
+    let args = ["--static-dir", dist.to_str().context("utf-8 path")?];
+    let server = ServerProcess::start(data.path(), &args)?;
+    let browser = Browser::launch().await?;
+    let outcome = async {
+        navigation(&browser, &server.url(), &mut rows).await?;
+        optimistic_update(&browser, &server.url(), &mut rows).await?;
+        resync(&browser, server, data.path(), &args, &mut rows).await
+    }
+    .await;
+    let _ = browser.close().await;
+    outcome?;
+
+    println!("\nbrowser app (issue 5): headless Chromium, release server on localhost");
+    println!("| metric | value | target |");
+    println!("|---|---|---|");
+    for row in &rows {
+        println!("| {} | {} | {} |", row.metric, row.value, row.target);
+    }
+    Ok(())
+}
+
+fn wasm_size(dist: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let wasm = std::fs::read_dir(dist)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_bg.wasm"))
+        .context("no *_bg.wasm in dist/")?;
+    let raw = std::fs::metadata(&wasm)?.len();
+    let gzip = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(&wasm)
+        .output()
+        .context("running gzip")?
+        .stdout
+        .len() as u64;
+    rows.push(Row {
+        metric: "app wasm, raw (excluding duckdb-wasm)".into(),
+        value: format!("{:.0} KiB", raw as f64 / 1024.0),
+        target: "",
+    });
+    rows.push(Row {
+        metric: "app wasm, gzip -9".into(),
+        value: format!("{:.0} KiB", gzip as f64 / 1024.0),
+        target: "< 1024 KiB",
+    });
+    Ok(())
+}
+
+/// Milliseconds from navigation start to the app's `sextant-interactive` mark.
+async fn interactive_ms(b: &Browser) -> Result<f64> {
+    b.wait_for(&testid("app-ready")).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = b
+            .eval(
+                "const m = performance.getEntriesByName('sextant-interactive');\
+                 return m.length ? m[0].startTime : null;",
+                vec![],
+            )
+            .await?;
+        if let Some(ms) = value.as_f64() {
+            return Ok(ms);
+        }
+        if Instant::now() > deadline {
+            bail!("the app never marked sextant-interactive");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[index]
+}
+
+async fn navigation(b: &Browser, url: &str, rows: &mut Vec<Row>) -> Result<()> {
+    // First visit: nothing cached, no service worker yet.
+    b.goto(url).await?;
+    let cold = interactive_ms(b).await?;
+    b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+        .await?;
+    // Later visits: the app shell comes from the service worker's cache.
+    let mut warm = Vec::new();
+    for _ in 0..NAVIGATIONS {
+        b.reload().await?;
+        warm.push(interactive_ms(b).await?);
+    }
+    rows.push(Row {
+        metric: "navigation → first interactive render, first visit".into(),
+        value: format!("{cold:.0} ms"),
+        target: "",
+    });
+    rows.push(Row {
+        metric: format!("navigation → first interactive render, reload (median of {NAVIGATIONS})"),
+        value: format!("{:.0} ms", median(&mut warm)),
+        target: "",
+    });
+    Ok(())
+}
+
+/// Creates a session through the UI and waits until the server has it.
+async fn create_session(b: &Browser, title: &str) -> Result<()> {
+    b.fill(&testid("session-title-input"), title).await?;
+    b.click(&testid("create-session")).await?;
+    b.wait_for_text(&testid("session-title"), title).await?;
+    b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
+        .await
+}
+
+/// Renames through the real form; resolves with the time from the click to
+/// the title changing in the DOM, and to the next frame after it.
+const TIMED_RENAME: &str = r#"
+const [title, done] = [arguments[0], arguments[arguments.length - 1]];
+const input = document.querySelector('[data-testid="rename-input"]');
+const button = document.querySelector('[data-testid="rename-session"]');
+const shown = document.querySelector('[data-testid="session-title"]');
+input.value = title;
+input.dispatchEvent(new Event('input', { bubbles: true }));
+let t0 = 0;
+const observer = new MutationObserver(() => {
+  if (shown.textContent !== title) return;
+  observer.disconnect();
+  const dom = performance.now() - t0;
+  requestAnimationFrame(() => done({ dom, frame: performance.now() - t0 }));
+});
+observer.observe(shown, { childList: true, characterData: true, subtree: true });
+t0 = performance.now();
+button.click();
+"#;
+
+async fn optimistic_update(b: &Browser, url: &str, rows: &mut Vec<Row>) -> Result<()> {
+    b.goto(url).await?;
+    create_session(b, "Bench").await?;
+    let (mut dom, mut frame) = (Vec::new(), Vec::new());
+    for i in 0..ACTIONS {
+        let timing = b
+            .eval_async(TIMED_RENAME, vec![json!(format!("Bench {i}"))])
+            .await?;
+        dom.push(timing["dom"].as_f64().context("dom timing")?);
+        frame.push(timing["frame"].as_f64().context("frame timing")?);
+    }
+    b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
+        .await?;
+    rows.push(Row {
+        metric: format!("action → optimistic update in the DOM (median / p95 of {ACTIONS})"),
+        value: format!(
+            "{:.1} / {:.1} ms",
+            median(&mut dom),
+            percentile(&mut dom, 0.95)
+        ),
+        target: "< 16 ms",
+    });
+    rows.push(Row {
+        metric: format!("action → next frame with the update (median / p95 of {ACTIONS})"),
+        value: format!(
+            "{:.1} / {:.1} ms",
+            median(&mut frame),
+            percentile(&mut frame, 0.95)
+        ),
+        target: "< 16 ms",
+    });
+    Ok(())
+}
+
+/// Submits `count` renames through the form in one script.
+const MANY_RENAMES: &str = r#"
+const count = arguments[0];
+const input = document.querySelector('[data-testid="rename-input"]');
+const button = document.querySelector('[data-testid="rename-session"]');
+for (let i = 0; i < count; i++) {
+  input.value = 'Offline ' + i;
+  input.dispatchEvent(new Event('input', { bubbles: true }));
+  button.click();
+}
+return document.querySelector('[data-testid="sync-status"]').getAttribute('data-pending');
+"#;
+
+async fn pending(b: &Browser) -> Result<usize> {
+    let value: Value = b
+        .eval(
+            "return document.querySelector('[data-testid=\"sync-status\"]').getAttribute('data-pending');",
+            vec![],
+        )
+        .await?;
+    Ok(value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX))
+}
+
+async fn resync(
+    b: &Browser,
+    server: ServerProcess,
+    data_dir: &Path,
+    args: &[&str],
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let addr = server.addr.to_string();
+    server.stop()?;
+    b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+        .await?;
+    let queued = Instant::now();
+    b.eval(MANY_RENAMES, vec![json!(PENDING)]).await?;
+    let queue_time = queued.elapsed();
+    ensure!(pending(b).await? == PENDING, "{PENDING} commands pending");
+    // Let the IndexedDB writes land, as a user would before the server returns.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let server = ServerProcess::start_on(data_dir, &addr, args)?;
+    let back = Instant::now();
+    let mut first_sent = None;
+    loop {
+        let left = pending(b).await?;
+        if left < PENDING && first_sent.is_none() {
+            first_sent = Some(back.elapsed());
+        }
+        if left == 0 {
+            break;
+        }
+        if back.elapsed() > Duration::from_secs(120) {
+            bail!("{left} commands still pending after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = back.elapsed();
+    b.wait_for_text(
+        &testid("session-title"),
+        &format!("Offline {}", PENDING - 1),
+    )
+    .await?;
+    let accepted = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("command accepted"))
+        .count();
+    ensure!(
+        accepted == PENDING,
+        "the server accepted {accepted} commands, expected {PENDING}"
+    );
+    rows.push(Row {
+        metric: format!("queue {PENDING} renames offline (optimistic, IndexedDB)"),
+        value: format!("{:.0} ms", queue_time.as_secs_f64() * 1000.0),
+        target: "",
+    });
+    rows.push(Row {
+        metric: "server back (healthy) → first pending command confirmed".into(),
+        value: format!(
+            "{:.0} ms",
+            first_sent.unwrap_or(total).as_secs_f64() * 1000.0
+        ),
+        target: "",
+    });
+    rows.push(Row {
+        metric: format!("server back (healthy) → all {PENDING} pending commands confirmed"),
+        value: format!("{:.0} ms", total.as_secs_f64() * 1000.0),
+        target: "< 5000 ms",
+    });
+    Ok(())
+}
