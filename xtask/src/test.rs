@@ -107,7 +107,7 @@ pub fn run(args: Args) -> Result<()> {
     // The summary is printed (and kept for .ci/run) whether or not tests failed.
     let _ = std::fs::write(&summary_file, totals.summary_line() + "\n");
     if outcome.is_ok() {
-        steps.finish();
+        steps.finish(); // a failed step has printed the table already
     }
     println!("{}", totals.summary_line());
     outcome

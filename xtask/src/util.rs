@@ -148,9 +148,18 @@ impl Steps {
         let number = self.done.len() + 1;
         println!("\n==> [{} {number}] {name}", self.task);
         let started = Instant::now();
-        let value = body().with_context(|| format!("step `{name}` of `{}` failed", self.task))?;
-        self.done.push((name.to_owned(), started.elapsed()));
-        Ok(value)
+        match body() {
+            Ok(value) => {
+                self.done.push((name.to_owned(), started.elapsed()));
+                Ok(value)
+            }
+            Err(error) => {
+                self.done
+                    .push((format!("{name} (FAILED)"), started.elapsed()));
+                self.finish();
+                Err(error.context(format!("step `{name}` of `{}` failed", self.task)))
+            }
+        }
     }
 
     /// Prints how long each step took.
