@@ -87,6 +87,19 @@ fn format_tick(value: f64) -> String {
     }
 }
 
+/// A round step at least `raw`: 1, 2, 2.5 or 5 times a power of ten.
+fn nice_step(raw: f64) -> f64 {
+    if raw.is_nan() || raw <= 0.0 || raw.is_infinite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|step| *step >= raw * 0.999_999)
+        .unwrap_or(10.0 * magnitude)
+}
+
 /// The chart as an `<svg>` element of `width` × `height` user units.
 pub fn svg(points: &[(String, f64)], kind: ChartKind, width: f64, height: f64) -> String {
     let (left, right, top, bottom) = (64.0, 12.0, 12.0, 44.0);
@@ -109,11 +122,15 @@ pub fn svg(points: &[(String, f64)], kind: ChartKind, width: f64, height: f64) -
     }
     let max = points.iter().map(|p| p.1).fold(f64::MIN, f64::max).max(0.0);
     let min = points.iter().map(|p| p.1).fold(f64::MAX, f64::min).min(0.0);
+    // Round ticks: the axis spans whole steps of 1, 2, 2.5 or 5 × 10^k.
+    let step = nice_step((max - min) / 4.0);
+    let (min, max) = ((min / step).floor() * step, (max / step).ceil() * step);
     let span = if max - min == 0.0 { 1.0 } else { max - min };
+    let ticks = (span / step).round() as u32;
     let y_of = |v: f64| top + plot_h - (v - min) / span * plot_h;
     // Grid and ticks.
-    for i in 0..=4 {
-        let value = min + span * f64::from(i) / 4.0;
+    for i in 0..=ticks {
+        let value = min + step * f64::from(i);
         let y = y_of(value);
         let _ = write!(
             out,
@@ -210,6 +227,16 @@ mod tests {
         assert!(svg.contains("height=\"122.0\""), "{svg}");
         let line = super::svg(&points, ChartKind::Line, 600.0, 300.0);
         assert!(line.contains("chart-line") && !line.contains("chart-bar"));
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(nice_step(1500.25), 2000.0);
+        assert_eq!(nice_step(2.5), 2.5);
+        assert_eq!(nice_step(0.03), 0.05);
+        let svg = svg(&[("a".to_owned(), 6001.0)], ChartKind::Bar, 600.0, 300.0);
+        assert!(svg.contains(">8000<") && svg.contains(">2000<"), "{svg}");
+        assert!(!svg.contains("4500.75"));
     }
 
     #[test]

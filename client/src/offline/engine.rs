@@ -367,7 +367,7 @@ impl SyncEngine {
                 kind: ProblemKind::Rejected,
                 message: format!(
                     "{} was rejected: {}",
-                    rejection.pending.command.name(),
+                    describe(&rejection.pending.command),
                     rejection.reason
                 ),
             });
@@ -913,6 +913,26 @@ fn merge_outboxes(
     }
     merged.sort_by(|a, b| a.0.total_cmp(&b.0));
     merged.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A command as the user knows it: its name and what it carried.
+fn describe(command: &SessionCommand) -> String {
+    let short = |text: &str| {
+        let mut short: String = text.chars().take(60).collect();
+        if short.len() < text.len() {
+            short.push('…');
+        }
+        short
+    };
+    match command {
+        SessionCommand::CreateSession { title } | SessionCommand::RenameSession { title } => {
+            format!("{} (“{}”)", command.name(), short(title.as_str()))
+        }
+        SessionCommand::SubmitQuery { sql, .. } => {
+            format!("{} (“{}”)", command.name(), short(sql.as_str()))
+        }
+        other => other.name().to_owned(),
+    }
 }
 
 /// Asks the browser not to evict our data under storage pressure.

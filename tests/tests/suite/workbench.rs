@@ -54,6 +54,16 @@ where
     }
 }
 
+/// With `SEXTANT_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (to look at the UI).
+async fn save_screenshot(b: &Browser, name: &str) -> Result<()> {
+    if let Some(dir) = std::env::var_os("SEXTANT_SCREENSHOTS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        b.screenshot(&dir.join(format!("{name}.png"))).await?;
+    }
+    Ok(())
+}
+
 /// Creates a session from the sessions page; returns its id once the server confirmed it.
 async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
     b.wait_for(&testid("new-session")).await?;
@@ -203,6 +213,8 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
             .click()
             .await?;
         b.wait_for(&testid("chart-line")).await?;
+
+        save_screenshot(&b, "query-result").await?;
 
         // A failing query shows the server's message and error id.
         run_query(&b, "SELECT no_such_column FROM demo").await?;
@@ -417,6 +429,7 @@ async fn offline_changes_to_a_session_closed_meanwhile_are_rejected_with_error_i
             b.wait_for_count(&testid("history-entry"), 0).await?;
         }
         let problems = first.wait_for_count(&testid("problem"), 2).await?;
+        save_screenshot(&first, "rejections").await?;
         let mut reported = Vec::new();
         for problem in &problems {
             let message = problem
@@ -624,6 +637,82 @@ async fn two_tabs_share_one_outbox_and_send_each_command_once() {
             Ok(())
         },
     )
+    .await;
+    b.close().await.unwrap();
+}
+
+/// Copies the built client (without the on-demand duckdb-wasm files) to `to`.
+fn copy_site(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "duckdb-wasm" {
+                copy_site(&entry.path(), &target)?;
+            }
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_deployment_is_announced_and_loads_on_request() {
+    let data = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    copy_site(&dist_dir(), site.path()).unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        &["--static-dir", site.path().to_str().unwrap()],
+    )
+    .expect("server starts");
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let marker = "document.querySelector('meta[name=\"sextant-build\"]') !== null";
+    run_scenario("update", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+
+        // Deploy a new version: a changed index.html and its service worker.
+        let index = site.path().join("index.html");
+        let html = std::fs::read_to_string(&index)?;
+        std::fs::write(
+            &index,
+            html.replacen(
+                "<head>",
+                "<head><meta name=\"sextant-build\" content=\"2\" />",
+                1,
+            ),
+        )?;
+        let generated = std::process::Command::new("node")
+            .arg(sextant_tests::repo_root().join("client/build-service-worker.mjs"))
+            .arg(site.path())
+            .status()?;
+        ensure!(generated.success(), "build-service-worker.mjs failed");
+
+        // The running app keeps its version, learns of the new one and says so.
+        b.reload().await?;
+        b.wait_for(&testid("update-available")).await?;
+        ensure!(
+            b.eval(&format!("return {marker};"), vec![]).await? == Value::Bool(false),
+            "the page still runs the old version until asked"
+        );
+        b.click(&testid("apply-update")).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let loaded = b.eval(&format!("return {marker};"), vec![]).await;
+            if matches!(loaded, Ok(Value::Bool(true))) {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the new version never loaded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b.wait_for(&testid("app-ready")).await?;
+        b.wait_for_absent(&testid("update-available")).await?;
+        Ok(())
+    })
     .await;
     b.close().await.unwrap();
 }
