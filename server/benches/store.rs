@@ -64,6 +64,12 @@ fn main() {
     let commands_per_issuer = scaled(300);
     let total = commands_per_issuer * ISSUERS;
 
+    if std::env::var("SEXTANT_BENCH_ONLY").as_deref() == Ok("profile-64") {
+        // For profilers: only the 64-issuer pipeline run.
+        let (many, group) = runtime.block_on(pipeline_throughput(ISSUERS, total));
+        println!("{many:.0} commands/s, {group:.1} per transaction");
+        return;
+    }
     if enabled("append") {
         eprintln!("append throughput: {total} commands …");
         let (one, _) = runtime.block_on(pipeline_throughput(1, total));

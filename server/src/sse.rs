@@ -8,7 +8,7 @@
 //! bus afterwards: none is lost, none is sent twice. A stream that lags
 //! behind the bus catches up from the store the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::bus::{BusMessage, ProgressFrame, StoredEvent};
@@ -28,9 +28,6 @@ use crate::store::EventStore;
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events read from the store per replay page.
 const REPLAY_PAGE: usize = 500;
-/// Frames buffered per connection before the stream stops pulling the bus
-/// (it then lags and catches up from the store).
-const CONNECTION_BUFFER: usize = 256;
 
 /// Where a stream starts and what it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +73,9 @@ impl StreamRequest {
 
 /// The `/api/events` handler. Frames are written as pre-rendered bytes: an
 /// event's frame is rendered once and shared by every stream that sends it.
+/// The response body pulls frames straight from the bus receiver (no task
+/// or queue per connection): a client that reads slowly makes its receiver
+/// lag, and the stream then catches up from the store.
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -91,21 +91,16 @@ pub async fn events(
         .transpose()?;
     let request = StreamRequest::parse(last_event_id, &query)?;
     // Subscribe now, before the replay starts.
-    let subscription = state.bus().subscribe();
-    let (frames, rx) = mpsc::channel(CONNECTION_BUFFER);
-    let mut shutdown = state.shutdown_signal();
-    let feed = feed(state.store().clone(), subscription, request, frames);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = feed => {}
-            // Dropping the sender ends the response: graceful shutdown can finish.
-            _ = shutdown.wait_for(|stopping| *stopping) => {}
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
+    let feed = Feed::new(
+        state.store().clone(),
+        state.bus().subscribe(),
+        request,
+        state.shutdown_signal(),
+    );
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        feed.next_frame()
             .await
-            .map(|frame| (Ok::<Bytes, Infallible>(frame), rx))
+            .map(|frame| (Ok::<Bytes, Infallible>(frame), feed))
     });
     Ok((
         [
@@ -118,93 +113,110 @@ pub async fn events(
         .into_response())
 }
 
-/// Sends the replay, then the bus, to one connection until it closes.
-async fn feed(
+/// One connection's position: the replay from the store, then the bus.
+struct Feed {
     store: EventStore,
-    mut subscription: broadcast::Receiver<BusMessage>,
+    subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
-    frames: mpsc::Sender<Bytes>,
-) {
-    let mut last_sent = request.after;
-    if catch_up(&store, request.session, &mut last_sent, &frames)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
-    keep_alive.tick().await; // the first tick is immediate
-    loop {
-        let received = tokio::select! {
-            received = subscription.recv() => received,
-            _ = keep_alive.tick() => {
-                if frames.send(Bytes::from_static(b":\n\n")).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let frame = match received {
-            Ok(BusMessage::Event(event)) => {
-                let envelope = &event.envelope;
-                if envelope.global_sequence <= last_sent
-                    || request.session.is_some_and(|s| s != envelope.aggregate_id)
-                {
-                    continue;
-                }
-                last_sent = envelope.global_sequence;
-                event.sse_frame()
-            }
-            Ok(BusMessage::Progress(progress)) => {
-                if request.session.is_some_and(|s| s != progress.session_id) {
-                    continue;
-                }
-                progress_frame(&progress)
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, "SSE stream lagged; catching up from the store");
-                if catch_up(&store, request.session, &mut last_sent, &frames)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if frames.send(frame).await.is_err() {
-            return; // The client went away.
-        }
-    }
+    shutdown: watch::Receiver<bool>,
+    keep_alive: tokio::time::Interval,
+    /// The last global sequence sent: everything at or below it is dropped.
+    last_sent: u64,
+    /// Whether the store may hold events after `last_sent` that the bus will
+    /// not deliver (at the start, and after lagging).
+    catching_up: bool,
+    /// Frames of a replay page not sent yet.
+    pending: VecDeque<Bytes>,
 }
 
-/// Sends every stored event after `last_sent`; `Err` when the client is gone.
-async fn catch_up(
-    store: &EventStore,
-    session: Option<Uuid>,
-    last_sent: &mut u64,
-    frames: &mpsc::Sender<Bytes>,
-) -> Result<(), ()> {
-    loop {
-        let page = match store.events_after(*last_sent, session, REPLAY_PAGE).await {
-            Ok(page) => page,
-            Err(error) => {
-                error.log();
-                return Err(());
-            }
-        };
-        let done = page.len() < REPLAY_PAGE;
-        for envelope in page {
-            let sequence = envelope.global_sequence;
-            frames
-                .send(StoredEvent::new(envelope).sse_frame())
-                .await
-                .map_err(|_| ())?;
-            *last_sent = sequence;
+impl Feed {
+    fn new(
+        store: EventStore,
+        subscription: broadcast::Receiver<BusMessage>,
+        request: StreamRequest,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let mut keep_alive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Feed {
+            store,
+            subscription,
+            request,
+            shutdown,
+            keep_alive,
+            last_sent: request.after,
+            catching_up: true,
+            pending: VecDeque::new(),
         }
-        if done {
-            return Ok(());
+    }
+
+    /// The next frame to send, or `None` to end the response (server
+    /// shutting down, or the store failing).
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.catching_up {
+                let page = self
+                    .store
+                    .events_after(self.last_sent, self.request.session, REPLAY_PAGE)
+                    .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(error) => {
+                        error.log();
+                        return None;
+                    }
+                };
+                self.catching_up = page.len() == REPLAY_PAGE;
+                for envelope in page {
+                    self.last_sent = envelope.global_sequence;
+                    self.pending
+                        .push_back(StoredEvent::new(envelope).sse_frame());
+                }
+                continue;
+            }
+            let received = tokio::select! {
+                received = self.subscription.recv() => received,
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b":\n\n")),
+                // Ending the body lets graceful shutdown finish.
+                _ = self.shutdown.changed() => return None,
+            };
+            match received {
+                Ok(BusMessage::Event(event)) => {
+                    let envelope = &event.envelope;
+                    if envelope.global_sequence <= self.last_sent
+                        || self
+                            .request
+                            .session
+                            .is_some_and(|s| s != envelope.aggregate_id)
+                    {
+                        continue;
+                    }
+                    self.last_sent = envelope.global_sequence;
+                    return Some(event.sse_frame());
+                }
+                Ok(BusMessage::Progress(progress)) => {
+                    if self
+                        .request
+                        .session
+                        .is_some_and(|s| s != progress.session_id)
+                    {
+                        continue;
+                    }
+                    return Some(progress_frame(&progress));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "SSE stream lagged; catching up from the store");
+                    self.catching_up = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
     }
 }
