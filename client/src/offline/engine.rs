@@ -82,6 +82,13 @@ pub struct Progress {
     pub elapsed_ms: u64,
 }
 
+/// A rejection as one tab tells the others over the BroadcastChannel.
+#[derive(Deserialize)]
+struct SharedRejection {
+    error_id: String,
+    message: String,
+}
+
 struct EngineState {
     replica: Replica<QuerySession>,
     store: Option<Rc<LocalStore>>,
@@ -362,14 +369,19 @@ impl SyncEngine {
                 (Some(id), 0) => id.clone(),
                 _ => random_uuid().to_string(),
             };
+            let message = format!(
+                "{} was rejected: {}",
+                describe(&rejection.pending.command),
+                rejection.reason
+            );
+            if let Some(channel) = &self.state.borrow().channel {
+                let shared = serde_json::json!({ "error_id": error_id, "message": message });
+                let _ = channel.post_message(&JsValue::from_str(&shared.to_string()));
+            }
             self.report(Problem {
                 error_id,
                 kind: ProblemKind::Rejected,
-                message: format!(
-                    "{} was rejected: {}",
-                    describe(&rejection.pending.command),
-                    rejection.reason
-                ),
+                message,
             });
         }
     }
@@ -464,13 +476,30 @@ impl SyncEngine {
             return;
         };
         let engine = self.clone();
-        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
-            let engine = engine.clone();
-            spawn_local(async move {
-                engine.reload_outbox().await;
-                engine.flush().await;
-            });
-        });
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                // A rejection the sending tab reported: every tab shows it, with
+                // the same error id.
+                if let Some(Ok(rejected)) = event
+                    .data()
+                    .as_string()
+                    .map(|data| serde_json::from_str::<SharedRejection>(&data))
+                {
+                    engine.state.borrow_mut().problems.push(Problem {
+                        error_id: rejected.error_id,
+                        kind: ProblemKind::Rejected,
+                        message: rejected.message,
+                    });
+                    engine.changed();
+                    return;
+                }
+                let engine = engine.clone();
+                spawn_local(async move {
+                    engine.reload_outbox().await;
+                    engine.flush().await;
+                });
+            },
+        );
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
         self.state.borrow_mut().channel = Some(channel);
