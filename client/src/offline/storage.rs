@@ -2,10 +2,19 @@
 //! one row per pending command, the confirmed events of every session, and
 //! the SSE cursor. A reload or a browser restart loses nothing.
 //!
-//! Rows are JSON strings with a record format number `v`. A row written by
-//! a newer app (a higher `v`, or a database whose IndexedDB version is
-//! higher than ours) is refused with [`StorageError::NewerFormat`] and never
-//! misread: the user is asked to reload.
+//! Versions and migrations, in three layers:
+//! - the database's shape (object stores) has the IndexedDB version
+//!   [`DB_VERSION`]: opening an older database upgrades it in place (rexie
+//!   creates what is missing); a database a newer app upgraded is refused;
+//! - rows are JSON strings with a record format number `v` ([`RECORD_FORMAT`],
+//!   so far only 1): a row of a newer format is refused before its fields are
+//!   read; a future format 2 upgrades older rows where [`decode`] checks `v`;
+//! - confirmed events are kept as the server sent them and go through the
+//!   domain's upcaster when restored, so events stored by an older app are
+//!   read in today's shape.
+//!
+//! Refusals are [`StorageError::NewerFormat`]: never misread, the user is
+//! asked to reload to update the app.
 //!
 //! Several tabs share the database. No tab ever rewrites the whole outbox:
 //! rows are added, updated and deleted one command id at a time, so a row
@@ -397,6 +406,39 @@ mod browser_tests {
         newer.close();
         let refused = LocalStore::open(name).await.err();
         assert_eq!(refused, Some(StorageError::NewerFormat));
+    }
+
+    /// Confirmed events stored by an older app are migrated on read: the
+    /// domain's upcaster turns a v1 `QuerySubmitted` (no engine) into v2.
+    #[wasm_bindgen_test]
+    async fn events_stored_by_an_older_app_are_upcast_when_restored() {
+        use shared_domain::sync::{Replica, Source};
+        use shared_domain::Engine;
+
+        let store = fresh("sextant-test-old-events").await;
+        let mut submitted = event(2, 2);
+        submitted.event_type = "QuerySubmitted".into();
+        submitted.event_version = 1;
+        submitted.payload = serde_json::json!({
+            "type": "QuerySubmitted",
+            "query_id": Uuid::from_u128(77),
+            "sql": "SELECT 1"
+        });
+        let mut created = event(1, 1);
+        created.event_type = "SessionCreated".into();
+        created.payload = serde_json::json!({"type": "SessionCreated", "title": "old"});
+        store
+            .add_events(&[created, submitted], Some(2))
+            .await
+            .unwrap();
+        let snapshot = store.load().await.unwrap();
+        let mut replica = Replica::<QuerySession>::new();
+        for event in &snapshot.events {
+            replica.receive(event, Source::Fetch).unwrap();
+        }
+        let session = replica.view(Uuid::from_u128(1));
+        assert_eq!(session.history.len(), 1);
+        assert_eq!(session.history[0].engine, Engine::Server);
     }
 
     #[wasm_bindgen_test]
