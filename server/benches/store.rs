@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use rusqlite::{params, TransactionBehavior};
 use serde_json::json;
 use server::bus::Bus;
@@ -27,6 +26,7 @@ use shared_domain::{
     Aggregate, Column, CommandEnvelope, DatasetName, DatasetRef, Engine, ErrorId, EventEnvelope,
     EventMetadata, QueryId, QuerySession, SessionCommand, SessionEvent, SessionTitle, SqlQuery,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 const ISSUERS: usize = 64;
@@ -383,40 +383,43 @@ async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize
     let server = server::start(server::Config::for_data_dir(dir.path()))
         .await
         .unwrap();
-    let url = format!("http://{}/api/events", server.addr);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    // Minimal HTTP/1.1 clients on raw sockets, so that the measuring side
+    // (which shares the two cores with the server) costs as little as it can.
     let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
     for _ in 0..subscribers {
-        let response = client
-            .get(&url)
-            .header("accept", "text/event-stream")
-            .send()
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket
+            .write_all(
+                b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n",
+            )
             .await
             .unwrap();
-        assert_eq!(response.status(), 200);
         let receipts = receipts.clone();
         readers.push(tokio::spawn(async move {
-            let mut body = response.bytes_stream();
-            let mut buffer = String::new();
+            let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+            let mut chunk = vec![0u8; 64 * 1024];
             let mut seen = 0;
             let mut local = Vec::with_capacity(events);
             while seen < events {
-                let Some(Ok(chunk)) = body.next().await else {
-                    break;
+                let read = match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => read,
                 };
                 let now = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame: String = buffer.drain(..end + 2).collect();
-                    if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
+                buffer.extend_from_slice(&chunk[..read]);
+                // Whole lines only; `id: N` starts a line of an event frame.
+                let Some(last_newline) = buffer.iter().rposition(|b| *b == b'\n') else {
+                    continue;
+                };
+                for line in buffer[..last_newline].split(|b| *b == b'\n') {
+                    if let Some(id) = line.strip_prefix(b"id: ") {
+                        let id = std::str::from_utf8(id).unwrap().trim();
                         local.push((id.parse::<u64>().unwrap(), now));
                         seen += 1;
                     }
                 }
+                buffer.drain(..=last_newline);
             }
             receipts.lock().unwrap().extend(local);
         }));
