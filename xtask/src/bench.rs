@@ -2,7 +2,8 @@
 //! Server benches are `[[bench]] harness = false` targets of `server`
 //! (`cargo bench -p server`); the browser app's bench is a `harness = false`
 //! bench of the tests crate (`tests/benches/browser.rs`), run on the release
-//! server and the trunk release build.
+//! server and the trunk release build; so is the local engine's
+//! (`tests/benches/local_engine.rs`, duckdb-wasm vs native DuckDB).
 //! Record ratios in docs/BENCHMARKS.md with the command that made them.
 
 use anyhow::Result;
@@ -41,6 +42,20 @@ pub fn run(args: Args) -> Result<()> {
                 "sextant-tests",
                 "--bench",
                 "browser",
+            ]))
+        },
+    )?;
+    // The local engine (issue 6): duckdb-wasm vs native DuckDB, taking
+    // data offline, duckdb-wasm start-up; same release server and build.
+    steps.step(
+        "local engine bench (cargo bench -p sextant-tests --bench local_engine)",
+        || {
+            util::run(util::cargo().args([
+                "bench",
+                "--package",
+                "sextant-tests",
+                "--bench",
+                "local_engine",
             ]))
         },
     )?;

@@ -186,7 +186,9 @@ async fn errors_carry_duckdb_messages_and_anything_but_one_query_is_refused() {
 #[wasm_bindgen_test]
 async fn a_long_query_is_cancelled_and_the_connection_stays_usable() {
     let db = db().await;
-    let long = db.query("SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3");
+    let long = db.query(
+        "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3",
+    );
     let cancel = async {
         gloo_timers::future::TimeoutFuture::new(500).await;
         assert!(db.is_running());
