@@ -134,11 +134,20 @@ pub fn Footer() -> impl IntoView {
                 "Sessions are computed by the shared " <code>"QuerySession"</code>
                 " aggregate, running in your browser as WebAssembly, and kept on this device."
             </span>
+            <span class="muted small" data-testid="storage-persistence">
+                {move || match engine().persistent() {
+                    Some(true) => "Local data: persistent",
+                    Some(false) => "Local data: the browser may evict it under storage pressure",
+                    None => "",
+                }}
+            </span>
             <button class="ghost small" data-testid="clear-local-data" on:click=clear>
                 {move || {
                     if confirming.get() {
                         let pending = engine().pending_count();
-                        if pending > 0 {
+                        if pending == 1 {
+                            "Really clear? 1 unsent change will be lost".to_owned()
+                        } else if pending > 1 {
                             format!("Really clear? {pending} unsent changes will be lost")
                         } else {
                             "Really clear local data?".to_owned()

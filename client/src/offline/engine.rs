@@ -100,6 +100,8 @@ struct EngineState {
     feed_failed: bool,
     /// A loop is asking `/api/health` whether the server is back.
     probing: bool,
+    /// The browser's answer to `navigator.storage.persist()`.
+    persistent: Option<bool>,
     problems: Vec<Problem>,
     /// Set when local data or a server event is newer than this app.
     fatal: Option<String>,
@@ -159,6 +161,7 @@ impl SyncEngine {
                 feed_open: false,
                 feed_failed: false,
                 probing: false,
+                persistent: None,
                 problems: Vec::new(),
                 fatal: None,
                 progress: HashMap::new(),
@@ -181,7 +184,7 @@ impl SyncEngine {
             }
             Err(error) => engine.storage_failed(error),
         }
-        request_persistent_storage();
+        engine.request_persistent_storage();
         engine.listen_to_other_tabs();
         engine.start_feed();
         engine.become_sender_when_elected();
@@ -964,13 +967,30 @@ fn describe(command: &SessionCommand) -> String {
     }
 }
 
-/// Asks the browser not to evict our data under storage pressure.
-fn request_persistent_storage() {
-    if let Some(window) = web_sys::window() {
-        if let Ok(promise) = window.navigator().storage().persist() {
-            spawn_local(async move {
-                let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-            });
-        }
+impl SyncEngine {
+    /// Asks the browser not to evict our data under storage pressure, and
+    /// keeps its answer for the footer.
+    fn request_persistent_storage(&self) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let Ok(promise) = window.navigator().storage().persist() else {
+            return;
+        };
+        let engine = self.clone();
+        spawn_local(async move {
+            let granted = wasm_bindgen_futures::JsFuture::from(promise)
+                .await
+                .ok()
+                .and_then(|answer| answer.as_bool());
+            engine.state.borrow_mut().persistent = granted;
+            engine.changed();
+        });
+    }
+
+    /// Whether the browser granted persistent storage (None: not known yet).
+    pub fn persistent(&self) -> Option<bool> {
+        self.revision.track();
+        self.state.borrow().persistent
     }
 }

@@ -716,3 +716,64 @@ async fn a_new_deployment_is_announced_and_loads_on_request() {
     .await;
     b.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn clearing_local_data_drops_unsent_changes_and_resyncs_from_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let addr = server.addr.to_string();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let mut server = Some(server);
+    let log_so_far = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_view = log_so_far.clone();
+    run_scenario(
+        "clear",
+        &[&b],
+        move || log_view.lock().unwrap().clone(),
+        async {
+            b.goto(&base).await?;
+            b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+                .await?;
+            let session = create_session(&b, "Kept on the server").await?;
+            let running = server.take().expect("running");
+            log_so_far.lock().unwrap().push_str(&running.log());
+            running.stop()?;
+            b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+                .await?;
+            b.fill(&testid("rename-input"), "Never sent").await?;
+            b.click(&testid("rename-session")).await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "1")
+                .await?;
+
+            // Two clicks (the first warns about the unsent change), then a reload.
+            b.click(&testid("clear-local-data")).await?;
+            b.wait_for_text(
+                &testid("clear-local-data"),
+                "Really clear? 1 unsent change will be lost",
+            )
+            .await?;
+            b.click(&testid("clear-local-data")).await?;
+            b.wait_for(&testid("session-missing")).await?;
+            b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
+                .await?;
+
+            // The server still has the session: it comes back, unrenamed.
+            let args = static_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let back = ServerProcess::start_on(data.path(), &addr, &args)?;
+            b.wait_for_text(&testid("session-title"), "Kept on the server")
+                .await?;
+            wait_synced(&b).await?;
+            let events = server_events(&base, session).await?;
+            ensure!(
+                events.len() == 1,
+                "the rename never reached the server: {events:?}"
+            );
+            drop(back);
+            Ok(())
+        },
+    )
+    .await;
+    b.close().await.unwrap();
+}
