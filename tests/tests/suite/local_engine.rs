@@ -4,8 +4,10 @@
 //!    results, recorded through the server; then with the server stopped,
 //!    after a reload, the same local query runs again;
 //! 2. a server dataset taken offline (Arrow IPC) gives the same rows and the
-//!    same exact column types on the Local and the Server engine;
-//! 3. a long local query is cancelled and the engine stays usable.
+//!    same exact column types on the Local and the Server engine, and
+//!    again after a reload with the server stopped;
+//! 3. a long local query is cancelled and the engine stays usable; a local
+//!    failure shows DuckDB's message and an error id.
 
 use std::time::{Duration, Instant};
 
@@ -260,8 +262,15 @@ async fn a_dataset_taken_offline_gives_the_same_rows_and_types_locally_and_on_th
     let server = start_server(data.path());
     let base = server.url();
     let b = Browser::launch().await.expect("headless Chromium starts");
-    scenario("offline-copy", &b, || server.log(), async {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_view = log.clone();
+    let server_log = server.log();
+    let mut server = Some(server);
+    let logs = move || format!("{server_log}{}", log_view.lock().unwrap());
+    scenario("offline-copy", &b, logs, async {
         b.goto(&base).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
         let session = create_session(&b, "Offline demo").await?;
         b.wait_for(&format!(
             "{} option[value=\"demo\"]",
@@ -371,6 +380,28 @@ async fn a_dataset_taken_offline_gives_the_same_rows_and_types_locally_and_on_th
                 ],
             "types {types:?}"
         );
+
+        // The copy survives a reload without the server, and still answers.
+        let running = server.take().expect("running");
+        log.lock().unwrap().push_str(&running.log());
+        running.stop()?;
+        b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+            .await?;
+        b.reload().await?;
+        b.wait_for(&testid("app-ready")).await?;
+        b.wait_for_text(&testid("offline-state"), "demo is available offline")
+            .await?;
+        run_query(&b, "SELECT 'marker' AS m").await?;
+        wait_newest_done(&b, 4).await?;
+        wait_table(&b, 1).await?;
+        run_query(&b, sql).await?;
+        let (state, engine, _) = wait_newest_done(&b, 5).await?;
+        ensure!(
+            state == "completed" && engine == "local",
+            "{state} on {engine}"
+        );
+        let after_reload = wait_table(&b, groups).await?;
+        ensure!(after_reload == server_rows, "after reload {after_reload:?}");
         Ok(())
     })
     .await;
@@ -410,6 +441,14 @@ async fn a_long_local_query_is_cancelled_and_the_engine_stays_usable() {
         ensure!(state == "completed", "{state}");
         ensure!(wait_table(&b, 1).await? == vec![vec!["42".to_owned()]]);
         ensure!(took < Duration::from_secs(3), "cancel and re-run took {took:?}");
+        // A local failure shows DuckDB's message and an error id.
+        run_query(&b, "SELECT no_such_column").await?;
+        let (state, _, _) = wait_newest_done(&b, 4).await?;
+        ensure!(state == "failed", "{state}");
+        let message = b.text(&testid("error-message")).await?;
+        ensure!(message.contains("Binder Error"), "{message}");
+        let error_id = b.text(&testid("error-id")).await?;
+        Uuid::parse_str(&error_id)?;
         Ok(())
     })
     .await;
