@@ -7,20 +7,23 @@
 use sextant_tests::browser::{dist_dir, testid, Browser};
 use sextant_tests::ServerProcess;
 
-/// Starts the server on the built client and a fresh browser on its page.
-async fn open_client(data_dir: &std::path::Path) -> (ServerProcess, Browser) {
+/// Starts the server on the built client and a fresh browser on `path`.
+async fn open_client(data_dir: &std::path::Path, path: &str) -> (ServerProcess, Browser) {
     let dist = dist_dir();
     let server = ServerProcess::start(data_dir, &["--static-dir", dist.to_str().unwrap()])
         .expect("server starts");
     let browser = Browser::launch().await.expect("headless Chromium starts");
-    browser.goto(&server.url()).await.unwrap();
+    browser
+        .goto(&format!("{}{path}", server.url()))
+        .await
+        .unwrap();
     (server, browser)
 }
 
 #[tokio::test]
 async fn the_page_runs_the_shared_aggregate_in_wasm() {
     let data = tempfile::tempdir().unwrap();
-    let (server, browser) = open_client(data.path()).await;
+    let (server, browser) = open_client(data.path(), "/").await;
     let result = walk_through_a_session(&browser).await;
     if let Err(error) = &result {
         let shot = browser.profile_dir().join("failure.png");
@@ -126,12 +129,10 @@ async fn wait_for_consistent_query_state(b: &Browser) -> anyhow::Result<String> 
 
 #[tokio::test]
 async fn client_routes_fall_back_to_the_app() {
+    // A deep link opened first (bookmark, reload): the server answers with
+    // index.html and the wasm app renders the route.
     let data = tempfile::tempdir().unwrap();
-    let (server, browser) = open_client(data.path()).await;
-    browser
-        .goto(&format!("{}/sessions/not-a-file", server.url()))
-        .await
-        .unwrap();
+    let (_server, browser) = open_client(data.path(), "/sessions/not-a-file").await;
     browser
         .wait_for(&testid("app-ready"))
         .await
