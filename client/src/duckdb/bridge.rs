@@ -61,6 +61,13 @@ extern "C" {
         bytes: Uint8Array,
     ) -> Result<JsValue, JsValue>;
 
+    #[wasm_bindgen(method, catch, js_name = registerUrl)]
+    pub async fn register_url(
+        this: &JsLocalDuckDb,
+        name: &str,
+        url: &str,
+    ) -> Result<JsValue, JsValue>;
+
     #[wasm_bindgen(method, catch, js_name = dropFile)]
     pub async fn drop_file(this: &JsLocalDuckDb, name: &str) -> Result<JsValue, JsValue>;
 

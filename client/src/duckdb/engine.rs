@@ -311,6 +311,16 @@ impl LocalDb {
             .map_err(duck_error)
     }
 
+    /// Makes the remote file at `url` readable by SQL as `file_name`
+    /// (duckdb-wasm fetches it; CORS applies).
+    pub async fn register_url(&self, file_name: &str, url: &str) -> Result<(), LocalError> {
+        self.db
+            .register_url(file_name, url)
+            .await
+            .map(drop)
+            .map_err(duck_error)
+    }
+
     pub async fn drop_file(&self, file_name: &str) -> Result<(), LocalError> {
         self.db
             .drop_file(file_name)

@@ -89,6 +89,39 @@ pub fn offline_file_name(server_name: &str) -> String {
     format!("{server_name}.arrow")
 }
 
+/// The SQL name of a URL dataset: its last path segment's stem
+/// (`https://host/data/sales.csv` is `sales`).
+pub fn url_sql_name(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = without_query
+        .split_once("://")
+        .map_or(without_query, |(_, rest)| rest);
+    // The path after the host, if any.
+    let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
+    match path.trim_end_matches('/').rsplit('/').next() {
+        Some(last) if !last.is_empty() => sql_name(last),
+        _ => "url_data".to_owned(),
+    }
+}
+
+/// Makes a URL dataset (CSV over HTTP(S)) queryable under
+/// [`url_sql_name`]: duckdb-wasm reads it on each query.
+pub async fn ensure_url(db: &LocalDb, url: &str) -> Result<String, LocalError> {
+    let name = url_sql_name(url);
+    let file_name = format!("url_{name}.csv");
+    if LOADED.with(|l| !l.borrow().contains(url)) {
+        db.register_url(&file_name, url).await?;
+        db.execute(&format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_csv({})",
+            quote_identifier(&name),
+            quote_literal(&file_name)
+        ))
+        .await?;
+        LOADED.with(|l| l.borrow_mut().insert(url.to_owned()));
+    }
+    Ok(name)
+}
+
 /// Why opening a file was refused.
 pub fn unsupported_message(file_name: &str) -> String {
     format!(
@@ -290,6 +323,16 @@ mod tests {
         assert_eq!(sql_name("2024.json"), "t_2024");
         assert_eq!(sql_name(".csv"), "t_");
         assert_eq!(sql_name(&offline_file_name("demo")), "demo");
+    }
+
+    #[test]
+    fn urls_are_named_after_their_file() {
+        assert_eq!(
+            url_sql_name("https://example.com/data/Sales 2024.csv?x=1"),
+            "sales_2024"
+        );
+        assert_eq!(url_sql_name("https://example.com/"), "url_data");
+        assert_eq!(url_sql_name("http://example.com"), "url_data");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared_domain::{DatasetRef, LocalFileName, SessionCommand};
+use shared_domain::{DatasetRef, DatasetUrl, LocalFileName, SessionCommand};
 use wasm_bindgen::JsCast;
 
 use super::choice::EngineChoice;
@@ -155,6 +155,31 @@ pub fn LocalDataPanel(
         open_files(files);
     };
 
+    let url_text = RwSignal::new(String::new());
+    let attach_url = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let url = match DatasetUrl::new(url_text.get_untracked().trim()) {
+            Ok(url) => url,
+            Err(error) => {
+                engine().report_input(error.to_string());
+                return;
+            }
+        };
+        let name = local_data::url_sql_name(url.as_str());
+        let attached = engine().submit(
+            session_id,
+            SessionCommand::AttachDataset {
+                dataset: DatasetRef::Url { url },
+            },
+        );
+        if attached.is_some() {
+            url_text.set(String::new());
+            sql.set(format!("SELECT * FROM {name} LIMIT 100"));
+            choice.set(EngineChoice::Auto);
+            runner::warm_up(catalog.status);
+        }
+    };
+
     let attached_server = move || match engine().view(session_id).dataset {
         Some(DatasetRef::Server { name }) => Some(name.as_str().to_owned()),
         _ => None,
@@ -210,6 +235,18 @@ pub fn LocalDataPanel(
                 </label>
                 <div class="muted">"or drop it here. It stays in this browser."</div>
             </div>
+            <form class="row small url-row" on:submit=attach_url>
+                <input
+                    type="url"
+                    data-testid="url-input"
+                    aria-label="CSV URL"
+                    placeholder="https://…/data.csv"
+                    bind:value=url_text
+                />
+                <button type="submit" class="ghost small" data-testid="attach-url">
+                    "Attach URL"
+                </button>
+            </form>
             {move || {
                 attached_server()
                     .map(|name| {

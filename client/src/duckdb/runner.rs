@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared_domain::{ErrorId, QueryId, SessionCommand};
+use shared_domain::{DatasetRef, ErrorId, QueryId, SessionCommand};
 use uuid::Uuid;
 
 use super::engine::{LocalDb, LocalError, LocalResult};
@@ -43,7 +43,11 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
             return;
         }
         ACTIVE.with(|a| a.borrow_mut().insert(query_id));
-        let outcome = run(query_id, &sql).await;
+        let url = match engine().view(session_id).dataset {
+            Some(DatasetRef::Url { url }) => Some(url.as_str().to_owned()),
+            _ => None,
+        };
+        let outcome = run(query_id, &sql, url.as_deref()).await;
         ACTIVE.with(|a| a.borrow_mut().remove(&query_id));
         CANCELLED.with(|c| c.borrow_mut().remove(&query_id));
         match outcome {
@@ -86,9 +90,12 @@ fn cancelled(query_id: QueryId) -> bool {
     CANCELLED.with(|c| c.borrow().contains(&query_id))
 }
 
-async fn run(query_id: QueryId, sql: &str) -> Result<LocalResult, LocalError> {
+async fn run(query_id: QueryId, sql: &str, url: Option<&str>) -> Result<LocalResult, LocalError> {
     let db = LocalDb::shared().await?;
     local_data::ensure_all_loaded(&db).await?;
+    if let Some(url) = url {
+        local_data::ensure_url(&db, url).await?;
+    }
     // One query at a time per connection: wait for the previous one (a
     // cancelled query takes a moment to unwind), unless cancelled meanwhile.
     while db.is_running() {

@@ -7,7 +7,9 @@
 //!    same exact column types on the Local and the Server engine, and
 //!    again after a reload with the server stopped;
 //! 3. a long local query is cancelled and the engine stays usable; a local
-//!    failure shows DuckDB's message and an error id.
+//!    failure shows DuckDB's message and an error id;
+//! 4. a URL dataset (CSV on another origin, with CORS) runs locally:
+//!    duckdb-wasm fetches it itself.
 
 use std::time::{Duration, Instant};
 
@@ -449,6 +451,83 @@ async fn a_long_local_query_is_cancelled_and_the_engine_stays_usable() {
         ensure!(message.contains("Binder Error"), "{message}");
         let error_id = b.text(&testid("error-id")).await?;
         Uuid::parse_str(&error_id)?;
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+/// A minimal HTTP server on another origin serving one CSV with CORS
+/// headers (HEAD, GET, and preflight OPTIONS); ignores ranges and answers
+/// the whole file, which duckdb-wasm accepts (`allowFullHTTPReads`).
+async fn serve_csv(body: &'static str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let method = String::from_utf8_lossy(&head)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let cors = "Access-Control-Allow-Origin: *\r\n\
+                            Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+                            Access-Control-Allow-Headers: *\r\n\
+                            Access-Control-Expose-Headers: *\r\n";
+                let response = match method.as_str() {
+                    "OPTIONS" => format!("HTTP/1.1 204 No Content\r\n{cors}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+                    "HEAD" => format!(
+                        "HTTP/1.1 200 OK\r\n{cors}Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                    _ => format!(
+                        "HTTP/1.1 200 OK\r\n{cors}Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn a_url_dataset_is_fetched_and_queried_by_duckdb_wasm() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let csv_origin = serve_csv(SALES_CSV).await.expect("CSV server starts");
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    scenario("url", &b, || server.log(), async {
+        b.goto(&base).await?;
+        let session = create_session(&b, "Remote sales").await?;
+        let url = format!("{csv_origin}/data/sales.csv");
+        b.fill(&testid("url-input"), &url).await?;
+        b.click(&testid("attach-url")).await?;
+        b.wait_for_text(&testid("attached-dataset"), &url).await?;
+        // Auto runs URL data locally; the SQL names it after its file.
+        run_query(&b, SALES_SQL).await?;
+        let (state, engine, query_id) = wait_newest_done(&b, 1).await?;
+        if state != "completed" {
+            let message = b.text(&testid("error-message")).await.unwrap_or_default();
+            bail!("{state}: {message}");
+        }
+        ensure!(engine == "local", "engine {engine}");
+        ensure!(wait_table(&b, 3).await? == expected_sales());
+        let completed = completed_on_server(&base, session, &query_id).await?;
+        ensure!(completed["row_count"] == 3, "{completed}");
         Ok(())
     })
     .await;
