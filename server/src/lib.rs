@@ -68,6 +68,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
+    // No Nagle: an SSE frame or a command answer must leave at once, not wait
+    // for the ACK of the previous small write (up to the peer's delayed-ACK 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let router = http::router(state.clone(), &config);
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let serving_state = state.clone();
