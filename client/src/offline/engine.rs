@@ -125,6 +125,8 @@ pub struct SyncEngine {
 pub const DB_NAME: &str = "sextant";
 const SENDER_LOCK: &str = "sextant-outbox-sender";
 const CHANNEL: &str = "sextant-outbox";
+/// How long the start waits for IndexedDB before going on in memory.
+const OPEN_TIMEOUT_MS: u32 = 3_000;
 /// How often an offline page asks whether the server is back.
 const PROBE_MS: u32 = 1_000;
 
@@ -174,7 +176,23 @@ impl SyncEngine {
             })),
             revision: RwSignal::new(0),
         };
-        match LocalStore::open(DB_NAME).await {
+        // The open can wait indefinitely (seen in headless Chromium when the
+        // previous page was left while it was creating the database): after
+        // a while, go on in memory and say so, rather than never render.
+        let opened = select(
+            Box::pin(LocalStore::open(DB_NAME)),
+            gloo_timers::future::TimeoutFuture::new(OPEN_TIMEOUT_MS),
+        )
+        .await;
+        let opened = match opened {
+            Either::Left((opened, _)) => opened,
+            Either::Right(_) => Err(StorageError::IndexedDb(
+                "local storage is busy (another Sextant page is holding it); changes are kept \
+                 in memory only until you reload"
+                    .into(),
+            )),
+        };
+        match opened {
             Ok(store) => {
                 let store = Rc::new(store);
                 engine.state.borrow_mut().store = Some(store.clone());
