@@ -253,6 +253,25 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_sends_a_keep_alive_comment_and_ends_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let bus = crate::bus::Bus::default();
+        let (stopping, shutdown) = watch::channel(false);
+        let request = StreamRequest {
+            after: 0,
+            session: None,
+        };
+        let mut feed = Feed::new(store, bus.subscribe(), request, shutdown);
+        let started = tokio::time::Instant::now();
+        let frame = feed.next_frame().await.unwrap();
+        assert_eq!(&frame[..], b":\n\n");
+        assert!(started.elapsed() >= KEEP_ALIVE, "{:?}", started.elapsed());
+        stopping.send_replace(true);
+        assert!(feed.next_frame().await.is_none());
+    }
+
     #[test]
     fn malformed_cursors_and_sessions_are_bad_requests() {
         assert!(StreamRequest::parse(Some("x"), &query(&[])).is_err());
