@@ -22,16 +22,27 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut steps = Steps::new("gen-data");
-    steps.step("generate Parquet with DuckDB (cargo run -p server --bin gen-data)", || {
-        let mut generate = util::cargo();
-        generate
-            .args(["run", "--release", "--package", "server", "--bin", "gen-data", "--"])
-            .arg("--rows")
-            .arg(args.rows.to_string())
-            .arg("--out")
-            .arg(&args.out);
-        util::run(&mut generate)
-    })?;
+    steps.step(
+        "generate Parquet with DuckDB (cargo run -p server --bin gen-data)",
+        || {
+            let mut generate = util::cargo();
+            generate
+                .args([
+                    "run",
+                    "--release",
+                    "--package",
+                    "server",
+                    "--bin",
+                    "gen-data",
+                    "--",
+                ])
+                .arg("--rows")
+                .arg(args.rows.to_string())
+                .arg("--out")
+                .arg(&args.out);
+            util::run(&mut generate)
+        },
+    )?;
     steps.finish();
     Ok(())
 }
