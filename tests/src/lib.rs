@@ -129,6 +129,21 @@ impl ServerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up in the log within `timeout`: a log line may
+    /// trail the HTTP response that reported it by a moment.
+    pub fn log_eventually_contains(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let health = format!("{}/api/health", self.url());

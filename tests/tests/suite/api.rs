@@ -26,15 +26,10 @@ fn assert_problem(server: &ServerProcess, status: u16, body: &Value, expected: u
     }
     let error_id = body["error_id"].as_str().expect("error_id");
     Uuid::parse_str(error_id).expect("error_id is a UUID");
-    // The log line may trail the response by a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !server.log().contains(error_id) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "error id {error_id} not in the log"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert!(
+        server.log_eventually_contains(error_id, std::time::Duration::from_secs(5)),
+        "error id {error_id} not in the log"
+    );
 }
 
 async fn raw_post(

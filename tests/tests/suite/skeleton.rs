@@ -25,7 +25,11 @@ async fn server_binary_reports_health_with_version() {
     );
     let problem: serde_json::Value = missing.json().await.unwrap();
     assert!(problem["error_id"].as_str().is_some());
-    assert!(server.log().contains(problem["error_id"].as_str().unwrap()));
+    let error_id = problem["error_id"].as_str().unwrap();
+    assert!(
+        server.log_eventually_contains(error_id, std::time::Duration::from_secs(5)),
+        "error id {error_id} not in the server log"
+    );
     let status = server.stop().unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
