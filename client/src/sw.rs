@@ -5,7 +5,7 @@
 //! A new deployment ships a new `sw.js` (its cache version is a hash of the
 //! shell files). The browser installs it beside the running one and it waits;
 //! the app then offers a reload, which tells the waiting worker to take over
-//! and reloads when it has.
+//! and reloads when it has. Debug builds (`trunk serve`) run without a worker.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -45,6 +45,13 @@ impl Shell {
             return shell;
         }
         let container = window.navigator().service_worker();
+        if cfg!(debug_assertions) {
+            // Debug builds (`trunk serve`) must show each rebuild at once, not a
+            // cached shell: no worker, and any earlier one is removed. Release
+            // builds (`trunk build --release`, `trunk serve --release`) register.
+            unregister_all(&container);
+            return shell;
+        }
         shell.controlled.set(container.controller().is_some());
 
         let reload_requested = Rc::new(Cell::new(false));
@@ -97,6 +104,20 @@ impl Shell {
 thread_local! {
     static REGISTRATION: Cell<Option<ServiceWorkerRegistration>> = const { Cell::new(None) };
     static RELOAD_REQUESTED: Cell<Option<Rc<Cell<bool>>>> = const { Cell::new(None) };
+}
+
+fn unregister_all(container: &web_sys::ServiceWorkerContainer) {
+    let registrations = container.get_registrations();
+    spawn_local(async move {
+        let Ok(list) = wasm_bindgen_futures::JsFuture::from(registrations).await else {
+            return;
+        };
+        for registration in js_sys::Array::from(&list).iter() {
+            let _ = registration
+                .unchecked_into::<ServiceWorkerRegistration>()
+                .unregister();
+        }
+    });
 }
 
 fn reload() {
