@@ -551,6 +551,18 @@ fn decide_one(
         }
     }
 
+    // 5b. Query ids are unique across sessions; the aggregate only knows its own.
+    if let SessionCommand::SubmitQuery { query_id, .. } = &envelope.command {
+        if let Some(owner) = store::session_of_query(tx, query_id.0).map_err(store_error)? {
+            if owner != aggregate_id {
+                return Err(AppError::new(
+                    ErrorKind::Unprocessable,
+                    format!("query id {query_id} is already used by another session; use a new id"),
+                ));
+            }
+        }
+    }
+
     // 6. Decide (pure).
     let decided = session
         .handle(&envelope.command)

@@ -520,28 +520,18 @@ impl QueryService {
             }
             active.insert(query_id, control.clone());
         }
-        // Query ids are unique across sessions: results are looked up by id alone.
-        let reused = self.projections.read(|model| {
-            model
-                .sessions
-                .iter()
-                .any(|(id, view)| *id != session_id && view.session.query(query_id).is_some())
-        });
-        let outcome = if reused {
-            Err(ExecError::Refused(format!(
-                "query id {query_id} is already used by another session; use a new id"
-            )))
-        } else {
-            let handle = tokio::runtime::Handle::current();
-            let starter = self.clone();
-            let on_start = move || {
-                handle
-                    .block_on(starter.issue(session_id, SessionCommand::StartQuery { query_id }))
-                    .is_ok()
-            };
-            self.execute(sql, control.clone(), Some((session_id, query_id)), on_start)
-                .await
+        // A query id reused across sessions never gets here: the pipeline
+        // refuses its SubmitQuery (results are looked up by id alone).
+        let handle = tokio::runtime::Handle::current();
+        let starter = self.clone();
+        let on_start = move || {
+            handle
+                .block_on(starter.issue(session_id, SessionCommand::StartQuery { query_id }))
+                .is_ok()
         };
+        let outcome = self
+            .execute(sql, control.clone(), Some((session_id, query_id)), on_start)
+            .await;
         self.active.lock().expect("active").remove(&query_id);
         let command = match outcome {
             Ok(Execution {

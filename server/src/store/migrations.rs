@@ -13,11 +13,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order. Append; never edit a shipped one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../../../migrations/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../../../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "query_ids",
+        sql: include_str!("../../../migrations/0002_query_ids.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

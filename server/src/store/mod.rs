@@ -324,6 +324,21 @@ pub fn insert_event(conn: &Connection, event: &EventEnvelope) -> rusqlite::Resul
 }
 
 /// The record of an accepted command, if `command_id` was processed before.
+/// The session that already submitted `query_id`, if any (query ids are
+/// unique across sessions). Sees the caller's uncommitted writes.
+pub fn session_of_query(conn: &Connection, query_id: Uuid) -> rusqlite::Result<Option<Uuid>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT aggregate_id FROM events
+         WHERE event_type = 'QuerySubmitted' AND json_extract(payload, '$.query_id') = ?1
+         LIMIT 1",
+    )?;
+    let mut rows = stmt.query([query_id.to_string()])?;
+    match rows.next()? {
+        Some(row) => uuid_column(row, 0).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub fn find_processed(
     conn: &Connection,
     command_id: Uuid,

@@ -442,3 +442,28 @@ async fn read_models_are_the_same_after_a_restart() {
     let (_, after) = api.get("/api/sessions").await;
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn a_query_id_is_refused_in_a_second_session() {
+    let (_dir, server, api) = start(&[]);
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    api.accept(&envelope(first, 0, create("first"))).await;
+    api.accept(&envelope(second, 0, create("second"))).await;
+    let query_id = Uuid::new_v4();
+    let submit =
+        json!({"type": "SubmitQuery", "query_id": query_id, "sql": "SELECT 42", "engine": "local"});
+    api.accept(&envelope(first, 1, submit.clone())).await;
+
+    // Results are looked up by query id alone: another session may not reuse it.
+    let (status, body) = api.command(&envelope(second, 1, submit)).await;
+    assert_problem(&server, status, &body, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("another session"),
+        "{body}"
+    );
+    assert_eq!(
+        api.session_events(second).await.len(),
+        1,
+        "nothing appended"
+    );
+}
