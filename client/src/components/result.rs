@@ -36,19 +36,19 @@ pub fn ResultPanel() -> impl IntoView {
             return Shown::Nothing;
         };
         let session = engine().view(workbench.session_id);
-        match session.query(query_id).map(|q| q.state.clone()) {
-            None => Shown::Nothing,
-            Some(QueryState::Submitted | QueryState::Running) => Shown::Waiting,
-            Some(QueryState::Cancelled) => Shown::Cancelled,
-            Some(QueryState::Failed { error_id, message }) => Shown::Failed {
+        let Some(record) = session.query(query_id) else {
+            return Shown::Nothing;
+        };
+        match record.state.clone() {
+            QueryState::Submitted | QueryState::Running => Shown::Waiting,
+            QueryState::Cancelled => Shown::Cancelled,
+            QueryState::Failed { error_id, message } => Shown::Failed {
                 error_id: error_id.to_string(),
                 message,
             },
-            Some(QueryState::Completed {
-                row_count, engine, ..
-            }) => Shown::Completed {
+            QueryState::Completed { row_count, .. } => Shown::Completed {
                 query_id,
-                engine,
+                engine: record.engine,
                 row_count,
             },
         }

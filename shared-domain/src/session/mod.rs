@@ -56,11 +56,11 @@ pub enum Lifecycle {
 pub enum QueryState {
     Submitted,
     Running,
+    /// Where it ran is the record's `engine`.
     Completed {
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
-        engine: Engine,
     },
     Failed {
         error_id: ErrorId,
@@ -291,11 +291,10 @@ impl Aggregate for QuerySession {
                 row_count,
                 columns,
                 elapsed_ms,
-            } => self.set_state(*query_id, |q| QueryState::Completed {
+            } => self.set_state(*query_id, |_| QueryState::Completed {
                 row_count: *row_count,
                 columns: columns.clone(),
                 elapsed_ms: *elapsed_ms,
-                engine: q.engine,
             }),
             E::QueryFailed {
                 query_id,

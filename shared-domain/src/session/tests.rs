@@ -240,7 +240,6 @@ fn a_query_starts_once_then_completes_once() {
             row_count: 1,
             columns: columns(),
             elapsed_ms: 7,
-            engine: Engine::Server
         }
     );
     assert!(state.active_query().is_none());
@@ -266,6 +265,27 @@ fn a_query_starts_once_then_completes_once() {
             .when(command)
             .then_expect_error(SessionError::QueryNotActive(qid(1)));
     }
+}
+
+#[test]
+fn a_completed_session_round_trips_through_json() {
+    // Regression: the completed state once repeated the record's `engine`,
+    // which flattened into a JSON object with a duplicate key.
+    let state = QuerySession::from_events(&[
+        created(),
+        submitted(1, Engine::Local),
+        E::QueryStarted { query_id: qid(1) },
+        E::QueryCompleted {
+            query_id: qid(1),
+            row_count: 1,
+            columns: columns(),
+            elapsed_ms: 7,
+        },
+    ]);
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["history"][0]["engine"], "local");
+    assert_eq!(json["history"][0]["state"], "completed");
+    assert_eq!(serde_json::from_value::<QuerySession>(json).unwrap(), state);
 }
 
 #[test]
