@@ -222,14 +222,22 @@ impl Browser {
             .with_context(|| format!("navigating to {url}"))
     }
 
-    /// Waits until `css` matches an element and returns it.
+    /// Waits until `css` matches an element and returns it. Errors while
+    /// the page navigates or reloads ("aborted by navigation", a stale
+    /// document) are retried until the deadline, like a missing element.
     pub async fn wait_for(&self, css: &str) -> Result<Element> {
-        self.client
-            .wait()
-            .at_most(PAGE_TIMEOUT)
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("waiting for `{css}`"))
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let error = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => return Ok(element),
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                return Err(error)
+                    .with_context(|| format!("waiting {}s for `{css}`", PAGE_TIMEOUT.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The visible text of the first element matching `css`.
@@ -259,11 +267,13 @@ impl Browser {
         let deadline = Instant::now() + PAGE_TIMEOUT;
         let mut last = 0;
         while Instant::now() < deadline {
-            let found = self.client.find_all(Locator::Css(css)).await?;
-            if found.len() == count {
-                return Ok(found);
+            // A failed lookup (the page is navigating) counts as not yet.
+            if let Ok(found) = self.client.find_all(Locator::Css(css)).await {
+                if found.len() == count {
+                    return Ok(found);
+                }
+                last = found.len();
             }
-            last = found.len();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("expected {count} elements matching `{css}`, found {last}")
