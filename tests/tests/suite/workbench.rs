@@ -143,6 +143,44 @@ async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
     Ok(body["events"].as_array().cloned().unwrap_or_default())
 }
 
+/// The server holds the session's creation, the offline rename and the
+/// offline query (which then ran), and each of those commands was accepted
+/// exactly once across the server's logs (before and after the restart).
+async fn ensure_rename_and_query_applied_once(
+    base: &str,
+    session: Uuid,
+    all_logs: &str,
+) -> Result<()> {
+    let events = server_events(base, session).await?;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap_or(""))
+        .collect();
+    ensure!(
+        types
+            == [
+                "SessionCreated",
+                "SessionRenamed",
+                "QuerySubmitted",
+                "QueryStarted",
+                "QueryCompleted"
+            ],
+        "server events {types:?}"
+    );
+    for event in &events[..3] {
+        let command_id = event["metadata"]["command_id"].as_str().unwrap_or("?");
+        let accepted = all_logs
+            .lines()
+            .filter(|l| l.contains("command accepted") && l.contains(command_id))
+            .count();
+        ensure!(
+            accepted == 1,
+            "command {command_id} accepted {accepted} times in the server logs"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
     let data = tempfile::tempdir().unwrap();
@@ -340,34 +378,8 @@ async fn offline_changes_survive_a_reload_and_sync_once_when_the_server_returns(
             // The server has the rename and the query, each exactly once.
             let back_log = restarted.as_ref().unwrap().log();
             logs.lock().unwrap().push_str(&back_log);
-            let events = server_events(&base, session).await?;
-            let types: Vec<&str> = events
-                .iter()
-                .map(|e| e["event_type"].as_str().unwrap_or(""))
-                .collect();
-            ensure!(
-                types
-                    == [
-                        "SessionCreated",
-                        "SessionRenamed",
-                        "QuerySubmitted",
-                        "QueryStarted",
-                        "QueryCompleted"
-                    ],
-                "server events {types:?}"
-            );
             let all_logs = format!("{before_stop}{back_log}");
-            for event in &events[..3] {
-                let command_id = event["metadata"]["command_id"].as_str().unwrap_or("?");
-                let accepted = all_logs
-                    .lines()
-                    .filter(|l| l.contains("command accepted") && l.contains(command_id))
-                    .count();
-                ensure!(
-                    accepted == 1,
-                    "command {command_id} accepted {accepted} times in the server logs"
-                );
-            }
+            ensure_rename_and_query_applied_once(&base, session, &all_logs).await?;
             Ok(())
         },
     )
@@ -605,34 +617,8 @@ async fn two_tabs_share_one_outbox_and_send_each_command_once() {
             }
             let back_log = back.log();
             log_so_far.lock().unwrap().push_str(&back_log);
-            let events = server_events(&base, session).await?;
-            let types: Vec<&str> = events
-                .iter()
-                .map(|e| e["event_type"].as_str().unwrap_or(""))
-                .collect();
-            ensure!(
-                types
-                    == [
-                        "SessionCreated",
-                        "SessionRenamed",
-                        "QuerySubmitted",
-                        "QueryStarted",
-                        "QueryCompleted"
-                    ],
-                "server events {types:?}"
-            );
             let all_logs = format!("{before_stop}{back_log}");
-            for event in &events[..3] {
-                let command_id = event["metadata"]["command_id"].as_str().unwrap_or("?");
-                let accepted = all_logs
-                    .lines()
-                    .filter(|l| l.contains("command accepted") && l.contains(command_id))
-                    .count();
-                ensure!(
-                    accepted == 1,
-                    "command {command_id} accepted {accepted} times"
-                );
-            }
+            ensure_rename_and_query_applied_once(&base, session, &all_logs).await?;
             drop(back);
             Ok(())
         },
