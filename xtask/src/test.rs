@@ -5,7 +5,8 @@
 //! 2. `cargo fmt --check`;
 //! 3. `cargo clippy --workspace --all-targets -D warnings` (the client is
 //!    linted natively: Leptos and web-sys compile on the host, they only
-//!    panic if called outside a browser);
+//!    panic if called outside a browser), then the client again for wasm32,
+//!    so its browser-only code is linted as well;
 //! 4. `cargo build -p server` (the binary the test suite starts);
 //! 5. `cargo build -p shared-domain --target wasm32-unknown-unknown`;
 //! 6. `trunk build --release` of the client into `dist/`;
@@ -48,6 +49,20 @@ pub fn run(args: Args) -> Result<()> {
         util::run(util::cargo().args([
             "clippy",
             "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    // The browser-only code (`cfg(target_arch = "wasm32")`) is linted too.
+    steps.step("clippy (client, wasm32)", || {
+        util::run(util::cargo().args([
+            "clippy",
+            "--package",
+            "client",
+            "--target",
+            "wasm32-unknown-unknown",
             "--all-targets",
             "--",
             "-D",
