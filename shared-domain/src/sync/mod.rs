@@ -378,24 +378,23 @@ mod tests {
         e
     }
 
+    /// A replica that created session 1 (command 10) and renamed it to "b"
+    /// (command 11), neither confirmed yet.
+    fn created_then_renamed_offline() -> (Replica<QuerySession>, Uuid, Uuid) {
+        let mut replica = Replica::<QuerySession>::new();
+        let (session, create) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let create_session = SessionCommand::CreateSession { title: title("a") };
+        replica.submit(create, session, create_session).unwrap();
+        let rename = SessionCommand::RenameSession { title: title("b") };
+        replica
+            .submit(Uuid::from_u128(11), session, rename)
+            .unwrap();
+        (replica, session, create)
+    }
+
     #[test]
     fn submit_decides_on_the_optimistic_view() {
-        let mut replica = Replica::<QuerySession>::new();
-        let session = Uuid::from_u128(1);
-        replica
-            .submit(
-                Uuid::from_u128(10),
-                session,
-                SessionCommand::CreateSession { title: title("a") },
-            )
-            .unwrap();
-        replica
-            .submit(
-                Uuid::from_u128(11),
-                session,
-                SessionCommand::RenameSession { title: title("b") },
-            )
-            .unwrap();
+        let (mut replica, session, _) = created_then_renamed_offline();
         assert_eq!(replica.outbox()[0].expected_version, 0);
         assert_eq!(replica.outbox()[1].expected_version, 1);
         assert_eq!(replica.view(session).title, Some(title("b")));
@@ -535,23 +534,7 @@ mod tests {
 
     #[test]
     fn a_rejection_rebases_what_followed() {
-        let mut replica = Replica::<QuerySession>::new();
-        let session = Uuid::from_u128(1);
-        let create = Uuid::from_u128(10);
-        replica
-            .submit(
-                create,
-                session,
-                SessionCommand::CreateSession { title: title("a") },
-            )
-            .unwrap();
-        replica
-            .submit(
-                Uuid::from_u128(11),
-                session,
-                SessionCommand::RenameSession { title: title("b") },
-            )
-            .unwrap();
+        let (mut replica, _, create) = created_then_renamed_offline();
         // The authority refused the creation: the rename cannot stand either.
         let rejected = replica.rejected(create, "forbidden");
         assert_eq!(rejected.len(), 2);
