@@ -3,44 +3,17 @@
 //! by `GET /api/datasets`; real DuckDB over real files in a temp dir.
 
 use serde_json::{json, Value};
-use server::query::arrow::array::{Array, AsArray, RecordBatch};
+use server::query::arrow::array::{Array, AsArray};
 use server::query::arrow::datatypes::{DataType, Int64Type};
-use server::query::arrow::ipc::reader::StreamReader;
 use server::Config;
 
+use crate::query::read_ipc;
 use crate::sync_client::Api;
 
 const SALES_CSV: &str = "id,region,amount,day\n\
     1,north,10.50,2024-01-02\n\
     2,south,7.25,2024-01-03\n\
     3,north,1.00,2024-02-01\n";
-
-fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
-    StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
-        .expect("an Arrow IPC stream")
-        .map(|batch| batch.expect("a complete batch"))
-        .collect()
-}
-
-async fn download(api: &Api, name: &str) -> (u16, String, Vec<u8>) {
-    let response = api
-        .http
-        .get(format!("{}/api/datasets/{name}/download", api.base))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (
-        status,
-        content_type,
-        response.bytes().await.unwrap().to_vec(),
-    )
-}
 
 #[tokio::test]
 async fn a_dataset_downloads_whole_as_arrow_ipc_and_is_announced_in_the_listing() {
@@ -70,7 +43,7 @@ async fn a_dataset_downloads_whole_as_arrow_ipc_and_is_announced_in_the_listing(
     );
     assert_eq!(sales["bytes"], json!(SALES_CSV.len()));
 
-    let (status, content_type, bytes) = download(&api, "sales").await;
+    let (status, content_type, bytes) = api.get_raw("/api/datasets/sales/download", None).await;
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/vnd.apache.arrow.stream");
     let batches = read_ipc(&bytes);
@@ -105,7 +78,7 @@ async fn a_dataset_downloads_whole_as_arrow_ipc_and_is_announced_in_the_listing(
         .collect();
     assert_eq!(regions, vec!["north", "south", "north"]);
 
-    let (status, _, bytes) = download(&api, "trips").await;
+    let (status, _, bytes) = api.get_raw("/api/datasets/trips/download", None).await;
     assert_eq!(status, 200);
     let batches = read_ipc(&bytes);
     assert!(batches.len() > 1, "streamed in several batches");

@@ -145,26 +145,8 @@ async fn page(api: &Api, query_id: Uuid, query: &str) -> (u16, Value) {
         .await
 }
 
-async fn raw(api: &Api, path: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
-    let mut request = api.http.get(format!("{}{path}", api.base));
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (
-        status,
-        content_type,
-        response.bytes().await.unwrap().to_vec(),
-    )
-}
-
-fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
+/// Decodes an Arrow IPC stream into its batches.
+pub(crate) fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
     StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
         .unwrap()
         .map(Result::unwrap)
@@ -297,12 +279,13 @@ async fn a_server_query_runs_end_to_end_over_http_and_sse() {
     assert_eq!(second["rows"], json!([["north", 2, "11.50", "2024-01-02"]]));
     assert_eq!(second["offset"], 1);
 
-    let (status, content_type, bytes) = raw(
-        &fx.api,
-        &format!("/api/queries/{query_id}/result?offset=1&limit=2"),
-        Some("application/vnd.apache.arrow.stream"),
-    )
-    .await;
+    let (status, content_type, bytes) = fx
+        .api
+        .get_raw(
+            &format!("/api/queries/{query_id}/result?offset=1&limit=2"),
+            Some("application/vnd.apache.arrow.stream"),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/vnd.apache.arrow.stream");
     let batches = read_ipc(&bytes);
@@ -317,24 +300,20 @@ async fn a_server_query_runs_end_to_end_over_http_and_sse() {
     assert_eq!(names, vec!["region", "n", "total", "first_day"]);
 
     // Downloads: CSV as text; Parquet read back through the catalog.
-    let (status, content_type, csv) = raw(
-        &fx.api,
-        &format!("/api/queries/{query_id}/result.csv"),
-        None,
-    )
-    .await;
+    let (status, content_type, csv) = fx
+        .api
+        .get_raw(&format!("/api/queries/{query_id}/result.csv"), None)
+        .await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/csv"));
     assert_eq!(
         String::from_utf8(csv).unwrap(),
         "region,n,total,first_day\neast,1,99.99,2024-03-15\nnorth,2,11.50,2024-01-02\nsouth,1,7.25,2024-01-03\n"
     );
-    let (status, _, parquet) = raw(
-        &fx.api,
-        &format!("/api/queries/{query_id}/result.parquet"),
-        None,
-    )
-    .await;
+    let (status, _, parquet) = fx
+        .api
+        .get_raw(&format!("/api/queries/{query_id}/result.parquet"), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(&parquet[..4], b"PAR1");
     std::fs::write(fx.datasets.join("exported.parquet"), &parquet).unwrap();
@@ -581,12 +560,12 @@ async fn evicted_and_truncated_results_page_identically() {
             assert_eq!(status, 200, "{body}");
             pages.push(body);
         }
-        let (_, _, arrow) = raw(
-            api,
-            &format!("/api/queries/{query_id}/result?offset=10&limit=50"),
-            Some("application/vnd.apache.arrow.stream"),
-        )
-        .await;
+        let (_, _, arrow) = api
+            .get_raw(
+                &format!("/api/queries/{query_id}/result?offset=10&limit=50"),
+                Some("application/vnd.apache.arrow.stream"),
+            )
+            .await;
         (pages, arrow)
     }
     let before = snapshot(&fx.api, query_id).await;
@@ -614,12 +593,10 @@ async fn evicted_and_truncated_results_page_identically() {
     assert_eq!(read_ipc(&before.1), read_ipc(&after.1));
 
     // The download still holds every row.
-    let (_, _, csv) = raw(
-        &fx.api,
-        &format!("/api/queries/{query_id}/result.csv"),
-        None,
-    )
-    .await;
+    let (_, _, csv) = fx
+        .api
+        .get_raw(&format!("/api/queries/{query_id}/result.csv"), None)
+        .await;
     assert_eq!(String::from_utf8(csv).unwrap().lines().count(), 1001);
     fx.running.stop().await.unwrap();
 }

@@ -54,16 +54,29 @@ impl Api {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let content_type = content_type(&response);
         let body: Value = response.json().await.unwrap();
         if status >= 400 {
             assert_eq!(content_type, "application/problem+json", "{body}");
         }
         (status, body)
+    }
+
+    /// GETs `path` (optionally with an `Accept` header); returns the status,
+    /// the content type and the raw body (Arrow, CSV, Parquet downloads).
+    pub async fn get_raw(&self, path: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = content_type(&response);
+        (
+            status,
+            content_type,
+            response.bytes().await.unwrap().to_vec(),
+        )
     }
 
     pub async fn command(&self, envelope: &Value) -> (u16, Value) {
@@ -202,4 +215,13 @@ fn parse_frame(block: &str) -> Option<Frame> {
         }
     }
     any.then_some(frame)
+}
+
+/// The response's `Content-Type`, or "" without one.
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
