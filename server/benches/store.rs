@@ -266,6 +266,7 @@ fn naive_throughput(total: usize) -> f64 {
                 version: state.version() + events.len() as u64,
                 first_global_sequence: sequences.first().copied(),
                 last_global_sequence: sequences.last().copied(),
+                actor: None,
             };
             store::insert_processed(&tx, envelope.command_id, QuerySession::TYPE, &record, now)
                 .unwrap();
@@ -362,7 +363,13 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
     for index in 0..count {
         let body = scripted(session, index).to_json();
         let started = Instant::now();
-        let response = client.post(&url).json(&body).send().await.unwrap();
+        let response = client
+            .post(&url)
+            .bearer_auth(server.owner_token.as_deref().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let _ = response.bytes().await.unwrap();
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -387,14 +394,13 @@ async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize
     // (which shares the two cores with the server) costs as little as it can.
     let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.owner_token.as_deref().unwrap()
+    );
     for _ in 0..subscribers {
         let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        socket
-            .write_all(
-                b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n",
-            )
-            .await
-            .unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
         let receipts = receipts.clone();
         readers.push(tokio::spawn(async move {
             let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -476,6 +482,7 @@ fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
     vec![
         SessionEvent::SessionCreated {
             title: title("Revenue by region"),
+            owner: shared_domain::UserId::OWNER,
         },
         SessionEvent::SessionRenamed {
             title: title("Revenue by region, Q3"),

@@ -14,10 +14,31 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// Allow binding a non-loopback address. There are no accounts yet: anyone
-    /// who reaches the port can read and write every session.
+    /// Serve plain HTTP on a non-loopback address: only behind a TLS proxy.
+    /// Without it, a non-loopback address needs `--tls-cert` and `--tls-key`
+    /// (browsers disable service workers, Web Locks and OPFS on plain HTTP
+    /// off loopback, and tokens would cross the network in clear).
     #[arg(long, env = "SEXTANT_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// A host name this server answers for besides the bound address,
+    /// `localhost`, `127.0.0.1` and `[::1]` (repeatable). Requests for any
+    /// other `Host` are refused (421), and state-changing requests from
+    /// another `Origin` host (403): that stops DNS rebinding and CSRF.
+    #[arg(
+        long = "public-host",
+        env = "SEXTANT_PUBLIC_HOST",
+        value_delimiter = ','
+    )]
+    pub public_hosts: Vec<String>,
+
+    /// PEM certificate chain: serve HTTPS (rustls) instead of HTTP.
+    #[arg(long, env = "SEXTANT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "SEXTANT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Directory for the event store and other server state.
     #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
@@ -79,6 +100,9 @@ impl Config {
         Config {
             bind: "127.0.0.1:0".parse().expect("valid address"),
             allow_remote: false,
+            public_hosts: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
@@ -115,6 +139,11 @@ impl Config {
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
         settings
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 
     /// The path of the SQLite event store.

@@ -50,8 +50,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 use shared_domain::{
-    Aggregate, CommandEnvelope, DatasetName, DatasetRef, EventEnvelope, EventMetadata,
-    QuerySession, SessionCommand, SessionEvent,
+    AccessContext, Actor, Aggregate, CommandEnvelope, DatasetName, DatasetRef, EventEnvelope,
+    EventMetadata, QuerySession, SessionCommand, SessionError, SessionEvent, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -83,6 +83,9 @@ pub enum Origin {
 #[derive(Debug, Clone, Default)]
 pub struct CommandContext {
     pub origin: Origin,
+    /// The signed-in user who sent it (from the credentials, never from the
+    /// envelope); `None` for the executor.
+    pub user: Option<crate::accounts::User>,
     pub client_id: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: Option<Uuid>,
@@ -90,6 +93,24 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
+    /// Who issued the command, as `processed_commands.actor` records it.
+    /// The actor the domain's access rules see: the signed-in user, or the
+    /// system (the executor, and in-process callers without a user).
+    pub fn domain_actor(&self) -> Actor {
+        match (&self.origin, &self.user) {
+            (Origin::Http, Some(user)) => Actor::User(shared_domain::UserId(user.id)),
+            _ => Actor::System,
+        }
+    }
+
+    pub fn actor(&self) -> Option<String> {
+        match (&self.origin, &self.user) {
+            (Origin::Executor, _) => Some(crate::accounts::EXECUTOR_ACTOR.to_owned()),
+            (Origin::Http, Some(user)) => Some(user.id.to_string()),
+            (Origin::Http, None) => None,
+        }
+    }
+
     /// The context of the server's query executor.
     pub fn executor() -> Self {
         Self {
@@ -175,6 +196,7 @@ struct Shared {
     groups: AtomicU64,
     commands: AtomicU64,
     catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
+    accounts: RwLock<Option<crate::accounts::Accounts>>,
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
 }
 
@@ -193,6 +215,7 @@ impl Pipeline {
             groups: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             catalog: RwLock::new(None),
+            accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -245,6 +268,11 @@ impl Pipeline {
     /// Installs the catalog that validates server dataset names.
     pub fn set_catalog(&self, catalog: Arc<dyn DatasetCatalog>) {
         *self.shared.catalog.write().expect("catalog lock") = Some(catalog);
+    }
+
+    /// Installs the user directory `ShareSession` resolves names with.
+    pub fn set_accounts(&self, accounts: crate::accounts::Accounts) {
+        *self.shared.accounts.write().expect("accounts lock") = Some(accounts);
     }
 
     /// Handles one command from `origin`.
@@ -480,7 +508,11 @@ fn decide_one(
     // 1. Idempotency first: a resend gets the original answer, even if its
     //    expected version is stale by now.
     if let Some(processed) = store::find_processed(tx, command_id).map_err(store_error)? {
-        if processed.request != canonical {
+        // Another user replaying someone's command id learns nothing: not
+        // the events, not even that the body matched.
+        if processed.request != canonical
+            || (processed.actor.is_some() && processed.actor != request.context.actor())
+        {
             return Err(AppError::new(
                 ErrorKind::Unprocessable,
                 format!(
@@ -519,7 +551,14 @@ fn decide_one(
         }
     };
 
-    // 3. Executor-only commands, before the version and domain checks.
+    // 3. Access, before anything that could tell a stranger the session
+    //    exists (its version, its queries).
+    let actor = request.context.domain_actor();
+    session
+        .authorize(actor, &envelope.command)
+        .map_err(|e| refusal(e, aggregate_id))?;
+
+    // 3b. Executor-only commands, before the version and domain checks.
     if request.context.origin == Origin::Http && session.is_executor_only(&envelope.command) {
         return Err(AppError::new(
             ErrorKind::Forbidden,
@@ -563,10 +602,20 @@ fn decide_one(
         }
     }
 
-    // 6. Decide (pure).
+    // 6. Decide (pure), with the actor and the user directory.
+    let directory = shared
+        .accounts
+        .read()
+        .expect("accounts lock")
+        .as_ref()
+        .map(|accounts| accounts.directory());
+    let users: &dyn UserDirectory = match &directory {
+        Some(directory) => directory.as_ref(),
+        None => &(),
+    };
     let decided = session
-        .handle(&envelope.command)
-        .map_err(|e| AppError::new(ErrorKind::Unprocessable, e.to_string()))?;
+        .decide(&AccessContext { actor, users }, &envelope.command)
+        .map_err(|e| refusal(e, aggregate_id))?;
 
     // 7. Persist under a savepoint, so a failure undoes only this command.
     let metadata = EventMetadata {
@@ -576,6 +625,7 @@ fn decide_one(
         client_id: request.context.client_id.clone(),
         user_agent: request.context.user_agent.clone(),
     };
+    let recorded_actor = request.context.actor();
     let mut next = session.clone();
     // The savepoint statements are prepared once: this runs for every command.
     tx.prepare_cached("SAVEPOINT command")
@@ -587,7 +637,10 @@ fn decide_one(
         &mut next,
         &decided,
         metadata,
-        canonical,
+        Recorded {
+            canonical,
+            actor: recorded_actor,
+        },
         now,
     );
     let finish = if persisted.is_ok() {
@@ -615,6 +668,14 @@ fn decide_one(
     Ok(Decided::Appended(accepted, envelope.command.clone()))
 }
 
+/// What `processed_commands` keeps of a request besides its result.
+struct Recorded {
+    /// The envelope's canonical JSON (the idempotency fingerprint).
+    canonical: String,
+    /// Who issued it.
+    actor: Option<String>,
+}
+
 /// Appends `decided` (folding them into `next`) and the processed-command
 /// record. Runs inside the caller's savepoint.
 fn persist(
@@ -623,9 +684,10 @@ fn persist(
     next: &mut QuerySession,
     decided: &[SessionEvent],
     metadata: EventMetadata,
-    canonical: String,
+    recorded: Recorded,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<EventEnvelope>, AppError> {
+    let Recorded { canonical, actor } = recorded;
     let command_id = metadata.command_id;
     let mut events = Vec::with_capacity(decided.len());
     for event in decided {
@@ -657,6 +719,7 @@ fn persist(
         version: next.version(),
         first_global_sequence: events.first().map(|e| e.global_sequence),
         last_global_sequence: events.last().map(|e| e.global_sequence),
+        actor,
     };
     store::insert_processed(conn, command_id, QuerySession::TYPE, &record, now)
         .map_err(store_error)?;
@@ -678,6 +741,16 @@ pub fn load_session(conn: &Connection, aggregate_id: Uuid) -> Result<QuerySessio
         session.apply(&event);
     }
     Ok(session)
+}
+
+/// A domain refusal as HTTP: unreadable (or absent) 404, too weak a role
+/// 403, anything else 422.
+fn refusal(error: SessionError, aggregate_id: Uuid) -> AppError {
+    match error {
+        SessionError::NotFound => AppError::not_found(format!("no session {aggregate_id}")),
+        SessionError::Forbidden { .. } => AppError::new(ErrorKind::Forbidden, error.to_string()),
+        _ => AppError::new(ErrorKind::Unprocessable, error.to_string()),
+    }
 }
 
 fn conflict(expected: u64, current: u64) -> AppError {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::accounts::Accounts;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
@@ -26,6 +27,8 @@ struct Inner {
     pipeline: Pipeline,
     projections: Projections,
     query: Arc<QueryService>,
+    accounts: Accounts,
+    owner_token: Option<String>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -37,8 +40,10 @@ impl AppState {
         let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
             .await
             .context("opening the event store")??;
+        let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
+        pipeline.set_accounts(accounts.clone());
         let projections = Projections::start(store.clone(), &bus).await?;
         // DuckDB, the catalog (and the demo dataset), restart recovery.
         let query = QueryService::start(
@@ -56,6 +61,8 @@ impl AppState {
                 pipeline,
                 projections,
                 query,
+                accounts,
+                owner_token,
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -74,6 +81,17 @@ impl AppState {
     /// The command pipeline: every write goes through it.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// The users and their tokens.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// The token of the admin `owner` (also in `DATA_DIR/owner.token`), unless
+    /// the owner was revoked.
+    pub fn owner_token(&self) -> Option<&str> {
+        self.inner.owner_token.as_deref()
     }
 
     /// Tells long-lived responses (SSE streams) to end: the server is stopping.

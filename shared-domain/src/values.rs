@@ -29,6 +29,8 @@ pub enum ValueError {
     InvalidUrl(String, String),
     #[error("URL scheme {0:?} is not allowed; use http or https")]
     UrlScheme(String),
+    #[error("user name {0:?} is invalid: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")]
+    InvalidUserName(String),
 }
 
 /// The title of a query session: trimmed, 1 to 200 characters.

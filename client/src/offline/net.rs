@@ -109,6 +109,9 @@ pub fn classify(status: u16, body: &Value) -> Answer {
                 error_id: None,
             },
         },
+        // Signed out (401) or rate-limited (429): nothing was judged; the
+        // command stays pending and is sent again, never dropped.
+        401 | 429 => Answer::Retry,
         409 => Answer::Conflict {
             current_version: body["current_version"].as_u64(),
             error_id: body["error_id"].as_str().map(str::to_owned),
@@ -150,6 +153,10 @@ pub async fn post_batch(
                 .map(|r| classify(r.status, &r.body))
                 .collect())
         }
+        401 => Err(NetError::Server(
+            "sign-in required: open your sign-in link again (pending work is kept)".into(),
+        )),
+        429 => Err(NetError::Server("rate limited; retrying".into())),
         // The batch as a whole was refused (too large, malformed): judge each alone.
         400..=499 => {
             let problem: Value = response.json().await.unwrap_or(Value::Null);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared_domain::CommandEnvelope;
 
+use super::auth::Authenticated;
 use super::extract::JsonBody;
 use crate::error::AppError;
 use crate::pipeline::{CommandAccepted, CommandContext, CommandOutcome, Origin};
@@ -19,7 +20,7 @@ pub const MAX_BATCH: usize = 500;
 /// The header a client may send to name itself in event metadata.
 pub const CLIENT_ID_HEADER: &str = "x-sextant-client";
 
-fn http_context(headers: &HeaderMap) -> CommandContext {
+fn http_context(headers: &HeaderMap, user: crate::accounts::User) -> CommandContext {
     let text = |name: &str| {
         headers
             .get(name)
@@ -28,6 +29,7 @@ fn http_context(headers: &HeaderMap) -> CommandContext {
     };
     CommandContext {
         origin: Origin::Http,
+        user: Some(user),
         client_id: text(CLIENT_ID_HEADER),
         user_agent: text("user-agent"),
         correlation_id: None,
@@ -46,12 +48,13 @@ async fn settle(state: &AppState, outcome: CommandOutcome) -> CommandOutcome {
 
 pub async fn post_command(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     headers: HeaderMap,
     JsonBody(envelope): JsonBody<CommandEnvelope<Value>>,
 ) -> Result<Json<CommandAccepted>, AppError> {
     let outcome = state
         .pipeline()
-        .execute_json(&envelope, http_context(&headers))
+        .execute_json(&envelope, http_context(&headers, user))
         .await;
     settle(&state, outcome).await.map(Json)
 }
@@ -64,6 +67,7 @@ pub struct Batch {
 
 pub async fn post_batch(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     headers: HeaderMap,
     JsonBody(batch): JsonBody<Batch>,
 ) -> Result<Response, AppError> {
@@ -89,7 +93,7 @@ pub async fn post_batch(
         .collect();
     let mut outcomes = state
         .pipeline()
-        .execute_batch(&valid, http_context(&headers))
+        .execute_batch(&valid, http_context(&headers, user))
         .await
         .into_iter();
     let mut results = Vec::with_capacity(parsed.len());

@@ -8,8 +8,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shared_domain::QueryId;
+use shared_domain::{QueryId, UserId};
 
+use super::auth::Authenticated;
 use super::extract::{parse_uuid, PathParams};
 use crate::error::AppError;
 use crate::query::export::ExportFormat;
@@ -36,9 +37,28 @@ fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<
     }
 }
 
+/// 404 unless `user` may read the session that ran `query_id` (a query of a
+/// session the caller may not read does not exist for it).
+fn require_readable(
+    state: &AppState,
+    user: &crate::accounts::User,
+    query_id: QueryId,
+) -> Result<(), AppError> {
+    let readable = state
+        .projections()
+        .session_of_query(query_id)
+        .is_some_and(|session| state.projections().can_read(session, UserId(user.id)));
+    if readable {
+        Ok(())
+    } else {
+        Err(AppError::not_found(format!("no query {query_id}")))
+    }
+}
+
 /// `GET /api/queries/{query_id}/result?offset=&limit=`.
 pub async fn result_page(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
     params: QueryParams,
@@ -47,6 +67,7 @@ pub async fn result_page(
     let query_id = QueryId(parse_uuid("the query id", &id)?);
     let offset = number(&params, "offset", 0)?;
     let limit = number(&params, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT);
+    require_readable(&state, &user, query_id)?;
     let result = state.query().result(query_id).await?;
     let wants_arrow = headers
         .get(header::ACCEPT)
@@ -77,25 +98,29 @@ pub async fn result_page(
 /// `GET /api/queries/{query_id}/result.parquet`.
 pub async fn result_parquet(
     state: State<AppState>,
+    user: Authenticated,
     id: PathParams<String>,
 ) -> Result<Response, AppError> {
-    download(state, id, ExportFormat::Parquet).await
+    download(state, user, id, ExportFormat::Parquet).await
 }
 
 /// `GET /api/queries/{query_id}/result.csv`.
 pub async fn result_csv(
     state: State<AppState>,
+    user: Authenticated,
     id: PathParams<String>,
 ) -> Result<Response, AppError> {
-    download(state, id, ExportFormat::Csv).await
+    download(state, user, id, ExportFormat::Csv).await
 }
 
 async fn download(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams(id): PathParams<String>,
     format: ExportFormat,
 ) -> Result<Response, AppError> {
     let query_id = QueryId(parse_uuid("the query id", &id)?);
+    require_readable(&state, &user, query_id)?;
     let path = state.query().export(query_id, format).await?;
     let file = tokio::fs::File::open(&path)
         .await

@@ -24,6 +24,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "query_ids",
         sql: include_str!("../../../migrations/0002_query_ids.sql"),
     },
+    // 0003-0005 belong to the sync protocol, durability and query engine work.
+    Migration {
+        version: 6,
+        name: "accounts",
+        sql: include_str!("../../../migrations/0006_accounts.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

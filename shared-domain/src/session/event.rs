@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access::{Role, UserId, UserName};
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
@@ -11,8 +12,22 @@ use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum SessionEvent {
+    /// Version 2 added `owner`; version 1 payloads (stored before accounts
+    /// existed) are upcast to [`UserId::OWNER`], the first admin.
     SessionCreated {
         title: SessionTitle,
+        owner: UserId,
+    },
+    /// The session was shared with a user (or that user's role changed).
+    SessionShared {
+        user: UserId,
+        name: UserName,
+        role: Role,
+    },
+    /// A user's access was taken away.
+    SessionUnshared {
+        user: UserId,
+        name: UserName,
     },
     SessionRenamed {
         title: SessionTitle,
@@ -49,7 +64,7 @@ pub enum SessionEvent {
 
 /// Every event type with its current schema version.
 const CURRENT_VERSIONS: &[(&str, u32)] = &[
-    ("SessionCreated", 1),
+    ("SessionCreated", 2),
     ("SessionRenamed", 1),
     ("DatasetAttached", 1),
     ("QuerySubmitted", 2),
@@ -58,6 +73,8 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("QueryFailed", 1),
     ("QueryCancelled", 1),
     ("SessionClosed", 1),
+    ("SessionShared", 1),
+    ("SessionUnshared", 1),
 ];
 
 impl DomainEvent for SessionEvent {
@@ -72,6 +89,8 @@ impl DomainEvent for SessionEvent {
             SessionEvent::QueryFailed { .. } => "QueryFailed",
             SessionEvent::QueryCancelled { .. } => "QueryCancelled",
             SessionEvent::SessionClosed {} => "SessionClosed",
+            SessionEvent::SessionShared { .. } => "SessionShared",
+            SessionEvent::SessionUnshared { .. } => "SessionUnshared",
         }
     }
 
@@ -99,7 +118,18 @@ impl SessionEvent {
     /// The upcaster chain that brings every stored `QuerySession` payload to
     /// the current version.
     pub fn upcaster() -> Upcaster {
-        Upcaster::new().step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+        Upcaster::new()
+            .step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+            .step("SessionCreated", 1, session_created_v1_to_v2)
+    }
+
+    /// The user this event grants or takes access, if any.
+    pub fn member_changed(&self) -> Option<UserId> {
+        match self {
+            SessionEvent::SessionShared { user, .. }
+            | SessionEvent::SessionUnshared { user, .. } => Some(*user),
+            _ => None,
+        }
     }
 }
 
@@ -111,5 +141,17 @@ fn query_submitted_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
     object
         .entry("engine")
         .or_insert_with(|| Value::String("server".into()));
+    Ok(payload)
+}
+
+/// v1 `SessionCreated` had no `owner`: sessions stored before accounts
+/// existed belong to the first admin, `owner`.
+fn session_created_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload.as_object_mut().ok_or_else(|| {
+        UpcastError::Malformed("SessionCreated v1 payload is not an object".into())
+    })?;
+    object
+        .entry("owner")
+        .or_insert_with(|| Value::String(UserId::OWNER.0.to_string()));
     Ok(payload)
 }

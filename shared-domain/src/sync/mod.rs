@@ -424,7 +424,10 @@ mod tests {
                 SessionCommand::CreateSession { title: title("a") },
             )
             .unwrap();
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         let e1 = envelope(5, session, 1, cmd, &created);
         assert_eq!(
             replica.receive(&e1, Source::Feed).unwrap(),
@@ -462,7 +465,10 @@ mod tests {
     fn fetched_events_do_not_move_the_feed_cursor() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(7, session, 1, Uuid::from_u128(3), &created),
@@ -476,7 +482,10 @@ mod tests {
     fn conflicts_rebase_or_reject_pending_commands() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(2), &created),

@@ -1,6 +1,7 @@
 //! The one integration-test binary. Each module tests one area against
 //! real parts: server processes, SQLite files, DuckDB, headless Chromium.
 
+mod accounts;
 mod api;
 mod browser;
 mod crash;

@@ -133,7 +133,7 @@ async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {
 
 /// The server's events of one session.
 async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
-    let body: Value = reqwest::get(format!(
+    let body: Value = sextant_tests::get(&format!(
         "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
     ))
     .await?
@@ -237,7 +237,7 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
             csv == format!("/api/queries/{query_id}/result.csv"),
             "{csv}"
         );
-        let download = reqwest::get(format!("{}{csv}", server.url())).await?;
+        let download = sextant_tests::get(&format!("{}{csv}", server.url())).await?;
         ensure!(
             download.status() == 200,
             "csv download {}",
