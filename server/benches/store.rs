@@ -387,9 +387,11 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
 /// 20 ms), and measures from the call that appends to each receipt.
 async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let server = server::start(server::Config::for_data_dir(dir.path()))
-        .await
-        .unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    // One user holds every subscriber here.
+    config.sse_per_user = subscribers + 16;
+    config.sse_total = subscribers + 16;
+    let server = server::start(config).await.unwrap();
     // Minimal HTTP/1.1 clients on raw sockets, so that the measuring side
     // (which shares the two cores with the server) costs as little as it can.
     let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));

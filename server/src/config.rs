@@ -48,6 +48,28 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
 
+    /// Requests per second each user may make, sustained (twice as many in a
+    /// burst); more are answered 429 with `Retry-After`.
+    #[arg(long, env = "SEXTANT_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Query submissions per second each user may make, sustained.
+    #[arg(long, env = "SEXTANT_QUERY_RATE_LIMIT", default_value_t = 50)]
+    pub query_rate_limit: u32,
+
+    /// Query submissions each user may make at once (a browser resyncing
+    /// its pending work sends them together).
+    #[arg(long, env = "SEXTANT_QUERY_BURST", default_value_t = 1000)]
+    pub query_burst: u32,
+
+    /// Open event streams (`/api/events`) per user.
+    #[arg(long, env = "SEXTANT_SSE_PER_USER", default_value_t = 64)]
+    pub sse_per_user: usize,
+
+    /// Open event streams in total.
+    #[arg(long, env = "SEXTANT_SSE_TOTAL", default_value_t = 4096)]
+    pub sse_total: usize,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SEXTANT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
@@ -106,6 +128,11 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
+            rate_limit: 1000,
+            query_rate_limit: 50,
+            query_burst: 1000,
+            sse_per_user: 64,
+            sse_total: 4096,
             datasets_dir: None,
             no_demo: false,
             // Small, so in-process test servers start fast.

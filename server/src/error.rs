@@ -196,7 +196,13 @@ impl std::error::Error for AppError {}
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log();
-        problem_response(self.kind.status(), self.problem())
+        let mut response = problem_response(self.kind.status(), self.problem());
+        if let Some(seconds) = self.extensions.get("retry_after").and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -18,6 +18,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod pipeline;
 pub mod projections;
 pub mod query;

@@ -749,6 +749,7 @@ fn refusal(error: SessionError, aggregate_id: Uuid) -> AppError {
     match error {
         SessionError::NotFound => AppError::not_found(format!("no session {aggregate_id}")),
         SessionError::Forbidden { .. } => AppError::new(ErrorKind::Forbidden, error.to_string()),
+        SessionError::Invalid(_) => AppError::bad_request(error.to_string()),
         _ => AppError::new(ErrorKind::Unprocessable, error.to_string()),
     }
 }

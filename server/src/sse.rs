@@ -94,8 +94,9 @@ pub async fn events(
         })
         .transpose()?;
     let request = StreamRequest::parse(last_event_id, &query)?;
+    let slot = state.limits().streams.acquire(user.id)?;
     // Subscribe now, before the replay starts.
-    let feed = Feed::new(
+    let mut feed = Feed::new(
         state.store().clone(),
         state.bus().subscribe(),
         request,
@@ -105,6 +106,7 @@ pub async fn events(
             projections: state.projections().clone(),
         }),
     );
+    feed.slot = Some(slot);
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next_frame()
             .await
@@ -176,6 +178,8 @@ impl Viewer {
 /// One connection's position: the replay from the store, then the bus.
 struct Feed {
     viewer: Option<Viewer>,
+    /// This stream's place under the SSE caps, freed when the body is dropped.
+    slot: Option<crate::limits::StreamSlot>,
     store: EventStore,
     subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
@@ -203,6 +207,7 @@ impl Feed {
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Feed {
             viewer,
+            slot: None,
             store,
             subscription,
             request,

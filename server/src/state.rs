@@ -29,6 +29,7 @@ struct Inner {
     query: Arc<QueryService>,
     accounts: Accounts,
     owner_token: Option<String>,
+    limits: crate::limits::Limits,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -63,6 +64,7 @@ impl AppState {
                 query,
                 accounts,
                 owner_token,
+                limits: crate::limits::Limits::from_config(config),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -81,6 +83,11 @@ impl AppState {
     /// The command pipeline: every write goes through it.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Rate limits and stream caps.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.inner.limits
     }
 
     /// The users and their tokens.

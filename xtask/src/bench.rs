@@ -4,6 +4,7 @@
 //! bench of the tests crate (`tests/benches/browser.rs`), run on the release
 //! server and the trunk release build; so is the local engine's
 //! (`tests/benches/local_engine.rs`, duckdb-wasm vs native DuckDB).
+//! The accounts fuzz campaign runs last with 100,000 cases (CI runs 300).
 //! Record ratios in docs/BENCHMARKS.md with the command that made them.
 
 use anyhow::Result;
@@ -59,6 +60,24 @@ pub fn run(args: Args) -> Result<()> {
             ]))
         },
     )?;
+    // The accounts fuzz campaign (issue 10): 100,000 generated requests
+    // against a real server; it prints the count and the statuses seen.
+    steps.step("fuzz campaign (100,000 requests against a real server)", || {
+        util::run(
+            util::cargo()
+                .args([
+                    "test",
+                    "--package",
+                    "sextant-tests",
+                    "--test",
+                    "suite",
+                    "--",
+                    "fuzz::",
+                    "--nocapture",
+                ])
+                .env("SEXTANT_FUZZ_CASES", "100000"),
+        )
+    })?;
     steps.finish();
     Ok(())
 }

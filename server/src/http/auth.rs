@@ -220,6 +220,9 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
         let Some(user) = user else {
             return unauthorized_response(unauthorized());
         };
+        if let Err(limited) = guard.state.limits().requests.check(user.id, 1, "requests") {
+            return limited.into_response();
+        }
         request.extensions_mut().insert(Authenticated(user));
         return next.run(request).await;
     }

@@ -37,6 +37,25 @@ fn http_context(headers: &HeaderMap, user: crate::accounts::User) -> CommandCont
     }
 }
 
+/// Query submissions count against their own, lower, per-user rate.
+fn check_query_rate(
+    state: &AppState,
+    user: &crate::accounts::User,
+    commands: &[&Value],
+) -> Result<(), AppError> {
+    let submissions = commands
+        .iter()
+        .filter(|command| command["type"] == "SubmitQuery")
+        .count();
+    if submissions == 0 {
+        return Ok(());
+    }
+    state
+        .limits()
+        .queries
+        .check(user.id, submissions as u32, "query submissions")
+}
+
 /// Read-your-writes: answer only once the read models show this command.
 async fn settle(state: &AppState, outcome: CommandOutcome) -> CommandOutcome {
     let accepted = outcome?;
@@ -52,6 +71,7 @@ pub async fn post_command(
     headers: HeaderMap,
     JsonBody(envelope): JsonBody<CommandEnvelope<Value>>,
 ) -> Result<Json<CommandAccepted>, AppError> {
+    check_query_rate(&state, &user, &[&envelope.command])?;
     let outcome = state
         .pipeline()
         .execute_json(&envelope, http_context(&headers, user))
@@ -91,6 +111,8 @@ pub async fn post_batch(
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
+    let commands: Vec<&Value> = valid.iter().map(|e| &e.command).collect();
+    check_query_rate(&state, &user, &commands)?;
     let mut outcomes = state
         .pipeline()
         .execute_batch(&valid, http_context(&headers, user))

@@ -266,3 +266,34 @@ impl ExpectErr for Result<Vec<SessionEvent>, SessionError> {
         }
     }
 }
+
+#[test]
+fn size_limits_apply_when_deciding_never_when_reading_stored_events() {
+    let long = "x".repeat(SessionTitle::MAX_CHARS + 50);
+    // A stored event from a time with another limit still reads.
+    let stored: SessionEvent =
+        serde_json::from_value(serde_json::json!({"type": "SessionRenamed", "title": long}))
+            .unwrap();
+    let mut state = QuerySession::from_events(&[created_by(ANN)]);
+    state.apply(&stored);
+    assert_eq!(state.title.as_ref().unwrap().as_str(), long);
+    // A command carrying it is refused by the decision.
+    let command: SessionCommand =
+        serde_json::from_value(serde_json::json!({"type": "RenameSession", "title": long}))
+            .unwrap();
+    given([created_by(ANN)])
+        .when(ANN, command)
+        .expect_err_eq(SessionError::Invalid(
+            crate::values::ValueError::TitleTooLong(SessionTitle::MAX_CHARS + 50),
+        ));
+    let sql = "-".repeat(SqlQuery::MAX_BYTES + 1);
+    let submit: SessionCommand = serde_json::from_value(serde_json::json!(
+        {"type": "SubmitQuery", "query_id": Uuid::from_u128(3), "sql": sql, "engine": "local"}
+    ))
+    .unwrap();
+    given([created_by(ANN)])
+        .when(ANN, submit)
+        .expect_err_eq(SessionError::Invalid(crate::values::ValueError::SqlTooLong(
+            SqlQuery::MAX_BYTES + 1,
+        )));
+}

@@ -16,7 +16,9 @@ use thiserror::Error;
 use crate::access::{AccessContext, Actor, Member, Role, UserId, UserName};
 use crate::aggregate::Aggregate;
 use crate::upcast::Upcaster;
-use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
+use crate::values::{
+    Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery, ValueError,
+};
 
 /// Why a `QuerySession` refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -52,6 +54,10 @@ pub enum SessionError {
     OwnerRoleNotShareable,
     #[error("the session is not shared with {0:?}")]
     NotAMember(UserName),
+    /// A free-text field over its size limit (checked when deciding, never
+    /// when stored events are read).
+    #[error("{0}")]
+    Invalid(ValueError),
 }
 
 /// Where a session is in its life.
@@ -280,6 +286,13 @@ impl QuerySession {
         use SessionCommand as C;
         use SessionEvent as E;
 
+        match command {
+            C::CreateSession { title } | C::RenameSession { title } => {
+                title.check_length().map_err(SessionError::Invalid)?
+            }
+            C::SubmitQuery { sql, .. } => sql.check_length().map_err(SessionError::Invalid)?,
+            _ => {}
+        }
         if let C::CreateSession { title } = command {
             return match self.lifecycle {
                 Lifecycle::NotCreated => Ok(vec![E::SessionCreated {

@@ -646,3 +646,185 @@ async fn the_feed_carries_only_readable_sessions_and_shares_arrive_live() {
     );
     assert!(seen.iter().any(|e| e["event_type"] == "SessionUnshared"));
 }
+
+#[tokio::test]
+async fn rates_and_stream_caps_answer_429_with_retry_after_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        &[
+            "--no-demo",
+            "--rate-limit",
+            "5",
+            "--query-rate-limit",
+            "1",
+            "--query-burst",
+            "2",
+            "--sse-per-user",
+            "1",
+        ],
+    )
+    .unwrap();
+    let api = Api::new(server.url());
+    // Requests: a burst of 10, then 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..30 {
+        let response = api
+            .http
+            .get(format!("{}/api/me", server.url()))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the request rate is limited");
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert!(body["error_id"].is_string(), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Query submissions have their own, lower limit.
+    let session = Uuid::new_v4();
+    api.accept(&envelope(session, 0, create("q"))).await;
+    let submit = || json!({"type": "SubmitQuery", "query_id": Uuid::new_v4(), "sql": "SELECT 1", "engine": "local"});
+    let cancel_last = |events: &Value| json!({"type": "CancelQuery", "query_id": events["events"][0]["payload"]["query_id"]});
+    let first = api.accept(&envelope(session, 1, submit())).await;
+    api.accept(&envelope(session, 2, cancel_last(&first))).await;
+    let second = api.accept(&envelope(session, 3, submit())).await;
+    api.accept(&envelope(session, 4, cancel_last(&second)))
+        .await;
+    let (status, body) = api.command(&envelope(session, 5, submit())).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        api.session_events(session).await.len(),
+        5,
+        "nothing appended"
+    );
+
+    // Streams: one per user here.
+    let _open = api.sse(None, "").await;
+    let second_stream = api
+        .http
+        .get(format!("{}/api/events", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second_stream.status(), 429);
+}
+
+#[tokio::test]
+async fn the_default_limits_let_a_browser_resync_1000_pending_commands_at_once() {
+    let (_dir, server, api) = start();
+    // Two batches of 500, as the client sends them: 500 sessions, each
+    // created and given a local query.
+    let sessions: Vec<Uuid> = (0..500).map(|_| Uuid::new_v4()).collect();
+    let mut commands = Vec::new();
+    for session in &sessions {
+        commands.push(envelope(*session, 0, create("resync")));
+        commands.push(envelope(
+            *session,
+            1,
+            json!({"type": "SubmitQuery", "query_id": Uuid::new_v4(), "sql": "SELECT 1", "engine": "local"}),
+        ));
+    }
+    let started = Instant::now();
+    for batch in commands.chunks(500) {
+        let (status, body) = api
+            .post("/api/commands/batch", &json!({ "commands": batch }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for result in body["results"].as_array().unwrap() {
+            assert_eq!(result["status"], 200, "{result}");
+        }
+    }
+    eprintln!(
+        "1000 pending commands resynced in {:?} (not asserted)",
+        started.elapsed()
+    );
+    let _ = server;
+}
+
+/// Runs a browser scenario and panics with a screenshot path and the server
+/// log when it fails.
+async fn in_browser<F, Fut>(server: &ServerProcess, scenario: F)
+where
+    F: FnOnce(sextant_tests::browser::Browser) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<sextant_tests::browser::Browser>>,
+{
+    let browser = sextant_tests::browser::Browser::launch()
+        .await
+        .expect("headless Chromium starts");
+    let profile = browser.profile_dir().to_path_buf();
+    match scenario(browser).await {
+        Ok(browser) => {
+            let _ = browser.close().await;
+        }
+        Err(error) => panic!(
+            "{error:#}\n(profile {}; server log:\n{})",
+            profile.display(),
+            server.log()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_page() {
+    use sextant_tests::browser::{dist_dir, testid};
+    let data = tempfile::tempdir().unwrap();
+    let dist = dist_dir();
+    let server = ServerProcess::start(
+        data.path(),
+        &["--no-demo", "--static-dir", dist.to_str().unwrap()],
+    )
+    .unwrap();
+    let bob = server.add_user("bob").unwrap();
+    wait_for_status(&server, &bob, 200).await;
+    let base = server.url();
+    in_browser(&server, |b| async move {
+        // Signed in as the owner by the fixture; the worker takes control.
+        b.goto(&base).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+        // Signed out (as after a revocation or a cleared cookie), then a
+        // sign-in link as bob: the worker must let it reach the server.
+        b.client.delete_all_cookies().await?;
+        b.client
+            .goto(&format!("{base}/?from=link&token={bob}"))
+            .await?;
+        let url = b.client.current_url().await?;
+        anyhow::ensure!(
+            !url.as_str().contains("token="),
+            "the token stayed in the address bar: {url}"
+        );
+        anyhow::ensure!(
+            url.path() == "/" && url.query() == Some("from=link"),
+            "redirected to {url}"
+        );
+        let cookie = b.client.get_named_cookie("sextant_token").await?;
+        anyhow::ensure!(cookie.value() == bob, "the cookie is bob's");
+        anyhow::ensure!(cookie.http_only() == Some(true), "HttpOnly");
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+        // The app is signed in: the API answers it.
+        let me = b
+            .eval_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch('/api/me').then(r => r.json()).then(done, e => done(String(e)));",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(me["name"] == "bob", "GET /api/me from the page: {me}");
+        Ok(b)
+    })
+    .await;
+}
