@@ -65,7 +65,7 @@ impl RunningServer {
 }
 
 /// Opens the store, binds the listener and serves in the background.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     if !config.bind.ip().is_loopback() && !config.tls() {
         anyhow::ensure!(
             config.allow_remote,
@@ -79,8 +79,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             "serving plain HTTP on a non-loopback address (--allow-remote): put a TLS proxy in front"
         );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // One canonical path per directory from here on: store, catalog views,
+    // the DuckDB sandbox and exports all derive from it.
+    config.resolve_directories()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,

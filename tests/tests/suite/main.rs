@@ -6,6 +6,7 @@ mod api;
 mod browser;
 mod crash;
 mod dataset_download;
+mod defaults;
 mod fuzz;
 mod local_engine;
 mod query;
