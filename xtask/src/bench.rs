@@ -62,22 +62,25 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     // The accounts fuzz campaign (issue 10): 100,000 generated requests
     // against a real server; it prints the count and the statuses seen.
-    steps.step("fuzz campaign (100,000 requests against a real server)", || {
-        util::run(
-            util::cargo()
-                .args([
-                    "test",
-                    "--package",
-                    "sextant-tests",
-                    "--test",
-                    "suite",
-                    "--",
-                    "fuzz::",
-                    "--nocapture",
-                ])
-                .env("SEXTANT_FUZZ_CASES", "100000"),
-        )
-    })?;
+    steps.step(
+        "fuzz campaign (100,000 requests against a real server)",
+        || {
+            util::run(
+                util::cargo()
+                    .args([
+                        "test",
+                        "--package",
+                        "sextant-tests",
+                        "--test",
+                        "suite",
+                        "--",
+                        "fuzz::",
+                        "--nocapture",
+                    ])
+                    .env("SEXTANT_FUZZ_CASES", "100000"),
+            )
+        },
+    )?;
     steps.finish();
     Ok(())
 }

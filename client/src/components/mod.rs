@@ -2,6 +2,7 @@
 //! renders one part of the page; stable `data-testid` attributes are for the
 //! browser tests.
 
+mod account;
 mod dataset;
 mod editor;
 mod history;
@@ -10,6 +11,7 @@ mod session;
 mod sessions;
 mod status;
 
+pub use account::{Account, AccountBadge};
 pub use session::SessionView;
 pub use sessions::SessionsPage;
 pub use status::{ConnectionBadge, Footer, Problems, UpdateBanners};

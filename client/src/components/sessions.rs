@@ -60,6 +60,8 @@ pub fn SessionsPage() -> impl IntoView {
     };
     let ids = move || {
         let mut sessions = engine().sessions();
+        // A session unshared from this user leaves the list.
+        sessions.retain(|(id, s)| super::account::readable(*id, s));
         sessions
             .sort_by_key(|(_, s)| (s.lifecycle == Lifecycle::Closed, title_of(s).to_lowercase()));
         sessions.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
@@ -107,6 +109,18 @@ fn SessionRow(id: Uuid) -> impl IntoView {
     let editing = RwSignal::new(false);
     let draft = RwSignal::new(String::new());
     let is_open = move || session().lifecycle == Lifecycle::Open;
+    // Controls the signed-in user's role does not allow are hidden.
+    let may_rename = move || {
+        super::account::allowed(
+            id,
+            &session(),
+            &SessionCommand::RenameSession {
+                title: shared_domain::SessionTitle::new("x").expect("a valid title"),
+            },
+        )
+    };
+    let may_close =
+        move || super::account::allowed(id, &session(), &SessionCommand::CloseSession {});
     let open = move |ev: leptos::ev::MouseEvent| {
         ev.prevent_default();
         router.go(Route::Session(id));
@@ -175,24 +189,28 @@ fn SessionRow(id: Uuid) -> impl IntoView {
                 </span>
             </Show>
             <div class="row-actions">
-                <button
-                    class="ghost small"
-                    data-testid="row-rename"
-                    disabled=move || !is_open()
-                    on:click=start_rename
-                >
-                    "Rename"
-                </button>
-                <button
-                    class="ghost small"
-                    data-testid="row-close"
-                    disabled=move || !is_open()
-                    on:click=move |_| {
-                        engine().submit(id, SessionCommand::CloseSession {});
-                    }
-                >
-                    "Close"
-                </button>
+                <Show when=may_rename>
+                    <button
+                        class="ghost small"
+                        data-testid="row-rename"
+                        disabled=move || !is_open()
+                        on:click=start_rename
+                    >
+                        "Rename"
+                    </button>
+                </Show>
+                <Show when=may_close>
+                    <button
+                        class="ghost small"
+                        data-testid="row-close"
+                        disabled=move || !is_open()
+                        on:click=move |_| {
+                            engine().submit(id, SessionCommand::CloseSession {});
+                        }
+                    >
+                        "Close"
+                    </button>
+                </Show>
             </div>
         </li>
     }

@@ -229,6 +229,17 @@ impl SyncEngine {
             .collect()
     }
 
+    /// Whether the server has confirmed any event of this session (until
+    /// then its view is this browser's own optimistic decision).
+    pub fn is_confirmed(&self, session_id: Uuid) -> bool {
+        self.revision.track();
+        self.state
+            .borrow()
+            .replica
+            .confirmed(session_id)
+            .is_some_and(|session| session.version() > 0)
+    }
+
     /// Whether the session has changes the server has not confirmed.
     pub fn has_pending(&self, session_id: Uuid) -> bool {
         self.revision.track();

@@ -293,7 +293,7 @@ fn size_limits_apply_when_deciding_never_when_reading_stored_events() {
     .unwrap();
     given([created_by(ANN)])
         .when(ANN, submit)
-        .expect_err_eq(SessionError::Invalid(crate::values::ValueError::SqlTooLong(
-            SqlQuery::MAX_BYTES + 1,
-        )));
+        .expect_err_eq(SessionError::Invalid(
+            crate::values::ValueError::SqlTooLong(SqlQuery::MAX_BYTES + 1),
+        ));
 }

@@ -828,3 +828,68 @@ async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_pa
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_viewer_sees_a_share_appear_live_and_no_rename_controls() {
+    use sextant_tests::browser::{dist_dir, testid};
+    let data = tempfile::tempdir().unwrap();
+    let dist = dist_dir();
+    let server = ServerProcess::start(
+        data.path(),
+        &["--no-demo", "--static-dir", dist.to_str().unwrap()],
+    )
+    .unwrap();
+    let owner = Api::new(server.url());
+    let bob = server.add_user("bob").unwrap();
+    wait_for_status(&server, &bob, 200).await;
+    let session = Uuid::new_v4();
+    owner
+        .accept(&envelope(session, 0, create("Shared revenue")))
+        .await;
+    let base = server.url();
+    let share_later = {
+        let owner = owner.clone();
+        async move {
+            owner
+                .accept(&envelope(session, 1, share("bob", "viewer")))
+                .await;
+        }
+    };
+    in_browser(&server, |b| async move {
+        b.sign_in(&base, &bob).await?;
+        b.wait_for_text(&testid("signed-in-user"), "bob").await?;
+        b.wait_for(&testid("new-session")).await?;
+        anyhow::ensure!(
+            b.texts(&testid("session-link")).await?.is_empty(),
+            "bob sees nothing before the share"
+        );
+        // Shared while bob's page is open: it appears without a reload.
+        share_later.await;
+        b.wait_for_text(&testid("session-link"), "Shared revenue").await?;
+        b.wait_for_absent(&testid("row-rename")).await?;
+        b.wait_for_absent(&testid("row-close")).await?;
+        b.click(&testid("session-link")).await?;
+        b.wait_for_text(&testid("session-title"), "Shared revenue").await?;
+        b.wait_for_text(&testid("my-role"), "viewer").await?;
+        b.wait_for_text(&testid("member-name"), "bob").await?;
+        b.wait_for_absent(&testid("rename-input")).await?;
+        b.wait_for_absent(&testid("close-session")).await?;
+        b.wait_for_absent(&testid("share-session")).await?;
+        // And the server refuses the rename the page does not offer.
+        let answer = b
+            .eval_async(
+                "const [id, done] = arguments;
+                 fetch('/api/commands', {method: 'POST', headers: {'content-type': 'application/json'},
+                   body: JSON.stringify({command_id: crypto.randomUUID(), aggregate_type: 'QuerySession',
+                     aggregate_id: id, expected_version: 2, command: {type: 'RenameSession', title: 'mine'}})})
+                   .then(r => done(r.status), e => done(String(e)));",
+                vec![json!(session)],
+            )
+            .await?;
+        anyhow::ensure!(answer == json!(403), "a viewer's rename: {answer}");
+        Ok(b)
+    })
+    .await;
+    let (_, view) = owner.get(&format!("/api/sessions/{session}")).await;
+    assert_eq!(view["title"], "Shared revenue");
+}
