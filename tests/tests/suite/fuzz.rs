@@ -187,7 +187,7 @@ fn case(g: &mut Gen, world: &World) -> Case {
     let method: reqwest::Method = g.pick(&methods).parse().unwrap();
     let junk = ["%", "%ff", "ü", "..", "%2e%2e", "a b", "{id}", ""];
     let path = match g.below(12) {
-        0 | 1 | 2 => "/api/commands".to_owned(),
+        0..=2 => "/api/commands".to_owned(),
         3 => "/api/commands/batch".to_owned(),
         4 => format!(
             "/api/sessions/{}",
@@ -307,7 +307,7 @@ async fn generated_requests_never_get_a_5xx_panic_or_a_refused_append() {
     let seed: u64 = std::env::var("SEXTANT_FUZZ_SEED")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0x5EC7_A57);
+        .unwrap_or(0x05EC_7A57);
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(
         dir.path(),
@@ -379,7 +379,11 @@ async fn generated_requests_never_get_a_5xx_panic_or_a_refused_append() {
             // Counted as status 0; the server must still be healthy.
             Err(error) if error.is_request() => {
                 *statuses.entry(0).or_default() += 1;
-                assert_eq!(owner.get("/api/health").await.0, 200, "case {index}: still healthy");
+                assert_eq!(
+                    owner.get("/api/health").await.0,
+                    200,
+                    "case {index}: still healthy"
+                );
                 continue;
             }
             Err(error) => panic!(
@@ -387,7 +391,9 @@ async fn generated_requests_never_get_a_5xx_panic_or_a_refused_append() {
                 case.method,
                 case.path,
                 case.headers,
-                case.body.as_deref().map(|b| b.chars().take(300).collect::<String>())
+                case.body
+                    .as_deref()
+                    .map(|b| b.chars().take(300).collect::<String>())
             ),
         };
         let status = response.status().as_u16();
