@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::store::{Durability, StoreOptions};
+
 /// Sextant's sync server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "server", version, about)]
@@ -26,6 +28,18 @@ pub struct Config {
     /// Directory of the built client (trunk's output), served at `/`.
     #[arg(long, env = "SEXTANT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
+
+    /// What a 200 from `POST /api/commands` guarantees: `full` (the default)
+    /// fsyncs every group commit before answering, so an acknowledged command
+    /// survives a power cut; `normal` only writes it to the WAL file, which
+    /// survives a crash of the server (kill -9) but not a power cut.
+    #[arg(long, env = "SEXTANT_DURABILITY", value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
+
+    /// The SQLite VFS of the event store's connections. Not a flag: only
+    /// tests set it, to a power-cut or fault-injecting VFS they registered.
+    #[arg(skip)]
+    pub sqlite_vfs: Option<String>,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SEXTANT_BODY_LIMIT", default_value_t = 1024 * 1024)]
@@ -82,6 +96,8 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
+            durability: Durability::Full,
+            sqlite_vfs: None,
             datasets_dir: None,
             no_demo: false,
             // Small, so in-process test servers start fast.
@@ -115,6 +131,14 @@ impl Config {
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
         settings
+    }
+
+    /// How the event store opens its connections.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: self.durability,
+            vfs: self.sqlite_vfs.clone(),
+        }
     }
 
     /// The path of the SQLite event store.

@@ -372,39 +372,42 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
         {
             Ok(tx) => {
+                let mut failure = None;
                 for request in &group {
-                    decided.push(decide_one(
+                    let outcome = decide_one(
                         &tx,
-                        &self.cache,
+                        &mut self.cache,
                         &mut staged,
                         &self.shared,
                         request,
                         now,
-                    ));
+                    );
+                    // A store error (full disk, I/O error, out of memory) may
+                    // have made SQLite roll back the whole transaction; the
+                    // rest of the group must not run in autocommit on state
+                    // that is gone, so the group stops here.
+                    if let Err(error) = &outcome {
+                        if error.kind == ErrorKind::Unavailable || tx.is_autocommit() {
+                            failure = Some(error.detail.clone());
+                            break;
+                        }
+                    }
+                    if tx.is_autocommit() {
+                        failure = Some("the group transaction was rolled back".into());
+                        break;
+                    }
+                    decided.push(outcome);
                 }
-                tx.commit()
+                match failure {
+                    // Dropping `tx` rolls back what is left of it.
+                    Some(failure) => Err(failure),
+                    None => tx.commit().map_err(|e| e.to_string()),
+                }
             }
-            Err(error) => Err(error),
+            Err(error) => Err(error.to_string()),
         };
-        if let Err(error) = committed {
-            // Nothing of this group is stored; the cache may still be trusted
-            // but is cleared to be safe.
-            self.cache.clear();
-            tracing::error!(%error, "event store commit failed");
-            for (request, outcome) in group.into_iter().zip(
-                decided
-                    .into_iter()
-                    .map(Some)
-                    .chain(std::iter::repeat_with(|| None)),
-            ) {
-                let outcome = match outcome {
-                    Some(Err(refused)) => Err(refused),
-                    _ => Err(AppError::internal(format!(
-                        "the event store could not commit: {error}"
-                    ))),
-                };
-                let _ = request.reply.send(outcome);
-            }
+        if let Err(failure) = committed {
+            self.fail_group(group, decided, &failure);
             return;
         }
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
@@ -456,10 +459,52 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Answers a group whose transaction did not commit. Nothing of it is
+    /// stored, so every command gets 503 with the group's error id (a
+    /// resend is safe: its command id is not recorded), except resends
+    /// answered from earlier commits. The cache is dropped (it is rebuilt
+    /// from the store), and subscribers re-read the store past what they
+    /// have, in case the failed commit left more there than it reported.
+    fn fail_group(
+        &mut self,
+        group: Vec<WriteRequest>,
+        decided: Vec<Result<Decided, AppError>>,
+        failure: &str,
+    ) {
+        self.cache.clear();
+        let error_id = shared_domain::ErrorId(Uuid::new_v4());
+        tracing::error!(
+            %error_id,
+            commands = group.len(),
+            %failure,
+            "event store failure: the group commit was rolled back"
+        );
+        let mut decided = decided.into_iter();
+        for request in group {
+            let outcome = match decided.next() {
+                Some(Ok(Decided::Duplicate(accepted))) => Ok(accepted),
+                _ => {
+                    let mut error = AppError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "the event store failed ({failure}); nothing of this command was stored: send it again"
+                        ),
+                    );
+                    error.id = error_id;
+                    Err(error)
+                }
+            };
+            let _ = request.reply.send(outcome);
+        }
+        self.shared.bus.publish_catch_up();
+    }
+}
+
 /// Handles one command inside the group transaction `tx`.
 fn decide_one(
     tx: &Connection,
-    cache: &HashMap<Uuid, QuerySession>,
+    cache: &mut HashMap<Uuid, QuerySession>,
     staged: &mut HashMap<Uuid, QuerySession>,
     shared: &Shared,
     request: &WriteRequest,
@@ -603,6 +648,12 @@ fn decide_one(
             .and_then(|mut stmt| stmt.execute([]))
             .map_err(store_error)?;
     }
+    if matches!(&persisted, Err(e) if e.kind == ErrorKind::Conflict) {
+        // The store refused a sequence the cache thought free: the cached
+        // state is stale, reload it next time.
+        cache.remove(&aggregate_id);
+        staged.remove(&aggregate_id);
+    }
     let events = persisted?;
 
     let accepted = CommandAccepted {
@@ -691,8 +742,10 @@ fn conflict(expected: u64, current: u64) -> AppError {
     .with("current_version", current)
 }
 
+/// A failing store is unavailable (503: try again), not a bug; the writer
+/// stops the group on it (see `Writer::commit_group`).
 fn store_error(error: rusqlite::Error) -> AppError {
-    AppError::internal(format!("event store: {error}"))
+    AppError::new(ErrorKind::Unavailable, format!("event store: {error}"))
 }
 
 fn is_unique_violation(error: &rusqlite::Error) -> bool {

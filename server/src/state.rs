@@ -34,9 +34,11 @@ impl AppState {
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let path = config.database_path();
-        let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
-            .await
-            .context("opening the event store")??;
+        let options = config.store_options();
+        let (store, writer) =
+            tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
+                .await
+                .context("opening the event store")??;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         let projections = Projections::start(store.clone(), &bus).await?;

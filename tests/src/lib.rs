@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod browser;
+pub mod power_cut;
 pub mod proxy;
+pub mod vfs;
 
 /// The `server` binary built beside this test binary (`cargo build -p server`
 /// must have run; `cargo xtask test` does it).
@@ -70,6 +72,9 @@ impl ServerProcess {
             .env("NO_COLOR", "1")
             // A small demo dataset keeps start-up fast (a flag still wins).
             .env("SEXTANT_DEMO_ROWS", "20000")
+            // No fsync per commit: these tests do not test power cuts (the
+            // power-cut tests do, and a `--durability` flag still wins).
+            .env("SEXTANT_DURABILITY", "normal")
             .current_dir(repo_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
