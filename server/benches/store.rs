@@ -13,7 +13,9 @@
 //! - SSE delivery latency from append to receipt with 1,000 subscribers;
 //! - projection rebuild rate from 1,000,000 stored events.
 //!
-//! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`.
+//! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`;
+//! `SEXTANT_BENCH_IDS=random` makes session and command ids random (v4)
+//! instead of time-ordered (v7, what the client mints).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,17 @@ fn enabled(section: &str) -> bool {
     std::env::var("SEXTANT_BENCH_ONLY")
         .map(|only| only.split(',').any(|s| s.trim() == section))
         .unwrap_or(true)
+}
+
+/// A session or command id as clients mint them: time-ordered (UUIDv7), or
+/// random (v4) with `SEXTANT_BENCH_IDS=random` (what clients sent before).
+fn client_id() -> Uuid {
+    static RANDOM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *RANDOM.get_or_init(|| std::env::var("SEXTANT_BENCH_IDS").as_deref() == Ok("random")) {
+        Uuid::new_v4()
+    } else {
+        Uuid::now_v7()
+    }
 }
 
 fn scaled(n: usize) -> usize {
@@ -246,7 +259,7 @@ fn scripted(session: Uuid, index: usize) -> CommandEnvelope<SessionCommand> {
         }
     };
     CommandEnvelope {
-        command_id: Uuid::new_v4(),
+        command_id: client_id(),
         aggregate_type: QuerySession::TYPE.into(),
         aggregate_id: session,
         expected_version: index as u64,
@@ -265,7 +278,7 @@ async fn pipeline_throughput(issuers: usize, total: usize, durability: Durabilit
     for _ in 0..issuers {
         let pipeline = pipeline.clone();
         tasks.push(tokio::spawn(async move {
-            let session = Uuid::new_v4();
+            let session = client_id();
             for index in 0..per_issuer {
                 pipeline
                     .execute(scripted(session, index), Origin::Http)
@@ -287,7 +300,7 @@ async fn pipeline_throughput(issuers: usize, total: usize, durability: Durabilit
 fn naive_throughput(total: usize, durability: Durability) -> f64 {
     let (_dir, _store, writer) = fresh_store(durability);
     let mut conn = writer.0;
-    let sessions: Vec<Uuid> = (0..ISSUERS).map(|_| Uuid::new_v4()).collect();
+    let sessions: Vec<Uuid> = (0..ISSUERS).map(|_| client_id()).collect();
     let per_session = total / ISSUERS;
     let started = Instant::now();
     // Interleaved like concurrent issuers would be, but one at a time.
@@ -343,7 +356,7 @@ fn ceiling_throughput(total: usize) -> f64 {
     let now = store::format_timestamp(store::now());
     let mut prepared = Vec::with_capacity(total);
     for _ in 0..ISSUERS {
-        let session = Uuid::new_v4();
+        let session = client_id();
         let mut state = QuerySession::default();
         for index in 0..per_session {
             let envelope = scripted(session, index);
@@ -416,7 +429,7 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
         .unwrap();
     let url = format!("http://{}/api/commands", server.addr);
     let client = reqwest::Client::new();
-    let session = Uuid::new_v4();
+    let session = client_id();
     let mut samples = Vec::with_capacity(count);
     for index in 0..count {
         let body = scripted(session, index).to_json();
@@ -488,7 +501,7 @@ async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize
 
     let pipeline = server.state.pipeline().clone();
     let mut appended: HashMap<u64, Instant> = HashMap::new();
-    let session = Uuid::new_v4();
+    let session = client_id();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     for index in 0..events {
         ticker.tick().await;
