@@ -7,6 +7,8 @@ mod crash;
 mod dataset_download;
 mod local_engine;
 mod query;
+mod query_faults;
+mod query_slots;
 mod skeleton;
 mod sse;
 mod store;
