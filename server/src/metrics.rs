@@ -21,6 +21,7 @@ pub struct Metrics {
     queue_timeouts: IntCounter,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    recomputes: IntCounter,
     cache_bytes: IntGauge,
     store_bytes: IntGauge,
     store_files: IntGauge,
@@ -106,6 +107,11 @@ impl Default for Metrics {
                 "sextant_result_cache_misses_total",
                 "Result requests that had to load or recompute the result.",
             ),
+            recomputes: counter(
+                r,
+                "sextant_result_recomputes_total",
+                "Evicted results run again from their SQL (their data unchanged).",
+            ),
             cache_bytes: gauge(
                 r,
                 "sextant_result_cache_bytes",
@@ -145,6 +151,7 @@ impl Metrics {
         let results = query.result_stats();
         catch_up(&self.cache_hits, results.cache_hits);
         catch_up(&self.cache_misses, results.cache_misses);
+        catch_up(&self.recomputes, results.recomputes);
         self.cache_bytes.set(results.cache_bytes as i64);
         self.store_bytes.set(results.store_bytes as i64);
         self.store_files.set(results.store_results as i64);

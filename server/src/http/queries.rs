@@ -104,13 +104,13 @@ pub async fn result_page(
     } else {
         let (result, (page, total)) = state
             .query()
-            .over_result(query_id, move |connection, control, result| {
+            .over_result(query_id, move |connection, control, result, stored| {
                 let (page_sql, count_sql) =
                     structured::page_sql(&result.columns, &filters, &sort, offset, limit)?;
                 let (_, batches) =
-                    structured::run_over(connection, control, result, &page_sql, limit)?;
+                    structured::run_over(connection, control, stored, &page_sql, limit)?;
                 let (_, counted) =
-                    structured::run_over(connection, control, result, &count_sql, 1)?;
+                    structured::run_over(connection, control, stored, &count_sql, 1)?;
                 let total = counted
                     .first()
                     .and_then(|b| {
@@ -201,10 +201,10 @@ pub async fn aggregate(
     };
     let (_, table) = state
         .query()
-        .over_result(query_id, move |connection, control, result| {
+        .over_result(query_id, move |connection, control, result, stored| {
             let sql = structured::aggregate_sql(&result.columns, &request)?;
             let (columns, batches) =
-                structured::run_over(connection, control, result, &sql, MAX_GROUPS + 1)?;
+                structured::run_over(connection, control, stored, &sql, MAX_GROUPS + 1)?;
             let mut rows = structured::json_rows(&batches)?;
             let truncated = rows.len() as u64 > MAX_GROUPS;
             rows.truncate(MAX_GROUPS as usize);
@@ -234,9 +234,9 @@ pub async fn profile(
     let name = column.clone();
     let (result, row) = state
         .query()
-        .over_result(query_id, move |connection, control, result| {
+        .over_result(query_id, move |connection, control, result, stored| {
             let sql = structured::profile_sql(&result.columns, &name)?;
-            let (_, batches) = structured::run_over(connection, control, result, &sql, 1)?;
+            let (_, batches) = structured::run_over(connection, control, stored, &sql, 1)?;
             structured::json_rows(&batches)?
                 .into_iter()
                 .next()

@@ -164,6 +164,7 @@ pub struct QueryService {
     faults: CommandFaults,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    recomputes: AtomicU64,
 }
 
 /// Figures of the result cache and store.
@@ -171,6 +172,8 @@ pub struct QueryService {
 pub struct ResultStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Results run again from their SQL (evicted, data unchanged).
+    pub recomputes: u64,
     pub cache_bytes: u64,
     pub store_bytes: u64,
     pub store_results: u64,
@@ -253,6 +256,7 @@ impl QueryService {
             faults: CommandFaults::default(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            recomputes: AtomicU64::new(0),
         });
         pipeline.set_catalog(Arc::new(CatalogHook(catalog)));
         pipeline.add_reactor(Arc::new(ExecutorReactor(service.clone())));
@@ -606,6 +610,7 @@ impl QueryService {
         ResultStats {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
+            recomputes: self.recomputes.load(Ordering::Relaxed),
             cache_bytes: self.cache.weighted_size(),
             store_bytes: self.results.usage().0,
             store_results: self.results.usage().1,
@@ -671,10 +676,11 @@ impl QueryService {
         }
     }
 
-    /// Runs `work` over the kept rows of a completed result on a query slot
-    /// (same deadline, cancellation and authorization as the result), with
-    /// a connection of the trusted instance: for server-built SQL only (see
-    /// [`super::structured`]). `work`'s errors are the request's fault (400).
+    /// Runs `work` over the kept rows of a completed result (its stored
+    /// Parquet file) on a query slot (same deadline, cancellation and
+    /// authorization as the result), with a connection of the trusted
+    /// instance: for server-built SQL only (see [`super::structured`]).
+    /// `work`'s errors are the request's fault (400).
     pub async fn over_result<T, F>(
         self: &Arc<Self>,
         query_id: QueryId,
@@ -682,12 +688,27 @@ impl QueryService {
     ) -> Result<(SharedResult, T), AppError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut RawConnection, &JobControl, &StoredResult) -> Result<T, String>
+        F: FnOnce(
+                &mut RawConnection,
+                &JobControl,
+                &StoredResult,
+                &std::path::Path,
+            ) -> Result<T, String>
             + Send
             + 'static,
     {
         let deadline = Instant::now() + self.settings.timeout;
         let result = self.result(query_id).await?;
+        if self.results.file(query_id).is_none() {
+            // Cached but not on disk (a store write that failed): store it now.
+            self.persist(query_id, result.clone()).await;
+        }
+        let Some(stored) = self.results.file(query_id) else {
+            return Err(AppError::new(
+                ErrorKind::Unavailable,
+                "the result is not in the result store (larger than its budget, or the disk failed); sorting, filtering and aggregating need it there",
+            ));
+        };
         let rows = result.clone();
         let store = self.results.clone();
         let outcome = self
@@ -698,7 +719,7 @@ impl QueryService {
                 move |_, control| {
                     let mut trusted = store.connect().map_err(|e| e.0)?;
                     control.watch(trusted.interrupter());
-                    work(&mut trusted, control, &rows)
+                    work(&mut trusted, control, &rows, &stored)
                 },
             )
             .await
@@ -763,6 +784,7 @@ impl QueryService {
             return Err(Problem::expired());
         }
         tracing::info!(%query_id, "recomputing an evicted result: its datasets are unchanged");
+        self.recomputes.fetch_add(1, Ordering::Relaxed);
         let execution = self
             .execute(
                 record.sql.as_str().to_owned(),

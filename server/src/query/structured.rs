@@ -3,19 +3,19 @@
 //! these types are parsed from query parameters, every column name is
 //! checked against the result's columns and quoted, every value is a
 //! quoted literal, and the SQL is built here (pure, tested). It runs on the
-//! trusted instance over the result's kept rows (registered as an Arrow
-//! view), on a query slot like the result itself.
+//! trusted instance over the result's stored Parquet file (its kept rows),
+//! on a query slot like the result itself.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use duckdb::arrow::array::{RecordBatch, RecordBatchIterator};
-use duckdb::arrow::ffi_stream::FFI_ArrowArrayStream;
+use duckdb::arrow::array::RecordBatch;
 use serde::Serialize;
 use serde_json::Value;
 use shared_domain::Column;
 
 use super::duck::{quote_identifier, quote_literal, RawConnection, RunControl, RunError};
-use super::results::{rows_as_json, StoredResult};
+use super::results::rows_as_json;
 use super::slots::JobControl;
 
 /// The most groups an aggregation returns (more are cut, and it says so).
@@ -353,7 +353,8 @@ pub fn aggregate_sql(columns: &[Column], request: &Aggregation) -> Result<String
         format!("CAST({x} AS DOUBLE)")
     };
     let start = if temporal {
-        "to_timestamp(lo + bin * width)".to_owned()
+        // A plain TIMESTAMP (to_timestamp's has a time zone).
+        "make_timestamp(CAST((lo + bin * width) * 1000000 AS BIGINT))".to_owned()
     } else {
         "lo + bin * width".to_owned()
     };
@@ -415,20 +416,21 @@ impl RunControl for Collect<'_> {
     }
 }
 
-/// Runs generated SQL over `result`'s kept rows on `connection` (trusted
-/// instance). Returns the columns and at most `cap` rows. Blocking.
+/// Runs generated SQL over the stored result file `stored` on
+/// `connection` (trusted instance). Returns the columns and at most `cap`
+/// rows. Blocking.
 pub fn run_over(
     connection: &mut RawConnection,
     control: &JobControl,
-    result: &StoredResult,
+    stored: &Path,
     sql: &str,
     cap: u64,
 ) -> Result<(Vec<Column>, Vec<RecordBatch>), String> {
-    let batch = result.batch.clone();
-    let reader = RecordBatchIterator::new(vec![Ok(batch.clone())], batch.schema());
-    let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
     connection
-        .register_arrow_stream(SOURCE, &mut stream)
+        .execute(&format!(
+            "CREATE OR REPLACE TEMP VIEW {SOURCE} AS SELECT * FROM read_parquet({})",
+            quote_literal(&stored.to_string_lossy())
+        ))
         .map_err(|e| e.0)?;
     let outcome = (|| {
         let prepared = connection
@@ -452,7 +454,6 @@ pub fn run_over(
         Ok((columns, collect.batches))
     })();
     let _ = connection.execute(&format!("DROP VIEW IF EXISTS {SOURCE}"));
-    drop(stream);
     outcome
 }
 

@@ -8,6 +8,7 @@ mod dataset_download;
 mod local_engine;
 mod query;
 mod query_faults;
+mod query_results;
 mod query_slots;
 mod skeleton;
 mod sse;

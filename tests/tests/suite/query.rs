@@ -48,7 +48,7 @@ pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
     pub(crate) running: RunningServer,
     pub(crate) api: Api,
-    datasets: PathBuf,
+    pub(crate) datasets: PathBuf,
 }
 
 pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
@@ -145,7 +145,7 @@ pub(crate) async fn run_to_end(api: &Api, session: Uuid, sql: &str) -> (Uuid, Va
     (query_id, record)
 }
 
-async fn page(api: &Api, query_id: Uuid, query: &str) -> (u16, Value) {
+pub(crate) async fn page(api: &Api, query_id: Uuid, query: &str) -> (u16, Value) {
     api.get(&format!("/api/queries/{query_id}/result{query}"))
         .await
 }
