@@ -60,6 +60,10 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_QUERY_MEMORY")]
     pub query_memory: Option<u64>,
 
+    /// The most bytes DuckDB may spill to disk for all queries together (a query needing more fails).
+    #[arg(long, env = "SEXTANT_QUERY_SPILL_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub query_spill_bytes: u64,
+
     /// Capacity of the query result cache, in bytes.
     #[arg(long, env = "SEXTANT_RESULT_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub result_cache_bytes: u64,
@@ -98,6 +102,7 @@ impl Config {
             query_timeout: Duration::from_secs(60),
             query_stall_timeout: Duration::from_secs(30),
             query_memory: None,
+            query_spill_bytes: 4 * 1024 * 1024 * 1024,
             result_cache_bytes: 256 * 1024 * 1024,
             result_cache_ttl: Duration::from_secs(600),
             result_store_bytes: 1024 * 1024 * 1024,
@@ -121,6 +126,7 @@ impl Config {
         if let Some(bytes) = self.query_memory {
             settings.memory_limit_bytes = bytes;
         }
+        settings.spill_limit_bytes = self.query_spill_bytes;
         settings.cache_bytes = self.result_cache_bytes;
         settings.cache_ttl = self.result_cache_ttl;
         settings.result_store_bytes = self.result_store_bytes;

@@ -99,7 +99,12 @@ struct Collector<'a> {
     kept_bytes: u64,
     total_rows: u64,
     schema: Option<SchemaRef>,
+    /// Why the collector stopped the query itself (the result-size guard).
+    refused: Option<String>,
 }
+
+/// The result-size guard never refuses batches below this size.
+const MIN_BATCH_GUARD: u64 = 16 * 1024 * 1024;
 
 impl RunControl for Collector<'_> {
     fn check(&mut self) -> Result<(), String> {
@@ -131,6 +136,20 @@ impl RunControl for Collector<'_> {
     }
 
     fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
+        // A guard beyond DuckDB's buffer manager (which does not count the
+        // rows it hands out): one batch larger than a whole kept result
+        // fails the query before anything keeps or copies it.
+        let bytes = batch.get_array_memory_size() as u64;
+        let limit = self.max_bytes.max(MIN_BATCH_GUARD);
+        if bytes > limit {
+            let message = format!(
+                "the query produced {} MiB of rows in one batch, more than the server's limit of {} MiB: select fewer or smaller columns",
+                bytes >> 20,
+                limit >> 20
+            );
+            self.refused = Some(message.clone());
+            return Err(message);
+        }
         let rows = batch.num_rows() as u64;
         self.total_rows += rows;
         if self.kept_rows < self.max_rows && self.kept_bytes < self.max_bytes {
@@ -474,6 +493,7 @@ impl QueryService {
             kept_bytes: 0,
             total_rows: 0,
             schema: None,
+            refused: None,
         };
         let outcome = prepared.run(&mut collector);
         let stop_reason = || {
@@ -487,6 +507,9 @@ impl QueryService {
         };
         let schema = match outcome {
             Ok(schema) => schema,
+            Err(RunError::Stopped(_)) if collector.refused.is_some() => {
+                return Err(ExecError::Failed(collector.refused.unwrap_or_default()))
+            }
             Err(RunError::Stopped(_)) => return Err(stop_reason()),
             Err(RunError::Duck(error)) => {
                 // An interrupt surfaces as a DuckDB error: report why it came.
@@ -1063,6 +1086,7 @@ fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
         temp_dir: settings.work_dir.join("duckdb-tmp"),
         threads: settings.threads,
         memory_limit_bytes: settings.memory_limit_bytes,
+        spill_limit_bytes: settings.spill_limit_bytes,
     };
     let (database, connections) = sandbox::open(&sandbox_settings, settings.slots.max(1))
         .map_err(|e| anyhow::anyhow!("opening the sandboxed DuckDB: {e}"))?;

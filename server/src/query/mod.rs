@@ -65,6 +65,8 @@ pub struct QuerySettings {
     pub threads: usize,
     /// DuckDB's memory limit for all slots together, in bytes.
     pub memory_limit_bytes: u64,
+    /// The most bytes DuckDB may spill to disk (all queries together).
+    pub spill_limit_bytes: u64,
     /// The result cache's capacity in bytes.
     pub cache_bytes: u64,
     /// How long an unread result stays cached.
@@ -93,6 +95,7 @@ impl QuerySettings {
             stall_timeout: Duration::from_secs(30),
             threads: cores,
             memory_limit_bytes: default_memory_limit(),
+            spill_limit_bytes: 4 * 1024 * 1024 * 1024,
             cache_bytes: 256 * 1024 * 1024,
             cache_ttl: Duration::from_secs(600),
             max_result_rows: 100_000,

@@ -353,6 +353,7 @@ mod tests {
             temp_dir: dir.path().join("tmp"),
             threads: 1,
             memory_limit_bytes: 1 << 30,
+            spill_limit_bytes: 1 << 30,
         };
         std::fs::create_dir_all(&settings.catalog_dir).unwrap();
         let (database, connections) = sandbox::open(&settings, count).unwrap();

@@ -258,3 +258,33 @@ async fn results_sort_filter_aggregate_and_profile_without_client_sql() {
     assert_eq!(status, 400);
     fx.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_result_too_large_for_memory_fails_the_query_not_the_server() {
+    let fx = start(|config| {
+        config.query_memory = Some(256 * 1024 * 1024);
+        config.query_spill_bytes = 256 * 1024 * 1024;
+        config.query_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let (session, _) = session_on(&fx.api, "sales").await;
+    let (_, record) = run_to_end(
+        &fx.api,
+        session,
+        "SELECT repeat('x', 10000000) AS s FROM range(64)",
+    )
+    .await;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(record["error_id"].is_string(), "{record}");
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than the server's limit"),
+        "{record}"
+    );
+    // The server is still here and still runs queries.
+    let (_, record) = run_to_end(&fx.api, session, "SELECT count(*) AS n FROM sales").await;
+    assert_eq!(record["state"], "completed", "{record}");
+    fx.running.stop().await.unwrap();
+}
