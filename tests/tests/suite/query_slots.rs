@@ -16,7 +16,7 @@ use crate::sync_client::Api;
 /// With `--result-max-rows 0` its stored result keeps no row, so an export
 /// runs the query again and is as slow.
 const SLOW_SQL: &str =
-    "SELECT count(*) AS n FROM range(15000) a, range(15000) b WHERE (a.range * 7 + b.range) % 13 = 5";
+    "SELECT count(*) AS n FROM range(10000) a, range(10000) b WHERE (a.range * 7 + b.range) % 13 = 5";
 
 /// One figure of `GET /api/metrics` (Prometheus text format).
 pub(crate) async fn metric(api: &Api, name: &str) -> f64 {
@@ -96,6 +96,15 @@ async fn aborted_downloads_stop_their_work_and_never_exceed_the_slots() {
     // The server still serves: a quick query completes at once.
     let (_, record) = run_to_end(&api, session, "SELECT 42 AS answer").await;
     assert_eq!(record["state"], "completed", "{record}");
+    // The metrics speak the Prometheus text format and count what happened.
+    let (_, content_type, _) = api.get_raw("/api/metrics", None).await;
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(metric(&api, "sextant_commands_total").await >= 6.0);
+    assert_eq!(metric(&api, "sextant_query_slots").await, 1.0);
+    assert_eq!(metric(&api, "sextant_result_store_results").await, 2.0);
 }
 
 #[tokio::test]
