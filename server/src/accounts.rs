@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, ErrorKind};
 use crate::store::accounts::{self as sql, UserRow};
-use crate::store::{self, EventStore};
+use crate::store::{self, EventStore, StoreOptions};
 
 /// The admin a fresh store creates.
 pub const OWNER_NAME: &str = "owner";
@@ -293,6 +293,7 @@ pub struct Accounts {
 
 struct Inner {
     store: EventStore,
+    options: StoreOptions,
     directory: watch::Sender<Arc<Directory>>,
 }
 
@@ -314,6 +315,7 @@ impl Accounts {
         let accounts = Accounts {
             inner: Arc::new(Inner {
                 store,
+                options,
                 directory: watch::channel(Arc::new(Directory::default())).0,
             }),
         };
@@ -365,8 +367,9 @@ impl Accounts {
         f: impl FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
         let path = self.inner.store.path().to_path_buf();
+        let options = self.inner.options.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = store::open_side_writer(&path).map_err(AppError::internal)?;
+            let conn = store::open_side_writer(&path, &options).map_err(AppError::internal)?;
             f(&conn)
         })
         .await

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The request names a host this server does not answer for (421).
     MisdirectedRequest,
+    /// The resource existed but is gone for good (410): a result whose data changed.
+    Gone,
     /// The domain refused the command, or a command id was reused (422).
     Unprocessable,
     /// The caller's rate limit or connection cap is reached (429).
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not-found",
             ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Gone => "gone",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::UnsupportedMediaType => "unsupported-media-type",
             ErrorKind::MisdirectedRequest => "misdirected-request",
@@ -89,6 +93,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "Not found",
             ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::Conflict => "Version conflict",
+            ErrorKind::Gone => "Gone",
             ErrorKind::PayloadTooLarge => "Payload too large",
             ErrorKind::UnsupportedMediaType => "Unsupported media type",
             ErrorKind::MisdirectedRequest => "Unknown host",

@@ -11,7 +11,8 @@
 //! - [`pipeline`]: load -> decide -> persist -> publish -> react (the one writer);
 //! - [`bus`]: in-process broadcast of committed events and progress frames;
 //! - [`projections`]: in-memory read models;
-//! - [`sse`]: the `/api/events` Server-Sent Events feed.
+//! - [`sse`]: the `/api/events` Server-Sent Events feed;
+//! - [`metrics`]: `/api/metrics` in the Prometheus text format.
 
 pub mod accounts;
 pub mod bus;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod pipeline;
 pub mod projections;
 pub mod query;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::accounts::Accounts;
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
 use crate::query::QueryService;
@@ -30,6 +31,7 @@ struct Inner {
     accounts: Accounts,
     owner_token: Option<String>,
     limits: crate::limits::Limits,
+    metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -38,10 +40,13 @@ impl AppState {
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let path = config.database_path();
-        let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
-            .await
-            .context("opening the event store")??;
-        let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
+        let options = config.store_options();
+        let (store, writer) =
+            tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
+                .await
+                .context("opening the event store")??;
+        let (accounts, owner_token) =
+            Accounts::open(store.clone(), &config.data_dir, config.store_options()).await?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         pipeline.set_accounts(accounts.clone());
@@ -65,6 +70,7 @@ impl AppState {
                 accounts,
                 owner_token,
                 limits: crate::limits::Limits::from_config(config),
+                metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -114,6 +120,11 @@ impl AppState {
     /// Server-side queries with DuckDB: catalog, executor, results.
     pub fn query(&self) -> &Arc<QueryService> {
         &self.inner.query
+    }
+
+    /// The Prometheus registry behind `GET /api/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The in-memory read models.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod browser;
+pub mod power_cut;
 pub mod proxy;
+pub mod vfs;
 
 /// The owner tokens of the servers this test process started, by origin
 /// (`http://127.0.0.1:PORT`). [`ServerProcess::start`] and
@@ -46,15 +48,20 @@ pub fn token_for(url: &str) -> Option<String> {
         .map(|(_, t)| t.clone())
 }
 
-/// A reqwest client that sends `Authorization: Bearer TOKEN` on every request.
-pub fn client_with_token(token: &str) -> reqwest::Client {
+/// `Authorization: Bearer TOKEN`, for a client's default headers.
+pub fn bearer_headers(token: &str) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
         .expect("tokens are header-safe");
     value.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, value);
+    headers
+}
+
+/// A reqwest client that sends `Authorization: Bearer TOKEN` on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
     reqwest::Client::builder()
-        .default_headers(headers)
+        .default_headers(bearer_headers(token))
         .timeout(Duration::from_secs(60))
         .build()
         .expect("reqwest client")
@@ -156,6 +163,9 @@ impl ServerProcess {
             .args(extra_args)
             // A small demo dataset keeps start-up fast (a flag still wins).
             .env("SEXTANT_DEMO_ROWS", "20000")
+            // No fsync per commit: these tests do not test power cuts (the
+            // power-cut tests do, and a `--durability` flag still wins).
+            .env("SEXTANT_DURABILITY", "normal")
             .current_dir(repo_root());
         let mut server = Self::spawn(command)?;
         server.data_dir = data_dir.to_path_buf();
