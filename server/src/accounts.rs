@@ -306,8 +306,10 @@ impl Accounts {
     ) -> anyhow::Result<(Self, Option<String>)> {
         let path = store.path().to_path_buf();
         let data_dir = data_dir.to_path_buf();
+        let options = store.options().clone();
+        let side = options.clone();
         let owner_token = tokio::task::spawn_blocking(move || {
-            let conn = store::open_side_writer(&path)?;
+            let conn = store::open_side_writer(&path, &side)?;
             ensure_owner(&conn, &data_dir)
         })
         .await

@@ -45,8 +45,7 @@ impl AppState {
             tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
                 .await
                 .context("opening the event store")??;
-        let (accounts, owner_token) =
-            Accounts::open(store.clone(), &config.data_dir, config.store_options()).await?;
+        let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         pipeline.set_accounts(accounts.clone());
