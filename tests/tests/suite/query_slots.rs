@@ -216,8 +216,8 @@ fn stalled_download(server: &ServerProcess, dataset: &str) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     write!(
         stream,
-        "GET /api/datasets/{dataset}/download HTTP/1.1\r\nHost: {}\r\n\r\n",
-        server.addr
+        "GET /api/datasets/{dataset}/download HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.addr, server.token
     )
     .unwrap();
     stream
