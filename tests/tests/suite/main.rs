@@ -11,4 +11,5 @@ mod skeleton;
 mod sse;
 mod store;
 mod sync_client;
+mod sync_protocol;
 mod workbench;
