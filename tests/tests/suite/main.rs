@@ -11,5 +11,6 @@ mod skeleton;
 mod sse;
 mod store;
 mod sync_client;
+mod sync_edges;
 mod sync_protocol;
 mod workbench;

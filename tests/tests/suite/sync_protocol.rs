@@ -275,7 +275,9 @@ async fn a_store_restored_from_a_backup_is_noticed_by_the_witness() {
         copy_dir(dir.path(), backup.path());
         ServerProcess::start_on(dir.path(), &addr, &[]).unwrap()
     };
-    // The client saw this rename: its witness.
+    // The client saw this rename: its witness. (A new HTTP client after
+    // each restart: pooled connections died with the process.)
+    let api = Api::new(server.url());
     let renamed = api.accept(&envelope(session, 1, rename("seen"))).await;
     let witness = renamed["events"][0].clone();
     let addr = server.addr.to_string();
@@ -289,6 +291,7 @@ async fn a_store_restored_from_a_backup_is_noticed_by_the_witness() {
     }
     copy_dir(backup.path(), dir.path());
     let server = ServerProcess::start_on(dir.path(), &addr, &[]).unwrap();
+    let api = Api::new(server.url());
     assert_eq!(store_id(&api).await, id, "restored, not recreated");
     // The restored store grows past the client's cursor, differently.
     api.accept(&envelope(session, 1, rename("other history")))
