@@ -384,3 +384,112 @@ async fn a_browser_ahead_of_a_restored_store_shows_the_servers_state_and_new_ses
     .await;
     b.close().await.unwrap();
 }
+
+fn copy_site_without_engine(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "duckdb-wasm" {
+                copy_site_without_engine(&entry.path(), &target)?;
+            }
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_service_worker(site: &Path) -> Result<()> {
+    let status = std::process::Command::new("node")
+        .arg(sextant_tests::repo_root().join("client/build-service-worker.mjs"))
+        .arg(site)
+        .status()?;
+    ensure!(status.success(), "build-service-worker.mjs failed");
+    Ok(())
+}
+
+/// The engine's files survive an app update that does not change them (they
+/// used to be deleted with the old shell cache, so local queries failed
+/// offline after every deploy until fetched again online).
+#[tokio::test]
+async fn the_engine_cache_survives_an_app_update() {
+    let data = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    copy_site_without_engine(&dist_dir(), site.path()).unwrap();
+    // A stand-in for the 33 MiB of duckdb-wasm.
+    std::fs::create_dir_all(site.path().join("duckdb-wasm")).unwrap();
+    std::fs::write(site.path().join("duckdb-wasm/engine.txt"), "engine v1").unwrap();
+    write_service_worker(site.path()).unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        &["--static-dir", site.path().to_str().unwrap()],
+    )
+    .expect("server starts");
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let cached = "const done = arguments[arguments.length - 1];
+        caches.match('/duckdb-wasm/engine.txt').then((hit) => done(!!hit), () => done(false));";
+    scenario("engine-cache", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+        let fetched = b
+            .eval_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch('/duckdb-wasm/engine.txt').then((r) => r.text()).then(done, (e) => done(String(e)));",
+                vec![],
+            )
+            .await?;
+        ensure!(fetched == json!("engine v1"), "{fetched}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.eval_async(cached, vec![]).await? != json!(true) {
+            ensure!(Instant::now() < deadline, "the engine was never cached");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A new app version with the same engine.
+        let index = site.path().join("index.html");
+        let html = std::fs::read_to_string(&index)?;
+        std::fs::write(
+            &index,
+            html.replacen("<head>", "<head><meta name=\"sextant-build\" content=\"2\" />", 1),
+        )?;
+        write_service_worker(site.path())?;
+        b.reload().await?;
+        b.wait_for(&testid("update-available")).await?;
+        b.click(&testid("apply-update")).await?;
+        let marker = "return document.querySelector('meta[name=\"sextant-build\"]') !== null;";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.eval(marker, vec![]).await.ok() != Some(json!(true)) {
+            ensure!(Instant::now() < deadline, "the new version never loaded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b.wait_for(&testid("app-ready")).await?;
+        // The old shell cache is gone; the engine's is still there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = b
+                .eval_async(
+                    "const done = arguments[arguments.length - 1]; caches.keys().then(done);",
+                    vec![],
+                )
+                .await?;
+            let keys: Vec<String> = serde_json::from_value(keys)?;
+            let shells = keys.iter().filter(|k| k.starts_with("sextant-shell-")).count();
+            let engines = keys.iter().filter(|k| k.starts_with("sextant-engine-")).count();
+            if shells == 1 && engines == 1 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "caches after the update: {keys:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            b.eval_async(cached, vec![]).await? == json!(true),
+            "the engine's files were dropped by the update"
+        );
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
