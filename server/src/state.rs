@@ -23,6 +23,7 @@ pub struct AppState {
 struct Inner {
     ready: AtomicBool,
     store: EventStore,
+    store_id: uuid::Uuid,
     bus: Bus,
     pipeline: Pipeline,
     projections: Projections,
@@ -41,6 +42,10 @@ impl AppState {
             tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
                 .await
                 .context("opening the event store")??;
+        let store_id = store
+            .read(crate::store::sync::store_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         let projections = Projections::start(store.clone(), &bus).await?;
@@ -56,6 +61,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
                 store,
+                store_id,
                 bus,
                 pipeline,
                 projections,
@@ -69,6 +75,11 @@ impl AppState {
     /// The event store (read side).
     pub fn store(&self) -> &EventStore {
         &self.inner.store
+    }
+
+    /// The store's random id (migration 0003): clients notice a replaced store by it.
+    pub fn store_id(&self) -> uuid::Uuid {
+        self.inner.store_id
     }
 
     /// The in-process bus: committed events and ephemeral frames.

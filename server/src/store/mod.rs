@@ -9,6 +9,7 @@
 //! on separate connections (WAL lets readers run beside the writer).
 
 pub mod migrations;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -309,7 +310,7 @@ fn conversion_error(
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
 }
 
-fn uuid_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Uuid> {
+pub(crate) fn uuid_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Uuid> {
     let text: String = row.get(column)?;
     Uuid::parse_str(&text).map_err(|e| conversion_error(column, e))
 }

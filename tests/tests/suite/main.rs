@@ -17,4 +17,6 @@ mod sse;
 mod store;
 mod store_failure;
 mod sync_client;
+mod sync_edges;
+mod sync_protocol;
 mod workbench;
