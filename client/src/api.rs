@@ -175,8 +175,8 @@ pub struct Aggregated {
 }
 
 /// `GET /api/queries/{id}/aggregate?{params}` (see `chart::server_params`).
-/// `Ok(None)` when this server has no aggregation API yet (404 without a
-/// problem body), so the caller can say so and fall back.
+/// `Ok(None)` when this server has no aggregation API yet (the router's 404
+/// for an unknown path), so the caller can say so and fall back.
 pub async fn aggregate(query_id: QueryId, params: &str) -> Result<Option<Aggregated>, ApiError> {
     let url = format!("/api/queries/{query_id}/aggregate?{params}");
     let response = Request::get(&url)
@@ -185,7 +185,10 @@ pub async fn aggregate(query_id: QueryId, params: &str) -> Result<Option<Aggrega
         .map_err(|e| ApiError::local(format!("the server cannot be reached ({e})")))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status == 404 && body["error_id"].is_null() {
+    // The router's answer for a path it does not know (a server older than the API).
+    let unknown_path = body["error_id"].is_null()
+        || body["detail"].as_str() == Some("no such API endpoint");
+    if status == 404 && unknown_path {
         return Ok(None);
     }
     if !(200..300).contains(&status) {
