@@ -117,8 +117,49 @@ impl Config {
         settings
     }
 
+    /// Creates the data directory (and a configured datasets directory) and
+    /// replaces both paths by their canonical absolute form. Run once at
+    /// start-up, before anything uses them: DuckDB compares the catalog's view
+    /// paths with `allowed_directories` as strings, so a relative `./data` in
+    /// one and its absolute form in the other refused every dataset.
+    pub fn resolve_directories(&mut self) -> anyhow::Result<()> {
+        self.data_dir = create_canonical(&self.data_dir)?;
+        if let Some(dir) = &self.datasets_dir {
+            self.datasets_dir = Some(create_canonical(dir)?);
+        }
+        Ok(())
+    }
+
     /// The path of the SQLite event store.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("sextant.sqlite3")
+    }
+}
+
+/// `dir`, created if missing, as a canonical absolute path (symlinks and
+/// `..` resolved).
+fn create_canonical(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_directories_resolve_to_one_canonical_absolute_path() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(root.path().join("a/../data"));
+        config.datasets_dir = Some(root.path().join("data/./sets"));
+        config.resolve_directories().unwrap();
+        let root = root.path().canonicalize().unwrap();
+        assert_eq!(config.data_dir, root.join("data"));
+        assert_eq!(config.datasets_dir, Some(root.join("data/sets")));
+        let settings = config.query_settings();
+        assert!(settings.datasets_dir.is_absolute() && settings.work_dir.is_absolute());
     }
 }

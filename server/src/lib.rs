@@ -48,7 +48,7 @@ impl RunningServer {
 }
 
 /// Opens the store, binds the listener and serves in the background.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     if !config.bind.ip().is_loopback() {
         anyhow::ensure!(
             config.allow_remote,
@@ -60,8 +60,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             "listening on a non-loopback address: anyone who reaches this port can read and write every session"
         );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // One canonical path per directory from here on: store, catalog views,
+    // the DuckDB sandbox and exports all derive from it.
+    config.resolve_directories()?;
 
     let state = AppState::open(&config).await?;
     let listener = TcpListener::bind(config.bind)

@@ -13,22 +13,36 @@ use anyhow::{bail, Context};
 pub mod browser;
 pub mod proxy;
 
-/// The `server` binary built beside this test binary (`cargo build -p server`
-/// must have run; `cargo xtask test` does it).
+/// The `server` binary built from the code under test. The first call in a
+/// test process runs `cargo build -p server` (through escargot, in the same
+/// profile and target directory as this test binary) and every later call
+/// reuses that path, so the suite can never start a stale binary left in
+/// `target/` by an earlier build.
 pub fn server_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let built = escargot::CargoBuild::new()
+                .manifest_path(repo_root().join("Cargo.toml"))
+                .package("server")
+                .bin("server")
+                .current_release()
+                .target_dir(target_dir())
+                .run()
+                .unwrap_or_else(|e| panic!("building the server binary failed: {e}"));
+            built.path().to_path_buf()
+        })
+        .clone()
+}
+
+/// The cargo target directory this test binary was built in
+/// (`<target>/<profile>/deps/suite-…`).
+fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/suite-… -> target/<profile>/server
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let binary = profile_dir.join("server");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p server` (cargo xtask test does) before the suite",
-        binary.display()
-    );
-    binary
+    exe.ancestors()
+        .nth(3)
+        .expect("test binary lives in <target>/<profile>/deps")
+        .to_path_buf()
 }
 
 /// The repository root (for `dist/`, fixtures, …).
@@ -57,20 +71,52 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`] on a fixed address (to restart on the same port).
     pub fn start_on(data_dir: &Path, bind: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        command
             .arg("--bind")
             .arg(bind)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra_args)
+            // A small demo dataset keeps start-up fast (a flag still wins).
+            .env("SEXTANT_DEMO_ROWS", "20000")
+            .current_dir(repo_root());
+        let mut server = Self::spawn(command)?;
+        server.data_dir = data_dir.to_path_buf();
+        server.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        Ok(server)
+    }
+
+    /// Starts the server exactly as a user would: in `working_dir`, with
+    /// `args` only, every `SEXTANT_*` variable of the test environment
+    /// removed, so the binary's own defaults apply. `data_dir` is where the
+    /// given arguments put the data (for [`ServerProcess::data_dir`]).
+    pub fn start_as_user(
+        working_dir: &Path,
+        args: &[&str],
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(server_binary());
+        command.args(args).current_dir(working_dir);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SEXTANT_") {
+                command.env_remove(name);
+            }
+        }
+        let mut server = Self::spawn(command)?;
+        server.data_dir = data_dir.to_path_buf();
+        Ok(server)
+    }
+
+    /// Spawns `command` with piped, logged output and waits for the
+    /// listening line and a healthy `/api/health`.
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
-            // A small demo dataset keeps start-up fast (a flag still wins).
-            .env("SEXTANT_DEMO_ROWS", "20000")
-            .current_dir(repo_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -111,8 +157,8 @@ impl ServerProcess {
         let server = ServerProcess {
             child,
             addr,
-            data_dir: data_dir.to_path_buf(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            data_dir: PathBuf::new(),
+            extra_args: Vec::new(),
             log,
         };
         server.wait_healthy(Duration::from_secs(120))?;

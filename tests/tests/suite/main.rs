@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod crash;
 mod dataset_download;
+mod defaults;
 mod local_engine;
 mod query;
 mod skeleton;

@@ -69,7 +69,7 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
 }
 
 /// A new session with a server dataset attached; returns it and its version.
-async fn session_on(api: &Api, dataset: &str) -> (Uuid, u64) {
+pub(crate) async fn session_on(api: &Api, dataset: &str) -> (Uuid, u64) {
     let session = Uuid::new_v4();
     api.accept(&envelope(session, 0, create("queries"))).await;
     api.accept(&envelope(
@@ -128,7 +128,7 @@ async fn wait_for_state(api: &Api, session: Uuid, query_id: Uuid, states: &[&str
     }
 }
 
-async fn run_to_end(api: &Api, session: Uuid, sql: &str) -> (Uuid, Value) {
+pub(crate) async fn run_to_end(api: &Api, session: Uuid, sql: &str) -> (Uuid, Value) {
     let query_id = submit(api, session, sql).await;
     let record = wait_for_state(
         api,
@@ -140,7 +140,7 @@ async fn run_to_end(api: &Api, session: Uuid, sql: &str) -> (Uuid, Value) {
     (query_id, record)
 }
 
-async fn page(api: &Api, query_id: Uuid, query: &str) -> (u16, Value) {
+pub(crate) async fn page(api: &Api, query_id: Uuid, query: &str) -> (u16, Value) {
     api.get(&format!("/api/queries/{query_id}/result{query}"))
         .await
 }
