@@ -186,8 +186,8 @@ pub async fn aggregate(query_id: QueryId, params: &str) -> Result<Option<Aggrega
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     // The router's answer for a path it does not know (a server older than the API).
-    let unknown_path = body["error_id"].is_null()
-        || body["detail"].as_str() == Some("no such API endpoint");
+    let unknown_path =
+        body["error_id"].is_null() || body["detail"].as_str() == Some("no such API endpoint");
     if status == 404 && unknown_path {
         return Ok(None);
     }

@@ -180,7 +180,10 @@ pub fn aggregate_rows(
         return (Vec::new(), Vec::new());
     };
     let bins = bins_of(settings);
-    let xs: Vec<f64> = rows.iter().filter_map(|r| r.get(x).and_then(numeric)).collect();
+    let xs: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.get(x).and_then(numeric))
+        .collect();
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     // (x key, color key) -> (x, x2, color, count, sum, min, max)
@@ -194,7 +197,10 @@ pub fn aggregate_rows(
                 let width = ((hi - lo) / bins as f64).max(1e-9);
                 let bin = (((v - lo) / width).floor() as u32).min(bins - 1);
                 let start = lo + bin as f64 * width;
-                (format!("{bin:010}"), vec![json!(start), json!(start + width)])
+                (
+                    format!("{bin:010}"),
+                    vec![json!(start), json!(start + width)],
+                )
             }
             None => {
                 let value = row.get(x).cloned().unwrap_or(Value::Null);
@@ -204,7 +210,10 @@ pub fn aggregate_rows(
         let color_value = color.and_then(|c| row.get(c)).cloned();
         let key = (
             key_x,
-            color_value.as_ref().map(Value::to_string).unwrap_or_default(),
+            color_value
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
         );
         let measured = match y {
             Some(y) => row.get(y).and_then(numeric),
@@ -278,6 +287,12 @@ pub fn records(columns: &[Column], rows: &[Vec<Value>], settings: &ChartSettings
     rows.iter()
         .filter_map(|row| {
             let value = numeric(row.get(y?)?)?;
+            // Whole numbers read as such (a sum of integers is a DOUBLE in SQL).
+            let value = if value.fract() == 0.0 && value.abs() < 9e15 {
+                json!(value as i64)
+            } else {
+                json!(value)
+            };
             let mut record = json!({ "x": row.get(x?)?.clone(), "y": value });
             if let Some(x2) = x2.and_then(|i| row.get(i)) {
                 record["x2"] = x2.clone();
@@ -342,7 +357,12 @@ mod tests {
         ];
         let chosen = default_settings(&columns).unwrap();
         assert_eq!(
-            (chosen.kind, chosen.x.as_str(), chosen.aggregate, chosen.y.as_deref()),
+            (
+                chosen.kind,
+                chosen.x.as_str(),
+                chosen.aggregate,
+                chosen.y.as_deref()
+            ),
             (ChartKind::Bar, "borough", ChartAggregate::Sum, Some("fare"))
         );
         let only_numbers = default_settings(&[Column::new("i", "BIGINT")]).unwrap();
@@ -390,7 +410,10 @@ mod tests {
         let mut histogram = settings(ChartKind::Histogram, ChartAggregate::Count, None);
         histogram.bins = Some(10);
         let sql = local_sql("SELECT 1", &histogram, &GridView::default());
-        assert!(sql.contains("least(floor((CAST(\"borough\" AS DOUBLE) - lo) / width), 9)"), "{sql}");
+        assert!(
+            sql.contains("least(floor((CAST(\"borough\" AS DOUBLE) - lo) / width), 9)"),
+            "{sql}"
+        );
         assert!(sql.contains("count(*) AS y"), "{sql}");
     }
 
@@ -409,19 +432,26 @@ mod tests {
         ];
         assert_eq!(
             records(&columns, &rows, &s),
-            vec![json!({"x": "Bronx", "color": "NULL", "y": 3.0})]
+            vec![json!({"x": "Bronx", "color": "NULL", "y": 3})]
         );
-        let unnamed = vec![Column::new("a", "DOUBLE"), Column::new("b", "DOUBLE"), Column::new("c", "BIGINT")];
+        let unnamed = vec![
+            Column::new("a", "DOUBLE"),
+            Column::new("b", "DOUBLE"),
+            Column::new("c", "BIGINT"),
+        ];
         let binned = settings(ChartKind::Histogram, ChartAggregate::Count, None);
         assert_eq!(
             records(&unnamed, &[vec![json!(0.0), json!(1.5), json!(7)]], &binned),
-            vec![json!({"x": 0.0, "x2": 1.5, "y": 7.0})]
+            vec![json!({"x": 0.0, "x2": 1.5, "y": 7})]
         );
     }
 
     #[test]
     fn rows_held_here_aggregate_like_the_engines() {
-        let columns = vec![Column::new("borough", "VARCHAR"), Column::new("fare", "DOUBLE")];
+        let columns = vec![
+            Column::new("borough", "VARCHAR"),
+            Column::new("fare", "DOUBLE"),
+        ];
         let rows = vec![
             vec![json!("Queens"), json!(2.0)],
             vec![json!("Bronx"), json!(1.0)],
@@ -432,7 +462,10 @@ mod tests {
         assert_eq!(names.len(), 2);
         assert_eq!(
             out,
-            vec![vec![json!("Bronx"), json!(1.0)], vec![json!("Queens"), json!(3.0)]]
+            vec![
+                vec![json!("Bronx"), json!(1.0)],
+                vec![json!("Queens"), json!(3.0)]
+            ]
         );
         let mut histogram = settings(ChartKind::Histogram, ChartAggregate::Count, None);
         histogram.x = "fare".into();

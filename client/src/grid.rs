@@ -151,7 +151,10 @@ pub fn server_params(view: &GridView) -> String {
     let mut params = String::new();
     if let Some(sort) = &view.sort {
         let direction = if sort.descending { "desc" } else { "asc" };
-        params.push_str(&format!("&sort={}", encode(&format!("{}:{direction}", sort.column))));
+        params.push_str(&format!(
+            "&sort={}",
+            encode(&format!("{}:{direction}", sort.column))
+        ));
     }
     for filter in &view.filters {
         let value = if filter.op.takes_value() {
@@ -464,7 +467,12 @@ mod tests {
             Value::Null,
             serde_json::json!(1.5),
         ]];
-        let columns = ["x".to_owned(), "y".to_owned(), "z".to_owned(), "n".to_owned()];
+        let columns = [
+            "x".to_owned(),
+            "y".to_owned(),
+            "z".to_owned(),
+            "n".to_owned(),
+        ];
         assert_eq!(
             to_csv(&columns, &rows),
             "x,y,z,n\r\n\"a,b\",\"say \"\"hi\"\"\",,1.5\r\n"

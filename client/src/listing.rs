@@ -72,7 +72,13 @@ mod tests {
         Some(Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap())
     }
 
-    fn entry(n: u128, title: &str, sql: &[&str], last: Option<DateTime<Utc>>, pending: bool) -> Entry {
+    fn entry(
+        n: u128,
+        title: &str,
+        sql: &[&str],
+        last: Option<DateTime<Utc>>,
+        pending: bool,
+    ) -> Entry {
         Entry {
             id: Uuid::from_u128(n),
             title: title.into(),
@@ -90,7 +96,10 @@ mod tests {
             entry(3, "Offline draft", &[], None, false),
             entry(4, "Edited here", &[], at(5), true),
         ];
-        let ids: Vec<u128> = ordered(&entries, "").iter().map(|id| id.as_u128()).collect();
+        let ids: Vec<u128> = ordered(&entries, "")
+            .iter()
+            .map(|id| id.as_u128())
+            .collect();
         assert_eq!(ids, vec![4, 3, 2, 1]);
     }
 
@@ -100,7 +109,8 @@ mod tests {
             entry(1, "Revenue Q3", &["SELECT * FROM sales"], at(1), false),
             entry(2, "Taxi", &["SELECT borough FROM demo"], at(2), false),
         ];
-        let found = |q: &str| -> Vec<u128> { ordered(&entries, q).iter().map(|i| i.as_u128()).collect() };
+        let found =
+            |q: &str| -> Vec<u128> { ordered(&entries, q).iter().map(|i| i.as_u128()).collect() };
         assert_eq!(found("revenue"), vec![1]);
         assert_eq!(found("BOROUGH"), vec![2]);
         assert_eq!(found("select taxi"), vec![2]);
@@ -112,9 +122,21 @@ mod tests {
     fn activity_reads_as_relative_time() {
         let now = at(1_000_000).unwrap();
         assert_eq!(relative_time(now, now), "just now");
-        assert_eq!(relative_time(now, now - chrono::Duration::minutes(5)), "5 min ago");
-        assert_eq!(relative_time(now, now - chrono::Duration::hours(3)), "3 h ago");
-        assert_eq!(relative_time(now, now - chrono::Duration::days(1)), "1 day ago");
-        assert_eq!(relative_time(now, now - chrono::Duration::days(30)), "2023-10-27");
+        assert_eq!(
+            relative_time(now, now - chrono::Duration::minutes(5)),
+            "5 min ago"
+        );
+        assert_eq!(
+            relative_time(now, now - chrono::Duration::hours(3)),
+            "3 h ago"
+        );
+        assert_eq!(
+            relative_time(now, now - chrono::Duration::days(1)),
+            "1 day ago"
+        );
+        assert_eq!(
+            relative_time(now, now - chrono::Duration::days(30)),
+            "2023-10-27"
+        );
     }
 }

@@ -180,7 +180,10 @@ mod tests {
     fn local_columns_win_and_tables_without_columns_stay_listed() {
         let server = vec![("demo".to_owned(), vec!["borough".to_owned()])];
         let local = vec![
-            ("demo".to_owned(), vec!["borough".to_owned(), "fare".to_owned()]),
+            (
+                "demo".to_owned(),
+                vec!["borough".to_owned(), "fare".to_owned()],
+            ),
             ("sales".to_owned(), vec![]),
         ];
         let schema = completion_schema(&server, &local);

@@ -43,7 +43,8 @@ pub mod values;
 pub use aggregate::{Aggregate, DomainEvent};
 pub use envelope::{CommandEnvelope, EventEnvelope, EventMetadata};
 pub use session::{
-    ChartAggregate, ChartSettings, Lifecycle, QueryRecord, QuerySession, QueryState, SessionCommand, SessionError, SessionEvent,
+    ChartAggregate, ChartSettings, Lifecycle, QueryRecord, QuerySession, QueryState,
+    SessionCommand, SessionError, SessionEvent,
 };
 pub use upcast::{UpcastError, Upcaster};
 pub use values::{

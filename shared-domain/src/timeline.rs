@@ -21,10 +21,7 @@ impl Timeline {
     /// The timeline of session `aggregate_id` from `envelopes` (any order,
     /// other sessions' events ignored; duplicates kept once). Old payload
     /// versions are upcast; an undecodable event is an error, never skipped.
-    pub fn new(
-        aggregate_id: uuid::Uuid,
-        envelopes: &[EventEnvelope],
-    ) -> Result<Self, UpcastError> {
+    pub fn new(aggregate_id: uuid::Uuid, envelopes: &[EventEnvelope]) -> Result<Self, UpcastError> {
         let mut mine: Vec<&EventEnvelope> = envelopes
             .iter()
             .filter(|e| e.aggregate_id == aggregate_id)
@@ -36,7 +33,13 @@ impl Timeline {
             // A gap would fold a state that never was: stop before it.
             .enumerate()
             .take_while(|(i, e)| e.aggregate_sequence == *i as u64 + 1)
-            .map(|(_, e)| Ok((e.aggregate_sequence, e.created_at, e.decode::<QuerySession>()?)))
+            .map(|(_, e)| {
+                Ok((
+                    e.aggregate_sequence,
+                    e.created_at,
+                    e.decode::<QuerySession>()?,
+                ))
+            })
             .collect::<Result<_, UpcastError>>()?;
         Ok(Self { events })
     }
@@ -188,7 +191,8 @@ mod tests {
                 client_id: None,
                 user_agent: None,
             },
-            Utc.timestamp_opt(1_700_000_000 + sequence as i64, 0).unwrap(),
+            Utc.timestamp_opt(1_700_000_000 + sequence as i64, 0)
+                .unwrap(),
         )
     }
 
@@ -199,8 +203,20 @@ mod tests {
     fn log(id: Uuid) -> Vec<EventEnvelope> {
         let query_id = QueryId(Uuid::from_u128(7));
         vec![
-            envelope(id, 1, SessionEvent::SessionCreated { title: title("First") }),
-            envelope(id, 2, SessionEvent::SessionRenamed { title: title("Second") }),
+            envelope(
+                id,
+                1,
+                SessionEvent::SessionCreated {
+                    title: title("First"),
+                },
+            ),
+            envelope(
+                id,
+                2,
+                SessionEvent::SessionRenamed {
+                    title: title("Second"),
+                },
+            ),
             envelope(
                 id,
                 3,
@@ -228,7 +244,13 @@ mod tests {
                     message: "boom".into(),
                 },
             ),
-            envelope(id, 6, SessionEvent::SessionRenamed { title: title("Third") }),
+            envelope(
+                id,
+                6,
+                SessionEvent::SessionRenamed {
+                    title: title("Third"),
+                },
+            ),
         ]
     }
 
@@ -240,7 +262,9 @@ mod tests {
         events.push(envelope(
             Uuid::from_u128(43),
             1,
-            SessionEvent::SessionCreated { title: title("Other") },
+            SessionEvent::SessionCreated {
+                title: title("Other"),
+            },
         ));
         let timeline = Timeline::new(id, &events).unwrap();
         assert_eq!(timeline.latest(), 6);

@@ -78,7 +78,8 @@ async fn aggregated(
                     let page = first_rows.ok_or_else(|| {
                         ApiError::local("the server cannot aggregate this result")
                     })?;
-                    let (columns, rows) = chart::aggregate_rows(&page.columns, &page.rows, settings);
+                    let (columns, rows) =
+                        chart::aggregate_rows(&page.columns, &page.rows, settings);
                     let note = (page.total_rows > page.rows.len() as u64).then(|| {
                         format!(
                             "This server cannot aggregate results: the chart shows the first {} of {} rows.",
@@ -131,7 +132,8 @@ pub fn ChartPanel(
             filters: v.filters.clone(),
         });
         let rows = first_rows.with(|r| r.as_ref().and_then(|r| r.as_ref().ok().cloned()));
-        let server_fallback_ready = source.with_value(|s| s.engine == Engine::Local) || rows.is_some();
+        let server_fallback_ready =
+            source.with_value(|s| s.engine == Engine::Local) || rows.is_some();
         if !server_fallback_ready {
             return;
         }
@@ -184,7 +186,8 @@ pub fn ChartPanel(
         });
     });
 
-    let names = move || columns.with_value(|cs| cs.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+    let names =
+        move || columns.with_value(|cs| cs.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
     let numeric_names = move || {
         columns.with_value(|cs| {
             cs.iter()

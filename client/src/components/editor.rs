@@ -255,11 +255,10 @@ async fn mount(parent: web_sys::HtmlDivElement, workbench: Workbench) -> Result<
                 workbench.sql.set(text);
             }
         });
-        let on_run = Closure::<dyn FnMut(String, u32, u32)>::new(
-            move |text: String, from: u32, to: u32| {
+        let on_run =
+            Closure::<dyn FnMut(String, u32, u32)>::new(move |text: String, from: u32, to: u32| {
                 workbench.run_sql(sqltext::text_to_run(&text, from as usize, to as usize));
-            },
-        );
+            });
         let options = js_sys::Object::new();
         let set = |key: &str, value: &JsValue| {
             let _ = js_sys::Reflect::set(&options, &JsValue::from_str(key), value);

@@ -12,7 +12,8 @@ fn save(file_name: &str, mime: &str, parts: &js_sys::Array) -> Result<(), String
     options.set_type(mime);
     let blob = web_sys::Blob::new_with_str_sequence_and_options(parts, &options)
         .map_err(|e| crate::bundles::message(&e))?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| crate::bundles::message(&e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| crate::bundles::message(&e))?;
     let document = web_sys::window()
         .and_then(|w| w.document())
         .ok_or("no document")?;

@@ -417,8 +417,8 @@ pub fn ResultGrid(
                         .and_then(|b| b.get(i % BLOCK_ROWS));
                     match row {
                         None => view! {
-                            <tr class="grid-row pending" data-testid="result-row-pending" aria-rowindex=i + 2>
-                                <td colspan=l.columns.len().max(1)>"…"</td>
+                            <tr class="grid-row pending" role="row" data-testid="result-row-pending" aria-rowindex=i + 2>
+                                <td role="gridcell" colspan=l.columns.len().max(1)>"…"</td>
                             </tr>
                         }
                         .into_any(),
@@ -455,7 +455,7 @@ pub fn ResultGrid(
                                 })
                                 .collect_view();
                             view! {
-                                <tr class="grid-row" data-testid="result-row" aria-rowindex=i + 2>
+                                <tr class="grid-row" role="row" data-testid="result-row" aria-rowindex=i + 2>
                                     {cells}
                                 </tr>
                             }

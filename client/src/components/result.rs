@@ -19,10 +19,7 @@ enum Shown {
     Nothing,
     Waiting,
     Cancelled,
-    Failed {
-        error_id: String,
-        message: String,
-    },
+    Failed { error_id: String, message: String },
     Completed(GridSource, Vec<Column>),
 }
 

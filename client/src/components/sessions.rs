@@ -103,7 +103,11 @@ pub fn SessionsPage() -> impl IntoView {
             .map(|(id, s)| listing::Entry {
                 id,
                 title: title_of(&s),
-                sql: s.history.iter().map(|q| q.sql.as_str().to_owned()).collect(),
+                sql: s
+                    .history
+                    .iter()
+                    .map(|q| q.sql.as_str().to_owned())
+                    .collect(),
                 last_activity: known.get(&id).copied(),
                 pending: engine().has_pending(id),
             })

@@ -24,9 +24,9 @@ pub fn TimeTravel() -> impl IntoView {
 
     let load = move || {
         spawn_local(async move {
-            let answer = crate::held::of_session(session_id).await.and_then(|events| {
-                Timeline::new(session_id, &events).map_err(|e| e.to_string())
-            });
+            let answer = crate::held::of_session(session_id)
+                .await
+                .and_then(|events| Timeline::new(session_id, &events).map_err(|e| e.to_string()));
             if let Ok(t) = &answer {
                 version.set(t.latest());
                 compare.set(t.latest());

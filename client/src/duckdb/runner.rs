@@ -189,11 +189,16 @@ pub async fn profile(
     column: &str,
 ) -> Result<crate::api::ColumnProfile, LocalError> {
     let db = LocalDb::shared().await?;
-    let result = db.query(&grid::local_profile_sql(sql, view, column)).await?;
+    let result = db
+        .query(&grid::local_profile_sql(sql, view, column))
+        .await?;
     let row = result.rows.first().cloned().unwrap_or_default();
     let number = |i: usize| {
         row.get(i)
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(0)
     };
     Ok(crate::api::ColumnProfile {

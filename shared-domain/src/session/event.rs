@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::chart::ChartSettings;
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
-use super::chart::ChartSettings;
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
 
 /// Something that happened to a query session. Internally tagged JSON.

@@ -784,7 +784,12 @@ async fn choose_engine(b: &Browser, engine: &str) -> Result<()> {
 async fn run_on(b: &Browser, engine: &str, sql: &str) -> Result<()> {
     choose_engine(b, engine).await?;
     b.fill_editor(&testid("sql-input"), sql).await?;
-    press(b, &testid("sql-input"), &[Key::Control, Key::Enter, Key::Null]).await
+    press(
+        b,
+        &testid("sql-input"),
+        &[Key::Control, Key::Enter, Key::Null],
+    )
+    .await
 }
 
 /// The `data-value` of each cell of the first result row.
@@ -842,15 +847,22 @@ async fn the_editor_completes_columns_runs_the_statement_at_the_cursor_and_keeps
         b.wait_for_text(&testid("attached-dataset"), "demo").await?;
 
         // CodeMirror (not the plain text area) offers a column of the attached dataset.
-        b.wait_for(&format!("{}[data-editor=\"codemirror\"]", testid("sql-input")))
-            .await?;
+        b.wait_for(&format!(
+            "{}[data-editor=\"codemirror\"]",
+            testid("sql-input")
+        ))
+        .await?;
         b.fill_editor(&testid("sql-input"), "SELECT boro").await?;
-        b.wait_for_text(".cm-tooltip-autocomplete li[aria-selected] .cm-completionLabel", "borough")
-            .await?;
+        b.wait_for_text(
+            ".cm-tooltip-autocomplete li[aria-selected] .cm-completionLabel",
+            "borough",
+        )
+        .await?;
         press(&b, &testid("sql-input"), &[Key::Escape]).await?;
 
         // Two statements: Ctrl+Enter runs the one under the cursor (the last).
-        b.fill_editor(&testid("sql-input"), "SELECT 1 AS a;").await?;
+        b.fill_editor(&testid("sql-input"), "SELECT 1 AS a;")
+            .await?;
         press(&b, &testid("sql-input"), &[Key::Escape, Key::Enter]).await?;
         b.wait_for(&testid("sql-input"))
             .await?
@@ -858,9 +870,15 @@ async fn the_editor_completes_columns_runs_the_statement_at_the_cursor_and_keeps
             .await?;
         press(&b, &testid("sql-input"), &[Key::Escape]).await?;
         choose_engine(&b, "server").await?;
-        press(&b, &testid("sql-input"), &[Key::Control, Key::Enter, Key::Null]).await?;
+        press(
+            &b,
+            &testid("sql-input"),
+            &[Key::Control, Key::Enter, Key::Null],
+        )
+        .await?;
         wait_history_states(&b, &["completed"]).await?;
-        b.wait_for_text(&testid("query-sql"), "SELECT 2 AS b").await?;
+        b.wait_for_text(&testid("query-sql"), "SELECT 2 AS b")
+            .await?;
         save_screenshot(&b, "editor").await?;
 
         // The draft survives a reload.
@@ -871,8 +889,11 @@ async fn the_editor_completes_columns_runs_the_statement_at_the_cursor_and_keeps
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
         b.reload().await?;
-        b.wait_for(&format!("{}[data-editor=\"codemirror\"]", testid("sql-input")))
-            .await?;
+        b.wait_for(&format!(
+            "{}[data-editor=\"codemirror\"]",
+            testid("sql-input")
+        ))
+        .await?;
         let after = b.editor_text(&testid("sql-input")).await?;
         ensure!(after == draft, "draft after reload: {after:?}");
         Ok(())
@@ -986,17 +1007,21 @@ async fn sessions_list_newest_first_with_search_and_time_travel_shows_earlier_ti
         wait_synced(&b).await?;
         b.click(&testid("time-travel-toggle")).await?;
         b.wait_for_text(&testid("time-travel-version"), "3").await?;
-        b.wait_for_text(&testid("time-travel-title"), "Beta three").await?;
+        b.wait_for_text(&testid("time-travel-title"), "Beta three")
+            .await?;
         b.click(&testid("time-travel-slider")).await?;
-        b.wait_for(&testid("time-travel-slider")).await?.send_keys(
-            &[Key::Home, Key::Right]
-                .into_iter()
-                .map(char::from)
-                .collect::<String>(),
-        )
-        .await?;
+        b.wait_for(&testid("time-travel-slider"))
+            .await?
+            .send_keys(
+                &[Key::Home, Key::Right]
+                    .into_iter()
+                    .map(char::from)
+                    .collect::<String>(),
+            )
+            .await?;
         b.wait_for_text(&testid("time-travel-version"), "2").await?;
-        b.wait_for_text(&testid("time-travel-title"), "Beta two").await?;
+        b.wait_for_text(&testid("time-travel-title"), "Beta two")
+            .await?;
         let changes = b.texts(&testid("time-travel-change")).await?;
         ensure!(
             changes == ["Title: Beta two → Beta three"],
@@ -1024,6 +1049,122 @@ async fn sessions_list_newest_first_with_search_and_time_travel_shows_earlier_ti
             .await?;
         b.fill(&testid("session-search"), "nothing like it").await?;
         b.wait_for(&testid("no-search-match")).await?;
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+/// axe-core (npm, from our node_modules, injected by the test) on the
+/// current page: the serious and critical violations, as "rule: target" lines.
+async fn axe_violations(b: &Browser) -> Result<Vec<String>> {
+    let source = std::fs::read_to_string(
+        sextant_tests::repo_root().join("node_modules/axe-core/axe.min.js"),
+    )
+    .context("node_modules/axe-core/axe.min.js (npm ci)")?;
+    b.eval(&format!("{source}\nreturn true;"), vec![]).await?;
+    let result = b
+        .eval_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, { resultTypes: ['violations'] })\
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ')))))\
+               .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await?;
+    Ok(result
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_chart_over_a_million_local_rows_aggregates_all_of_them_and_axe_finds_no_serious_violations(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("chart", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        b.wait_for(&testid("new-session")).await?;
+        let on_list = axe_violations(&b).await?;
+        ensure!(on_list.is_empty(), "sessions page: {on_list:?}");
+        create_session(&b, "Million").await?;
+
+        // 1,000,000 rows in duckdb-wasm (the tab keeps 10,000): the bars
+        // count every row of each of the five groups.
+        run_on(
+            &b,
+            "local",
+            "SELECT CAST(i % 5 AS VARCHAR) AS k, i FROM range(1000000) t(i)",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        b.wait_for_count(&testid("chart-bar"), 5).await?;
+        // The data table is the chart's text alternative (in a <details>).
+        b.click(".chart-data summary").await?;
+        let values = b
+            .texts(&format!(
+                "{} {}",
+                testid("chart-data"),
+                testid("chart-value")
+            ))
+            .await?;
+        ensure!(
+            values
+                == [
+                    "99999500000",
+                    "99999700000",
+                    "99999900000",
+                    "100000100000",
+                    "100000300000"
+                ],
+            "sum of i per group over all rows: {values:?}"
+        );
+        let label = b
+            .wait_for(&testid("chart-box"))
+            .await?
+            .attr("aria-label")
+            .await?
+            .unwrap_or_default();
+        ensure!(
+            label.contains("over all rows"),
+            "text alternative {label:?}"
+        );
+
+        // Saved with the query as a ChartConfigured event.
+        b.wait_for(&format!(
+            "{} option[value=\"count\"]",
+            testid("chart-aggregate")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for_text(
+            &format!("{} {}", testid("chart-data"), testid("chart-value")),
+            "200000",
+        )
+        .await?;
+        b.click(&testid("chart-save")).await?;
+        b.wait_for_text(&testid("chart-save"), "Saved").await?;
+        wait_synced(&b).await?;
+        let session = Uuid::parse_str(&b.text(&testid("session-id")).await?)?;
+        let events = server_events(&server.url(), session).await?;
+        let chart = events
+            .iter()
+            .find(|e| e["event_type"] == "ChartConfigured")
+            .context("a ChartConfigured event")?;
+        ensure!(chart["event_version"] == 1, "{chart}");
+        ensure!(chart["payload"]["chart"]["aggregate"] == "count", "{chart}");
+        save_screenshot(&b, "workbench").await?;
+
+        let on_session = axe_violations(&b).await?;
+        ensure!(on_session.is_empty(), "session page: {on_session:?}");
         Ok(())
     })
     .await;
