@@ -55,6 +55,9 @@ export function renderChart(container, spec, data) {
     marks,
   });
   figure.setAttribute("data-testid", "plot");
+  // Plot names each mark's <g> with aria-label: give it the group role that
+  // allows one (the container is an image described by its label and data table).
+  for (const group of figure.querySelectorAll("g[aria-label]")) group.setAttribute("role", "group");
   // Stable test ids on the drawn marks (Plot labels each mark's group).
   const tags = { bar: "chart-bar", line: "chart-line", dot: "chart-dot", rect: "chart-bin" };
   for (const [mark, id] of Object.entries(tags)) {

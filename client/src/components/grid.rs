@@ -374,6 +374,9 @@ pub fn ResultGrid(
                             role="separator"
                             aria-orientation="vertical"
                             aria-label=format!("Resize {name}")
+                            aria-valuemin=MIN_WIDTH
+                            aria-valuemax="2000"
+                            aria-valuenow=move || widths.with(|w| w.get(i).copied().unwrap_or(DEFAULT_WIDTH).round())
                             tabindex="0"
                             on:pointerdown=move |ev| {
                                 ev.prevent_default();
