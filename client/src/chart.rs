@@ -163,6 +163,9 @@ pub fn local_sql(sql: &str, settings: &ChartSettings, view: &GridView) -> String
     }
 }
 
+/// One group of [`aggregate_rows`]: its key, head values, count, sum, min, max.
+type Group = ((String, String), Vec<Value>, f64, f64, f64, f64);
+
 /// The same aggregation over rows held here (`columns` / `rows` of a
 /// result page): the fallback when the server has no aggregation API.
 /// Returns columns `x`, [`x2`], [`color`], `y`.
@@ -186,8 +189,8 @@ pub fn aggregate_rows(
         .collect();
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    // (x key, color key) -> (x, x2, color, count, sum, min, max)
-    let mut groups: Vec<((String, String), Vec<Value>, f64, f64, f64, f64)> = Vec::new();
+    // (x key, color key), head values (x, [x2], [color]), count, sum, min, max
+    let mut groups: Vec<Group> = Vec::new();
     for row in rows {
         let (key_x, x_values) = match bins {
             Some(bins) => {

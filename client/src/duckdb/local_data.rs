@@ -312,40 +312,6 @@ pub async fn remove(dataset: &LocalDataset) -> Result<(), LocalError> {
         .map_err(|e| LocalError::Duck(js_message(&e)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_become_plain_identifiers() {
-        assert_eq!(sql_name("trips.csv"), "trips");
-        assert_eq!(sql_name("My Sales-2024.csv"), "my_sales_2024");
-        assert_eq!(sql_name("2024.json"), "t_2024");
-        assert_eq!(sql_name(".csv"), "t_");
-        assert_eq!(sql_name(&offline_file_name("demo")), "demo");
-    }
-
-    #[test]
-    fn urls_are_named_after_their_file() {
-        assert_eq!(
-            url_sql_name("https://example.com/data/Sales 2024.csv?x=1"),
-            "sales_2024"
-        );
-        assert_eq!(url_sql_name("https://example.com/"), "url_data");
-        assert_eq!(url_sql_name("http://example.com"), "url_data");
-    }
-
-    #[test]
-    fn kinds_come_from_extensions() {
-        assert_eq!(kind_of("a.CSV"), Some(Kind::Csv));
-        assert_eq!(kind_of("a.tsv"), Some(Kind::Csv));
-        assert_eq!(kind_of("a.json"), Some(Kind::Json));
-        assert_eq!(kind_of("demo.arrow"), Some(Kind::Arrow));
-        assert_eq!(kind_of("a.parquet"), None);
-        assert!(unsupported_message("a.parquet").contains("server"));
-    }
-}
-
 /// The SQL name under which the local engine reads `dataset` (a server
 /// dataset and its offline copy share the server's name).
 pub fn table_name_of(dataset: &shared_domain::DatasetRef) -> String {
@@ -389,4 +355,38 @@ pub async fn table_columns() -> Result<Vec<(String, Vec<String>)>, LocalError> {
         }
     }
     Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_become_plain_identifiers() {
+        assert_eq!(sql_name("trips.csv"), "trips");
+        assert_eq!(sql_name("My Sales-2024.csv"), "my_sales_2024");
+        assert_eq!(sql_name("2024.json"), "t_2024");
+        assert_eq!(sql_name(".csv"), "t_");
+        assert_eq!(sql_name(&offline_file_name("demo")), "demo");
+    }
+
+    #[test]
+    fn urls_are_named_after_their_file() {
+        assert_eq!(
+            url_sql_name("https://example.com/data/Sales 2024.csv?x=1"),
+            "sales_2024"
+        );
+        assert_eq!(url_sql_name("https://example.com/"), "url_data");
+        assert_eq!(url_sql_name("http://example.com"), "url_data");
+    }
+
+    #[test]
+    fn kinds_come_from_extensions() {
+        assert_eq!(kind_of("a.CSV"), Some(Kind::Csv));
+        assert_eq!(kind_of("a.tsv"), Some(Kind::Csv));
+        assert_eq!(kind_of("a.json"), Some(Kind::Json));
+        assert_eq!(kind_of("demo.arrow"), Some(Kind::Arrow));
+        assert_eq!(kind_of("a.parquet"), None);
+        assert!(unsupported_message("a.parquet").contains("server"));
+    }
 }
