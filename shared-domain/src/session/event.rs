@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::chart::ChartSettings;
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
@@ -52,6 +53,12 @@ pub enum SessionEvent {
         query_id: QueryId,
     },
     SessionClosed {},
+    /// Version 1. A later version changes `ChartSettings` only with an
+    /// upcaster step from 1 (see `upcaster`).
+    ChartConfigured {
+        query_id: QueryId,
+        chart: ChartSettings,
+    },
 }
 
 /// Every event type with its current schema version.
@@ -65,6 +72,7 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("QueryFailed", 1),
     ("QueryCancelled", 1),
     ("SessionClosed", 1),
+    ("ChartConfigured", 1),
 ];
 
 impl DomainEvent for SessionEvent {
@@ -79,6 +87,7 @@ impl DomainEvent for SessionEvent {
             SessionEvent::QueryFailed { .. } => "QueryFailed",
             SessionEvent::QueryCancelled { .. } => "QueryCancelled",
             SessionEvent::SessionClosed {} => "SessionClosed",
+            SessionEvent::ChartConfigured { .. } => "ChartConfigured",
         }
     }
 
@@ -98,7 +107,8 @@ impl SessionEvent {
             | SessionEvent::QueryStarted { query_id }
             | SessionEvent::QueryCompleted { query_id, .. }
             | SessionEvent::QueryFailed { query_id, .. }
-            | SessionEvent::QueryCancelled { query_id } => Some(*query_id),
+            | SessionEvent::QueryCancelled { query_id }
+            | SessionEvent::ChartConfigured { query_id, .. } => Some(*query_id),
             _ => None,
         }
     }
