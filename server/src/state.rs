@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
 use crate::query::QueryService;
@@ -22,10 +23,12 @@ pub struct AppState {
 struct Inner {
     ready: AtomicBool,
     store: EventStore,
+    store_id: uuid::Uuid,
     bus: Bus,
     pipeline: Pipeline,
     projections: Projections,
     query: Arc<QueryService>,
+    metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -34,9 +37,15 @@ impl AppState {
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let path = config.database_path();
-        let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
+        let options = config.store_options();
+        let (store, writer) =
+            tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
+                .await
+                .context("opening the event store")??;
+        let store_id = store
+            .read(crate::store::sync::store_id)
             .await
-            .context("opening the event store")??;
+            .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         let projections = Projections::start(store.clone(), &bus).await?;
@@ -52,10 +61,12 @@ impl AppState {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
                 store,
+                store_id,
                 bus,
                 pipeline,
                 projections,
                 query,
+                metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -64,6 +75,11 @@ impl AppState {
     /// The event store (read side).
     pub fn store(&self) -> &EventStore {
         &self.inner.store
+    }
+
+    /// The store's random id (migration 0003): clients notice a replaced store by it.
+    pub fn store_id(&self) -> uuid::Uuid {
+        self.inner.store_id
     }
 
     /// The in-process bus: committed events and ephemeral frames.
@@ -89,6 +105,11 @@ impl AppState {
     /// Server-side queries with DuckDB: catalog, executor, results.
     pub fn query(&self) -> &Arc<QueryService> {
         &self.inner.query
+    }
+
+    /// The Prometheus registry behind `GET /api/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The in-memory read models.

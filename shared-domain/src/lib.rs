@@ -32,6 +32,7 @@
 //! See `examples/replay.rs` for replaying a JSON event log into an aggregate.
 
 pub mod aggregate;
+pub mod decision;
 pub mod envelope;
 pub mod session;
 pub mod sync;

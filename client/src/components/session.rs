@@ -48,7 +48,7 @@ impl Workbench {
                 return;
             }
         };
-        let query_id = QueryId(crate::ids::random_uuid());
+        let query_id = QueryId(crate::ids::time_ordered_uuid());
         let chosen = choice::resolve(
             self.choice.get_untracked(),
             engine().view(self.session_id).dataset.as_ref(),

@@ -11,7 +11,7 @@ use leptos::task::spawn_local;
 use shared_domain::{Aggregate, Lifecycle, QuerySession, SessionCommand, SessionTitle};
 use uuid::Uuid;
 
-use crate::ids::random_uuid;
+use crate::ids::time_ordered_uuid;
 use crate::listing;
 use crate::offline::engine::engine;
 use crate::route::{Route, Router};
@@ -57,7 +57,7 @@ pub fn SessionsPage() -> impl IntoView {
         ev.prevent_default();
         match SessionTitle::new(title.get_untracked()) {
             Ok(valid) => {
-                let id = random_uuid();
+                let id = time_ordered_uuid();
                 if engine()
                     .submit(id, SessionCommand::CreateSession { title: valid })
                     .is_some()

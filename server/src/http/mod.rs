@@ -9,6 +9,7 @@ pub mod queries;
 pub mod reads;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,6 +25,7 @@ use crate::state::AppState;
 pub fn router(state: AppState, config: &Config) -> Router {
     let api = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/commands", post(commands::post_command))
         .route("/commands/batch", post(commands::post_batch))
         .route("/events", get(crate::sse::events))
@@ -36,6 +38,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{name}/download", get(datasets::download_dataset))
         .route("/queries/{query_id}/result", get(queries::result_page))
+        .route("/queries/{query_id}/aggregate", get(queries::aggregate))
+        .route("/queries/{query_id}/profile", get(queries::profile))
         .route(
             "/queries/{query_id}/result.parquet",
             get(queries::result_parquet),
@@ -44,7 +48,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         // Bodies over the limit are refused by the extractors with a 413 problem.
-        .layer(DefaultBodyLimit::max(config.body_limit));
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        // Every API answer names the store it comes from (docs/SYNC.md).
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            stamp_store_id,
+        ));
 
     // Client routes (`/sessions/…`) fall back to index.html; the client routes itself.
     let index = config.static_dir.join("index.html");
@@ -57,13 +66,41 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .with_state(state)
 }
 
-/// 200 with the version once the server is ready, 503 before.
+/// The response header that carries the store id on every API answer.
+pub const STORE_ID_HEADER: &str = "x-sextant-store";
+
+async fn stamp_store_id(State(state): State<AppState>, mut response: Response) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&state.store_id().to_string()) {
+        response.headers_mut().insert(STORE_ID_HEADER, value);
+    }
+    response
+}
+
+/// 200 with the version and the store id once the server is ready, 503 before.
 async fn health(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
+        Json(json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "store_id": state.store_id(),
+        }))
+        .into_response()
     } else {
         AppError::new(ErrorKind::Unavailable, "the server is still starting").into_response()
     }
+}
+
+/// The Prometheus text exposition of the server's figures.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(&state);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn api_not_found() -> AppError {

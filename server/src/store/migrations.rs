@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "query_ids",
         sql: include_str!("../../../migrations/0002_query_ids.sql"),
     },
+    Migration {
+        version: 3,
+        name: "store_identity",
+        sql: include_str!("../../../migrations/0003_store_identity.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.
