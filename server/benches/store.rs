@@ -1,16 +1,21 @@
 //! The event store benchmark (`cargo bench -p server --bench store`, also run
 //! by `cargo xtask bench`). Prints one table, measured in one run:
 //!
+//! - the fsync rate of the disk the stores are on (4 KiB write + fdatasync);
 //! - append throughput of the in-process command pipeline (load, decide,
 //!   durable append; no HTTP) with 1 and 64 concurrent issuers on distinct
-//!   sessions, against two baselines on the same schema and pragmas: raw
-//!   rusqlite inserting the same rows in one transaction (the ceiling) and
-//!   one transaction per command (the naive store);
+//!   sessions, in both durability modes, against baselines on the same
+//!   schema and pragmas: raw rusqlite inserting the same rows in one
+//!   transaction (the ceiling) and one transaction per command (the naive
+//!   store). With `full`, a group holds at most one command per waiting
+//!   issuer, so its bound is min(ceiling, issuers x fsyncs/s);
 //! - command round trip over HTTP, p50/p99;
 //! - SSE delivery latency from append to receipt with 1,000 subscribers;
 //! - projection rebuild rate from 1,000,000 stored events.
 //!
-//! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`.
+//! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`;
+//! `SEXTANT_BENCH_IDS=random` makes session and command ids random (v4)
+//! instead of time-ordered (v7, what the client mints).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +26,7 @@ use serde_json::json;
 use server::bus::Bus;
 use server::pipeline::{self, Origin, Pipeline};
 use server::projections::{replay_into, ReadModel};
-use server::store::{self, EventStore, ProcessedCommand};
+use server::store::{self, Durability, EventStore, ProcessedCommand, StoreOptions};
 use shared_domain::{
     Aggregate, Column, CommandEnvelope, DatasetName, DatasetRef, Engine, ErrorId, EventEnvelope,
     EventMetadata, QueryId, QuerySession, SessionCommand, SessionEvent, SessionTitle, SqlQuery,
@@ -45,6 +50,17 @@ fn enabled(section: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// A session or command id as clients mint them: time-ordered (UUIDv7), or
+/// random (v4) with `SEXTANT_BENCH_IDS=random` (what clients sent before).
+fn client_id() -> Uuid {
+    static RANDOM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *RANDOM.get_or_init(|| std::env::var("SEXTANT_BENCH_IDS").as_deref() == Ok("random")) {
+        Uuid::new_v4()
+    } else {
+        Uuid::now_v7()
+    }
+}
+
 fn scaled(n: usize) -> usize {
     ((n as f64 * scale()) as usize).max(1)
 }
@@ -64,35 +80,39 @@ fn main() {
     let commands_per_issuer = scaled(300);
     let total = commands_per_issuer * ISSUERS;
 
-    if std::env::var("SEXTANT_BENCH_ONLY").as_deref() == Ok("profile-64") {
-        // For profilers: only the 64-issuer pipeline run.
-        let (many, group) = runtime.block_on(pipeline_throughput(ISSUERS, total));
-        println!("{many:.0} commands/s, {group:.1} per transaction");
-        return;
+    if let Ok(only) = std::env::var("SEXTANT_BENCH_ONLY") {
+        // For profilers: only the 64-issuer pipeline run in one mode.
+        let durability = match only.as_str() {
+            "profile-64" | "profile-64-normal" => Some(Durability::Normal),
+            "profile-64-full" => Some(Durability::Full),
+            _ => None,
+        };
+        if let Some(durability) = durability {
+            let (many, group) = runtime.block_on(pipeline_throughput(ISSUERS, total, durability));
+            println!("{many:.0} commands/s, {group:.1} per transaction");
+            return;
+        }
     }
     if enabled("append") {
+        eprintln!("fsync rate …");
+        let fsyncs = fsync_rate();
         eprintln!("append throughput: {total} commands …");
-        let (one, _) = runtime.block_on(pipeline_throughput(1, total));
-        let (many, group) = runtime.block_on(pipeline_throughput(ISSUERS, total));
-        let naive = naive_throughput(total);
         let ceiling = ceiling_throughput(total);
+        let naive = naive_throughput(total, Durability::Normal);
+        let (one_normal, _) = runtime.block_on(pipeline_throughput(1, total, Durability::Normal));
+        let (many_normal, group_normal) =
+            runtime.block_on(pipeline_throughput(ISSUERS, total, Durability::Normal));
+        // One issuer under `full` pays one fsync per command: fewer commands.
+        let (one_full, _) =
+            runtime.block_on(pipeline_throughput(1, scaled(1000), Durability::Full));
+        let (many_full, group_full) =
+            runtime.block_on(pipeline_throughput(ISSUERS, total, Durability::Full));
+        let bound_full = ceiling.min(ISSUERS as f64 * fsyncs);
         let per_s = |x: f64| format!("{x:.0} commands/s");
         rows.push(Row {
-            metric: "pipeline, 1 issuer".into(),
-            value: per_s(one),
-            note: format!("{total} commands; load + decide + durable append"),
-        });
-        rows.push(Row {
-            metric: format!("pipeline, {ISSUERS} concurrent issuers"),
-            value: per_s(many),
-            note: format!(
-            "{total} commands on {ISSUERS} distinct sessions; group commit, {group:.1} commands per transaction"
-        ),
-        });
-        rows.push(Row {
-            metric: "naive store (1 transaction per command)".into(),
-            value: per_s(naive),
-            note: "same load/decide/append, BEGIN..COMMIT per command".into(),
+            metric: "disk fsync rate".into(),
+            value: format!("{fsyncs:.0} fsyncs/s"),
+            note: "4 KiB pwrite + fdatasync, same directory as the stores".into(),
         });
         rows.push(Row {
             metric: "ceiling (raw rusqlite, 1 transaction)".into(),
@@ -100,18 +120,47 @@ fn main() {
             note: "the same event + processed-command rows, prepared, one COMMIT".into(),
         });
         rows.push(Row {
-            metric: format!("{ISSUERS} issuers / naive"),
-            value: format!("{:.1}x", many / naive),
-            note: "target >= 10x".into(),
+            metric: "naive store, normal (1 transaction per command)".into(),
+            value: per_s(naive),
+            note: "same load/decide/append, BEGIN..COMMIT per command".into(),
         });
         rows.push(Row {
-            metric: format!("{ISSUERS} issuers / ceiling"),
-            value: format!("{:.0}%", 100.0 * many / ceiling),
+            metric: "pipeline, normal, 1 issuer".into(),
+            value: per_s(one_normal),
+            note: format!("{total} commands; load + decide + append"),
+        });
+        rows.push(Row {
+            metric: format!("pipeline, normal, {ISSUERS} concurrent issuers"),
+            value: per_s(many_normal),
+            note: format!(
+                "{total} commands on {ISSUERS} distinct sessions; {group_normal:.1} commands per transaction"
+            ),
+        });
+        rows.push(Row {
+            metric: "pipeline, full, 1 issuer".into(),
+            value: per_s(one_full),
+            note: format!("{} commands; one fsync each", scaled(1000)),
+        });
+        rows.push(Row {
+            metric: format!("pipeline, full, {ISSUERS} concurrent issuers"),
+            value: per_s(many_full),
+            note: format!(
+                "{total} commands on {ISSUERS} distinct sessions; {group_full:.1} commands per transaction"
+            ),
+        });
+        rows.push(Row {
+            metric: format!("full, {ISSUERS} issuers / min(ceiling, {ISSUERS} x fsyncs/s)"),
+            value: format!("{:.0}%", 100.0 * many_full / bound_full),
+            note: format!("bound {bound_full:.0} commands/s; target >= 50%"),
+        });
+        rows.push(Row {
+            metric: format!("normal, {ISSUERS} issuers / ceiling"),
+            value: format!("{:.0}%", 100.0 * many_normal / ceiling),
             note: "target >= 50%".into(),
         });
         rows.push(Row {
-            metric: "1 issuer / naive".into(),
-            value: format!("{:.1}x", one / naive),
+            metric: format!("normal, {ISSUERS} issuers / naive"),
+            value: format!("{:.1}x", many_normal / naive),
             note: String::new(),
         });
     }
@@ -169,10 +218,33 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn fresh_store() -> (tempfile::TempDir, EventStore, store::WriteConnection) {
+fn fresh_store(durability: Durability) -> (tempfile::TempDir, EventStore, store::WriteConnection) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = EventStore::open(&dir.path().join("bench.sqlite3")).unwrap();
+    let options = StoreOptions {
+        durability,
+        vfs: None,
+    };
+    let (store, writer) =
+        EventStore::open_with(&dir.path().join("bench.sqlite3"), &options).unwrap();
     (dir, store, writer)
+}
+
+/// fsyncs per second of the disk the temp dir is on: a 4 KiB write at the
+/// same offset, then fdatasync, for about a second.
+fn fsync_rate() -> f64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(dir.path().join("fsync")).unwrap();
+    let block = [7u8; 4096];
+    let started = Instant::now();
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        count += 1;
+    }
+    count as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The `index`-th command of one session's script: create, then renames.
@@ -187,7 +259,7 @@ fn scripted(session: Uuid, index: usize) -> CommandEnvelope<SessionCommand> {
         }
     };
     CommandEnvelope {
-        command_id: Uuid::new_v4(),
+        command_id: client_id(),
         aggregate_type: QuerySession::TYPE.into(),
         aggregate_id: session,
         expected_version: index as u64,
@@ -198,8 +270,8 @@ fn scripted(session: Uuid, index: usize) -> CommandEnvelope<SessionCommand> {
 
 /// Commands per second through [`Pipeline`] with `issuers` concurrent issuers,
 /// each sending its session's commands one after the other.
-async fn pipeline_throughput(issuers: usize, total: usize) -> (f64, f64) {
-    let (_dir, _store, writer) = fresh_store();
+async fn pipeline_throughput(issuers: usize, total: usize, durability: Durability) -> (f64, f64) {
+    let (_dir, _store, writer) = fresh_store(durability);
     let pipeline = Pipeline::start(writer, Bus::default());
     let per_issuer = total / issuers;
     let started = Instant::now();
@@ -207,7 +279,7 @@ async fn pipeline_throughput(issuers: usize, total: usize) -> (f64, f64) {
     for _ in 0..issuers {
         let pipeline = pipeline.clone();
         tasks.push(tokio::spawn(async move {
-            let session = Uuid::new_v4();
+            let session = client_id();
             for index in 0..per_issuer {
                 pipeline
                     .execute(scripted(session, index), Origin::Http)
@@ -226,10 +298,10 @@ async fn pipeline_throughput(issuers: usize, total: usize) -> (f64, f64) {
 
 /// The naive store: for every command its own transaction that loads the
 /// session from the store, decides, and appends.
-fn naive_throughput(total: usize) -> f64 {
-    let (_dir, _store, writer) = fresh_store();
+fn naive_throughput(total: usize, durability: Durability) -> f64 {
+    let (_dir, _store, writer) = fresh_store(durability);
     let mut conn = writer.0;
-    let sessions: Vec<Uuid> = (0..ISSUERS).map(|_| Uuid::new_v4()).collect();
+    let sessions: Vec<Uuid> = (0..ISSUERS).map(|_| client_id()).collect();
     let per_session = total / ISSUERS;
     let started = Instant::now();
     // Interleaved like concurrent issuers would be, but one at a time.
@@ -279,13 +351,13 @@ fn naive_throughput(total: usize) -> f64 {
 /// The ceiling: the same rows (one event and one processed-command record
 /// per command), serialized beforehand, inserted in one transaction.
 fn ceiling_throughput(total: usize) -> f64 {
-    let (_dir, _store, writer) = fresh_store();
+    let (_dir, _store, writer) = fresh_store(Durability::Full);
     let mut conn = writer.0;
     let per_session = total / ISSUERS;
     let now = store::format_timestamp(store::now());
     let mut prepared = Vec::with_capacity(total);
     for _ in 0..ISSUERS {
-        let session = Uuid::new_v4();
+        let session = client_id();
         let mut state = QuerySession::default();
         for index in 0..per_session {
             let envelope = scripted(session, index);
@@ -358,7 +430,7 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
         .unwrap();
     let url = format!("http://{}/api/commands", server.addr);
     let client = reqwest::Client::new();
-    let session = Uuid::new_v4();
+    let session = client_id();
     let mut samples = Vec::with_capacity(count);
     for index in 0..count {
         let body = scripted(session, index).to_json();
@@ -430,7 +502,7 @@ async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize
 
     let pipeline = server.state.pipeline().clone();
     let mut appended: HashMap<u64, Instant> = HashMap::new();
-    let session = Uuid::new_v4();
+    let session = client_id();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     for index in 0..events {
         ticker.tick().await;
@@ -500,6 +572,7 @@ fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
                 Column::new("sum", "DOUBLE"),
             ],
             elapsed_ms: 38,
+            fingerprint: None,
         },
         SessionEvent::QuerySubmitted {
             query_id: query_b,
@@ -520,7 +593,7 @@ fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
 
 /// Stores `events` events, then times the projection rebuild's replay.
 fn rebuild_rate(events: usize) -> (f64, usize) {
-    let (_dir, store, writer) = fresh_store();
+    let (_dir, store, writer) = fresh_store(Durability::Normal);
     let mut conn = writer.0;
     let sessions = events.div_ceil(10);
     let now = store::format_timestamp(store::now());

@@ -82,6 +82,9 @@ pub struct ProgressFrame {
 pub enum BusMessage {
     Event(Arc<StoredEvent>),
     Progress(Arc<ProgressFrame>),
+    /// The store may hold events that were never published (a commit
+    /// reported failed): re-read it past the last event you have.
+    CatchUp,
 }
 
 /// Cheap to clone; every clone publishes to the same subscribers.
@@ -118,6 +121,11 @@ impl Bus {
     /// Publishes an ephemeral progress frame to the SSE streams.
     pub fn publish_progress(&self, frame: ProgressFrame) {
         let _ = self.sender.send(BusMessage::Progress(Arc::new(frame)));
+    }
+
+    /// Tells every event consumer to catch up from the store.
+    pub fn publish_catch_up(&self) {
+        let _ = self.sender.send(BusMessage::CatchUp);
     }
 
     /// The number of live receivers.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::store::{Durability, StoreOptions};
+
 /// Sextant's sync server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "server", version, about)]
@@ -26,6 +28,18 @@ pub struct Config {
     /// Directory of the built client (trunk's output), served at `/`.
     #[arg(long, env = "SEXTANT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
+
+    /// What a 200 from `POST /api/commands` guarantees: `full` (the default)
+    /// fsyncs every group commit before answering, so an acknowledged command
+    /// survives a power cut; `normal` only writes it to the WAL file, which
+    /// survives a crash of the server (kill -9) but not a power cut.
+    #[arg(long, env = "SEXTANT_DURABILITY", value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
+
+    /// The SQLite VFS of the event store's connections. Not a flag: only
+    /// tests set it, to a power-cut or fault-injecting VFS they registered.
+    #[arg(skip)]
+    pub sqlite_vfs: Option<String>,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SEXTANT_BODY_LIMIT", default_value_t = 1024 * 1024)]
@@ -52,9 +66,17 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_QUERY_TIMEOUT", default_value = "60s", value_parser = crate::query::parse_duration)]
     pub query_timeout: Duration,
 
+    /// A dataset download whose client reads nothing for this long is dropped and frees its query slot.
+    #[arg(long, env = "SEXTANT_QUERY_STALL_TIMEOUT", default_value = "30s", value_parser = crate::query::parse_duration)]
+    pub query_stall_timeout: Duration,
+
     /// DuckDB's memory limit for all query slots together, in bytes. Default: half the RAM.
     #[arg(long, env = "SEXTANT_QUERY_MEMORY")]
     pub query_memory: Option<u64>,
+
+    /// The most bytes DuckDB may spill to disk for all queries together (a query needing more fails).
+    #[arg(long, env = "SEXTANT_QUERY_SPILL_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub query_spill_bytes: u64,
 
     /// Capacity of the query result cache, in bytes.
     #[arg(long, env = "SEXTANT_RESULT_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -67,6 +89,10 @@ pub struct Config {
     /// Rows kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_ROWS", default_value_t = 100_000)]
     pub result_max_rows: u64,
+
+    /// Disk budget of the persisted results (Parquet per query, least recently used evicted first).
+    #[arg(long, env = "SEXTANT_RESULT_STORE_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub result_store_bytes: u64,
 
     /// Bytes kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -82,15 +108,20 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
+            durability: Durability::Full,
+            sqlite_vfs: None,
             datasets_dir: None,
             no_demo: false,
             // Small, so in-process test servers start fast.
             demo_rows: 10_000,
             query_slots: None,
             query_timeout: Duration::from_secs(60),
+            query_stall_timeout: Duration::from_secs(30),
             query_memory: None,
+            query_spill_bytes: 4 * 1024 * 1024 * 1024,
             result_cache_bytes: 256 * 1024 * 1024,
             result_cache_ttl: Duration::from_secs(600),
+            result_store_bytes: 1024 * 1024 * 1024,
             result_max_rows: 100_000,
             result_max_bytes: 64 * 1024 * 1024,
         }
@@ -107,14 +138,25 @@ impl Config {
             settings.slots = slots.max(1);
         }
         settings.timeout = self.query_timeout;
+        settings.stall_timeout = self.query_stall_timeout;
         if let Some(bytes) = self.query_memory {
             settings.memory_limit_bytes = bytes;
         }
+        settings.spill_limit_bytes = self.query_spill_bytes;
         settings.cache_bytes = self.result_cache_bytes;
         settings.cache_ttl = self.result_cache_ttl;
+        settings.result_store_bytes = self.result_store_bytes;
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
         settings
+    }
+
+    /// How the event store opens its connections.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: self.durability,
+            vfs: self.sqlite_vfs.clone(),
+        }
     }
 
     /// Creates the data directory (and a configured datasets directory) and

@@ -231,6 +231,11 @@ impl Projections {
                     }
                 }
                 Ok(BusMessage::Progress(_)) => {}
+                Ok(BusMessage::CatchUp) => {
+                    if let Err(error) = self.catch_up(&store).await {
+                        error.log();
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,

@@ -325,6 +325,7 @@ impl Feed {
                     }
                     return Some(progress_frame(&progress));
                 }
+                Ok(BusMessage::CatchUp) => self.catching_up = true,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "SSE stream lagged; catching up from the store");
                     self.catching_up = true;

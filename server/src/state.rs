@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
 use crate::query::QueryService;
@@ -27,6 +28,7 @@ struct Inner {
     pipeline: Pipeline,
     projections: Projections,
     query: Arc<QueryService>,
+    metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -35,9 +37,11 @@ impl AppState {
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let path = config.database_path();
-        let (store, writer) = tokio::task::spawn_blocking(move || EventStore::open(&path))
-            .await
-            .context("opening the event store")??;
+        let options = config.store_options();
+        let (store, writer) =
+            tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
+                .await
+                .context("opening the event store")??;
         let store_id = store
             .read(crate::store::sync::store_id)
             .await
@@ -62,6 +66,7 @@ impl AppState {
                 pipeline,
                 projections,
                 query,
+                metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -100,6 +105,11 @@ impl AppState {
     /// Server-side queries with DuckDB: catalog, executor, results.
     pub fn query(&self) -> &Arc<QueryService> {
         &self.inner.query
+    }
+
+    /// The Prometheus registry behind `GET /api/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The in-memory read models.

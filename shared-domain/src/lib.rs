@@ -37,13 +37,15 @@ pub mod envelope;
 pub mod session;
 pub mod sync;
 pub mod testing;
+pub mod timeline;
 pub mod upcast;
 pub mod values;
 
 pub use aggregate::{Aggregate, DomainEvent};
 pub use envelope::{CommandEnvelope, EventEnvelope, EventMetadata};
 pub use session::{
-    Lifecycle, QueryRecord, QuerySession, QueryState, SessionCommand, SessionError, SessionEvent,
+    ChartAggregate, ChartSettings, Lifecycle, QueryRecord, QuerySession, QueryState,
+    SessionCommand, SessionError, SessionEvent,
 };
 pub use upcast::{UpcastError, Upcaster};
 pub use values::{

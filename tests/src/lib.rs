@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod browser;
+pub mod power_cut;
 pub mod proxy;
+pub mod vfs;
 
 /// The `server` binary built from the code under test. The first call in a
 /// test process runs `cargo build -p server` (through escargot, in the same
@@ -80,6 +82,9 @@ impl ServerProcess {
             .args(extra_args)
             // A small demo dataset keeps start-up fast (a flag still wins).
             .env("SEXTANT_DEMO_ROWS", "20000")
+            // No fsync per commit: these tests do not test power cuts (the
+            // power-cut tests do, and a `--durability` flag still wins).
+            .env("SEXTANT_DURABILITY", "normal")
             .current_dir(repo_root());
         let mut server = Self::spawn(command)?;
         server.data_dir = data_dir.to_path_buf();

@@ -3,7 +3,8 @@
 //! (`cargo bench -p server`); the browser app's bench is a `harness = false`
 //! bench of the tests crate (`tests/benches/browser.rs`), run on the release
 //! server and the trunk release build; so is the local engine's
-//! (`tests/benches/local_engine.rs`, duckdb-wasm vs native DuckDB).
+//! (`tests/benches/local_engine.rs`, duckdb-wasm vs native DuckDB), and the
+//! power-cut campaign (`tests/benches/power_cut.rs`, 100 cycles per mode).
 //! Record ratios in docs/BENCHMARKS.md with the command that made them.
 
 use anyhow::Result;
@@ -28,6 +29,20 @@ pub fn run(args: Args) -> Result<()> {
         }
         util::run(&mut bench)
     })?;
+    // Power cuts under the store during write load (issue 12): 100 cycles
+    // per durability mode (SEXTANT_POWER_CUT_CYCLES to change).
+    steps.step(
+        "power-cut bench (cargo bench -p sextant-tests --bench power_cut)",
+        || {
+            util::run(util::cargo().args([
+                "bench",
+                "--package",
+                "sextant-tests",
+                "--bench",
+                "power_cut",
+            ]))
+        },
+    )?;
     // The browser app (issue 5): the release server serving the trunk build.
     steps.step("client (trunk build --release)", crate::client::build)?;
     steps.step("server release build", || {

@@ -2,13 +2,17 @@
 //! renders one part of the page; stable `data-testid` attributes are for the
 //! browser tests.
 
+mod chart_panel;
 mod dataset;
 mod editor;
+mod export;
+mod grid;
 mod history;
 mod result;
 mod session;
 mod sessions;
 mod status;
+mod timetravel;
 
 pub use session::SessionView;
 pub use sessions::SessionsPage;

@@ -29,7 +29,7 @@ use wasm_bindgen_futures::spawn_local;
 
 use super::net::{self, Answer, BatchFailure};
 use super::storage::{FeedPosition, LocalStore, StorageError};
-use crate::ids::random_uuid;
+use crate::ids::{random_uuid, time_ordered_uuid};
 
 /// What the connection indicator shows. It is derived from facts (is the
 /// feed open, how many commands wait), never set optimistically.
@@ -331,7 +331,7 @@ impl SyncEngine {
             self.report_input(format!("{} was not done: {fatal}", command.name()));
             return None;
         }
-        let command_id = random_uuid();
+        let command_id = time_ordered_uuid();
         let name = command.name();
         let decided = {
             let mut state = self.state.borrow_mut();

@@ -33,7 +33,11 @@ pub struct EventStore {
 
 struct Inner {
     path: PathBuf,
+    options: StoreOptions,
     idle_readers: Mutex<Vec<Connection>>,
+    /// Stops (after a last checkpoint) when the store is dropped.
+    #[allow(dead_code)]
+    checkpointer: Checkpointer,
 }
 
 /// The one connection allowed to write. Handed to the pipeline's writer thread.
@@ -54,11 +58,59 @@ const EVENT_COLUMNS: &str =
     "global_sequence, id, aggregate_type, aggregate_id, aggregate_sequence, \
      event_type, event_version, payload, metadata, created_at";
 
+/// What a 200 from `POST /api/commands` guarantees (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous = FULL`: every group commit is fsynced before its
+    /// answers are sent, so an acknowledged command survives a power cut or
+    /// a kernel crash. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: a commit is written to the WAL file (the
+    /// operating system's page cache) before the answer, and fsynced only at
+    /// the next checkpoint. An acknowledged command survives a crash of the
+    /// server process (kill -9), but a power cut can lose the last
+    /// acknowledged commands, whose global sequences are then given again.
+    Normal,
+}
+
+impl Durability {
+    fn synchronous_pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "PRAGMA synchronous = FULL;",
+            Durability::Normal => "PRAGMA synchronous = NORMAL;",
+        }
+    }
+}
+
+/// How the store opens its connections.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// The SQLite VFS every connection uses; `None` is SQLite's default.
+    /// Only tests set it (a power-cut or fault-injecting VFS they register).
+    pub vfs: Option<String>,
+}
+
+/// How often the background checkpointer looks at the WAL at most.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The WAL is truncated back to this size after a checkpoint reset it.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 impl EventStore {
-    /// Opens (creating if needed) the database at `path`, applies pending
-    /// migrations and returns the store with its one write connection.
+    /// Opens (creating if needed) the database at `path` with the default
+    /// options (durability `full`), applies pending migrations and returns
+    /// the store with its one write connection.
     pub fn open(path: &Path) -> anyhow::Result<(EventStore, WriteConnection)> {
-        let mut writer = Connection::open(path)
+        Self::open_with(path, &StoreOptions::default())
+    }
+
+    /// Like [`EventStore::open`] with explicit options.
+    pub fn open_with(
+        path: &Path,
+        options: &StoreOptions,
+    ) -> anyhow::Result<(EventStore, WriteConnection)> {
+        let mut writer = open_connection(path, options, OpenFlags::default())
             .with_context(|| format!("opening the event store {}", path.display()))?;
         configure(&writer)?;
         // WAL: readers never block the writer and see only committed data.
@@ -67,27 +119,32 @@ impl EventStore {
             mode.eq_ignore_ascii_case("wal"),
             "the event store could not switch to WAL mode (got {mode})"
         );
-        // Durability: in WAL mode with synchronous=NORMAL, COMMIT returns once
-        // the transaction's frames are written (write(2)) to the -wal file;
-        // only checkpoints fsync. An acknowledged command is therefore in the
-        // operating system's page cache, which a kill -9 of this process
-        // cannot lose: SQLite replays the WAL at the next open. Only a power
-        // loss or kernel crash could drop the last few commits, a trade-off
-        // taken for a local-first workbench whose clients keep their pending
-        // commands until acknowledged (FULL would fsync every group commit).
-        writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
-        // Checkpoint every ~32 MiB of WAL instead of every 4 MiB: pages that
-        // many group commits rewrite (index leaves of busy sessions) are then
-        // copied into the database file once per checkpoint, not once per 4 MiB.
-        writer.execute_batch("PRAGMA wal_autocheckpoint = 8192;")?;
+        // Durability (see [`Durability`]): with FULL, COMMIT fsyncs the WAL
+        // before it returns, once per group commit; with NORMAL only
+        // checkpoints fsync.
+        writer.execute_batch(options.durability.synchronous_pragma())?;
+        // No checkpoint on the commit path: the writer never checkpoints
+        // (a checkpoint copies pages into the database file and fsyncs it),
+        // the checkpointer thread does, beside it.
+        writer.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+        ))?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
+        let checkpointer = Checkpointer::start(path, options)?;
         let store = EventStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                options: options.clone(),
                 idle_readers: Mutex::new(Vec::new()),
+                checkpointer,
             }),
         };
         Ok((store, WriteConnection(writer)))
+    }
+
+    /// How the store was opened.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
     }
 
     /// The database file.
@@ -125,8 +182,9 @@ impl EventStore {
     }
 
     fn open_reader(&self) -> anyhow::Result<Connection> {
-        let conn = Connection::open_with_flags(
+        let conn = open_connection(
             &self.inner.path,
+            &self.inner.options,
             OpenFlags::SQLITE_OPEN_READ_ONLY
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
@@ -152,6 +210,71 @@ impl EventStore {
     pub async fn max_global_sequence(&self) -> Result<u64, AppError> {
         self.read(max_global_sequence).await
     }
+}
+
+fn open_connection(
+    path: &Path,
+    options: &StoreOptions,
+    flags: OpenFlags,
+) -> rusqlite::Result<Connection> {
+    match &options.vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs.as_str()),
+        None => Connection::open_with_flags(path, flags),
+    }
+}
+
+/// The background checkpointer: its own connection copies committed WAL
+/// frames into the database file (PASSIVE: it never blocks the writer or
+/// readers), at most every [`CHECKPOINT_INTERVAL`], so the writer's commits
+/// never pay for a checkpoint. Dropping it runs a last checkpoint.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, options: &StoreOptions) -> anyhow::Result<Self> {
+        let conn = open_connection(path, options, OpenFlags::default())
+            .with_context(|| format!("opening the checkpointer on {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Its own fsyncs (of the WAL before copying, of the database after)
+        // follow the same durability setting.
+        conn.execute_batch(options.durability.synchronous_pragma())?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("event-store-checkpointer".into())
+            .spawn(move || loop {
+                let last = matches!(
+                    stopped.recv_timeout(CHECKPOINT_INTERVAL),
+                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(error) = checkpoint(&conn) {
+                    tracing::warn!(%error, "event store checkpoint failed; retrying later");
+                }
+                if last {
+                    return;
+                }
+            })
+            .context("spawning the checkpointer")?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One PASSIVE checkpoint: copies what no reader still needs, waits for no one.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::chart::ChartSettings;
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
 
 /// A request to change a query session. Internally tagged JSON:
@@ -31,6 +32,9 @@ pub enum SessionCommand {
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// Server queries: what their datasets looked like (None: unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     FailQuery {
         query_id: QueryId,
@@ -41,6 +45,11 @@ pub enum SessionCommand {
         query_id: QueryId,
     },
     CloseSession {},
+    /// Saves how the result of a completed query is charted.
+    ConfigureChart {
+        query_id: QueryId,
+        chart: ChartSettings,
+    },
 }
 
 impl SessionCommand {
@@ -56,6 +65,7 @@ impl SessionCommand {
             SessionCommand::FailQuery { .. } => "FailQuery",
             SessionCommand::CancelQuery { .. } => "CancelQuery",
             SessionCommand::CloseSession {} => "CloseSession",
+            SessionCommand::ConfigureChart { .. } => "ConfigureChart",
         }
     }
 
@@ -66,7 +76,8 @@ impl SessionCommand {
             | SessionCommand::StartQuery { query_id }
             | SessionCommand::CompleteQuery { query_id, .. }
             | SessionCommand::FailQuery { query_id, .. }
-            | SessionCommand::CancelQuery { query_id } => Some(*query_id),
+            | SessionCommand::CancelQuery { query_id }
+            | SessionCommand::ConfigureChart { query_id, .. } => Some(*query_id),
             _ => None,
         }
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::chart::ChartSettings;
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
@@ -30,11 +31,18 @@ pub enum SessionEvent {
     QueryStarted {
         query_id: QueryId,
     },
+    /// Version 2 added `fingerprint`; version 1 payloads are upcast with
+    /// none (their results are recomputed as before).
     QueryCompleted {
         query_id: QueryId,
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// What the query's datasets looked like when it ran (server
+        /// queries; see the server's `query::catalog::fingerprint`): an
+        /// evicted result is recomputed only while it still matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     QueryFailed {
         query_id: QueryId,
@@ -45,6 +53,12 @@ pub enum SessionEvent {
         query_id: QueryId,
     },
     SessionClosed {},
+    /// Version 1. A later version changes `ChartSettings` only with an
+    /// upcaster step from 1 (see `upcaster`).
+    ChartConfigured {
+        query_id: QueryId,
+        chart: ChartSettings,
+    },
 }
 
 /// Every event type with its current schema version.
@@ -54,10 +68,11 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("DatasetAttached", 1),
     ("QuerySubmitted", 2),
     ("QueryStarted", 1),
-    ("QueryCompleted", 1),
+    ("QueryCompleted", 2),
     ("QueryFailed", 1),
     ("QueryCancelled", 1),
     ("SessionClosed", 1),
+    ("ChartConfigured", 1),
 ];
 
 impl DomainEvent for SessionEvent {
@@ -72,6 +87,7 @@ impl DomainEvent for SessionEvent {
             SessionEvent::QueryFailed { .. } => "QueryFailed",
             SessionEvent::QueryCancelled { .. } => "QueryCancelled",
             SessionEvent::SessionClosed {} => "SessionClosed",
+            SessionEvent::ChartConfigured { .. } => "ChartConfigured",
         }
     }
 
@@ -91,7 +107,8 @@ impl SessionEvent {
             | SessionEvent::QueryStarted { query_id }
             | SessionEvent::QueryCompleted { query_id, .. }
             | SessionEvent::QueryFailed { query_id, .. }
-            | SessionEvent::QueryCancelled { query_id } => Some(*query_id),
+            | SessionEvent::QueryCancelled { query_id }
+            | SessionEvent::ChartConfigured { query_id, .. } => Some(*query_id),
             _ => None,
         }
     }
@@ -99,8 +116,19 @@ impl SessionEvent {
     /// The upcaster chain that brings every stored `QuerySession` payload to
     /// the current version.
     pub fn upcaster() -> Upcaster {
-        Upcaster::new().step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+        Upcaster::new()
+            .step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+            .step("QueryCompleted", 1, query_completed_v1_to_v2)
     }
+}
+
+/// v1 `QueryCompleted` had no `fingerprint`: nothing is known of the data it read.
+fn query_completed_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload.as_object_mut().ok_or_else(|| {
+        UpcastError::Malformed("QueryCompleted v1 payload is not an object".into())
+    })?;
+    object.insert("fingerprint".into(), Value::Null);
+    Ok(payload)
 }
 
 /// v1 `QuerySubmitted` had no `engine`: every query then ran on the server.

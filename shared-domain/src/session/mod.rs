@@ -4,9 +4,11 @@
 //! every query submitted in it with its execution state. At most one query
 //! is active (submitted or running) at a time.
 
+mod chart;
 mod command;
 mod event;
 
+pub use chart::{ChartAggregate, ChartKind, ChartSettings, MAX_BINS};
 pub use command::SessionCommand;
 pub use event::SessionEvent;
 
@@ -38,6 +40,12 @@ pub enum SessionError {
     QueryNotStarted(QueryId),
     #[error("a {dataset_kind} dataset lives in the browser; run the query on the local engine")]
     EngineNotAllowed { dataset_kind: &'static str },
+    #[error("query {0} is not in this session")]
+    UnknownQuery(QueryId),
+    #[error("query {0} has no result to chart (it did not complete)")]
+    QueryNotCompleted(QueryId),
+    #[error("the chart cannot be drawn: {0}")]
+    InvalidChart(String),
 }
 
 /// Where a session is in its life.
@@ -61,6 +69,9 @@ pub enum QueryState {
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// What the datasets looked like when it ran (server queries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     Failed {
         error_id: ErrorId,
@@ -84,6 +95,9 @@ pub struct QueryRecord {
     pub engine: Engine,
     #[serde(flatten)]
     pub state: QueryState,
+    /// How its result is charted (`ChartConfigured`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSettings>,
 }
 
 /// The state of a query session, folded from its events.
@@ -215,6 +229,7 @@ impl Aggregate for QuerySession {
                 row_count,
                 columns,
                 elapsed_ms,
+                fingerprint,
             } => {
                 let query = self.require_active(*query_id)?;
                 if query.state != QueryState::Running {
@@ -225,6 +240,7 @@ impl Aggregate for QuerySession {
                     row_count: *row_count,
                     columns: columns.clone(),
                     elapsed_ms: *elapsed_ms,
+                    fingerprint: fingerprint.clone(),
                 }])
             }
             C::FailQuery {
@@ -245,6 +261,25 @@ impl Aggregate for QuerySession {
                 self.require_active(*query_id)?;
                 Ok(vec![E::QueryCancelled {
                     query_id: *query_id,
+                }])
+            }
+            C::ConfigureChart { query_id, chart } => {
+                let query = self
+                    .query(*query_id)
+                    .ok_or(SessionError::UnknownQuery(*query_id))?;
+                let QueryState::Completed { columns, .. } = &query.state else {
+                    return Err(SessionError::QueryNotCompleted(*query_id));
+                };
+                if let Some(problem) = chart.problem(columns) {
+                    return Err(SessionError::InvalidChart(problem));
+                }
+                if query.chart.as_ref() == Some(chart) {
+                    // Saving the same settings again changes nothing.
+                    return Ok(Vec::new());
+                }
+                Ok(vec![E::ChartConfigured {
+                    query_id: *query_id,
+                    chart: chart.clone(),
                 }])
             }
             C::CloseSession {} => {
@@ -283,6 +318,7 @@ impl Aggregate for QuerySession {
                     sql: sql.clone(),
                     engine: *engine,
                     state: QueryState::Submitted,
+                    chart: None,
                 });
             }
             E::QueryStarted { query_id } => self.set_state(*query_id, |_| QueryState::Running),
@@ -291,10 +327,12 @@ impl Aggregate for QuerySession {
                 row_count,
                 columns,
                 elapsed_ms,
+                fingerprint,
             } => self.set_state(*query_id, |_| QueryState::Completed {
                 row_count: *row_count,
                 columns: columns.clone(),
                 elapsed_ms: *elapsed_ms,
+                fingerprint: fingerprint.clone(),
             }),
             E::QueryFailed {
                 query_id,
@@ -306,6 +344,11 @@ impl Aggregate for QuerySession {
             }),
             E::QueryCancelled { query_id } => self.set_state(*query_id, |_| QueryState::Cancelled),
             E::SessionClosed {} => self.lifecycle = Lifecycle::Closed,
+            E::ChartConfigured { query_id, chart } => {
+                if let Some(record) = self.query_mut(*query_id) {
+                    record.chart = Some(chart.clone());
+                }
+            }
         }
     }
 

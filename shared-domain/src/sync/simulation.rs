@@ -589,6 +589,7 @@ impl World {
                         row_count: 1,
                         columns: Vec::new(),
                         elapsed_ms: 1,
+                        fingerprint: None,
                     },
                 ];
                 for command in commands {
