@@ -28,6 +28,11 @@ export function renderChart(container, spec, data) {
   let marks;
   switch (spec.kind) {
     case "histogram":
+      if (rows.some((row) => row.x2 === undefined || row.x2 === null)) {
+        // Bins labelled by their start only (time bins from the server): bars.
+        marks = [Plot.barY(rows, { x: "x", y: "y", fill }), Plot.ruleY([0])];
+        break;
+      }
       marks = [Plot.rectY(rows, { x1: "x", x2: "x2", y: "y", fill, insetLeft: 0.5, insetRight: 0.5 }), Plot.ruleY([0])];
       break;
     case "line":

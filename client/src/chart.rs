@@ -268,6 +268,59 @@ pub fn aggregate_rows(
     (out_columns, out_rows)
 }
 
+/// The server's aggregation table (`x` column named after the x column,
+/// then the colour column, then the measure; a binned x labelled by its
+/// bin's start) renamed to `x`, [`x2`], [`color`], `y`: a numeric bin's end
+/// is the next bin's start (the narrowest gap between starts).
+pub fn from_server(
+    columns: &[Column],
+    rows: &[Vec<Value>],
+    settings: &ChartSettings,
+) -> (Vec<Column>, Vec<Vec<Value>>) {
+    let with_color = settings.color.is_some();
+    let y = columns.len().saturating_sub(1);
+    let starts: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.first().and_then(numeric))
+        .collect();
+    let width = starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let binned = bins_of(settings).is_some() && width.is_finite();
+    let mut names = vec![Column::new(
+        "x",
+        columns.first().map_or("", |c| &c.data_type),
+    )];
+    if binned {
+        names.push(Column::new("x2", "DOUBLE"));
+    }
+    if with_color {
+        names.push(Column::new("color", ""));
+    }
+    names.push(Column::new("y", "DOUBLE"));
+    let out = rows
+        .iter()
+        .map(|row| {
+            let mut out = vec![row.first().cloned().unwrap_or(Value::Null)];
+            if binned {
+                out.push(
+                    row.first()
+                        .and_then(numeric)
+                        .map_or(Value::Null, |start| json!(start + width)),
+                );
+            }
+            if with_color {
+                out.push(row.get(1).cloned().unwrap_or(Value::Null));
+            }
+            out.push(row.get(y).cloned().unwrap_or(Value::Null));
+            out
+        })
+        .collect();
+    (names, out)
+}
+
 /// Aggregated rows (`x`, [`x2`], [`color`], `y` by column name, else in that
 /// order) as Plot's records `{x, x2, color, y}`; rows without a numeric y
 /// are left out.
@@ -477,6 +530,34 @@ mod tests {
         let counts: Vec<f64> = bins.iter().map(|r| r[2].as_f64().unwrap()).collect();
         assert_eq!(counts, vec![1.0, 1.0, 1.0]);
         assert_eq!(bins[2][1], json!(4.0));
+    }
+
+    #[test]
+    fn server_tables_are_renamed_and_bins_get_their_end() {
+        let mut s = settings(ChartKind::Histogram, ChartAggregate::Count, None);
+        s.x = "fare".into();
+        let columns = vec![
+            Column::new("fare", "DOUBLE"),
+            Column::new("count_star", "BIGINT"),
+        ];
+        let rows = vec![vec![json!(0.0), json!(2)], vec![json!(2.5), json!(3)]];
+        let (names, out) = from_server(&columns, &rows, &s);
+        let names: Vec<&str> = names.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["x", "x2", "y"]);
+        assert_eq!(out[1], vec![json!(2.5), json!(5.0), json!(3)]);
+        let mut bars = settings(ChartKind::Bar, ChartAggregate::Sum, Some("fare"));
+        bars.color = Some("kind".into());
+        let columns = vec![
+            Column::new("borough", "VARCHAR"),
+            Column::new("kind", "VARCHAR"),
+            Column::new("sum_fare", "DOUBLE"),
+        ];
+        let (_, out) = from_server(
+            &columns,
+            &[vec![json!("Bronx"), json!("card"), json!(1.5)]],
+            &bars,
+        );
+        assert_eq!(out[0], vec![json!("Bronx"), json!("card"), json!(1.5)]);
     }
 
     #[test]

@@ -72,7 +72,11 @@ async fn aggregated(
         Engine::Server => {
             let params = chart::server_params(settings, view);
             match api::aggregate(source.query_id, &params).await? {
-                Some(result) => (result.columns, result.rows, None),
+                Some(result) => {
+                    let (columns, rows) =
+                        chart::from_server(&result.columns, &result.rows, settings);
+                    (columns, rows, None)
+                }
                 None => {
                     // An older server without the aggregation API: the rows held here.
                     let page = first_rows.ok_or_else(|| {

@@ -1112,7 +1112,7 @@ proptest! {
 pub(super) fn campaign(count: usize, mutant: Option<Mutant>) -> Result<Stats, String> {
     let mut runner = TestRunner::deterministic();
     let mut total = Stats::default();
-    for _ in 0..count {
+    for index in 0..count {
         let actions = schedules().new_tree(&mut runner).unwrap().current();
         let outcome = mutants::with(mutant, || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&actions)))
@@ -1125,7 +1125,9 @@ pub(super) fn campaign(count: usize, mutant: Option<Mutant>) -> Result<Stats, St
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                return Err(message);
+                return Err(format!(
+                    "schedule {index} of the deterministic campaign: {message}\n{actions:#?}"
+                ));
             }
         }
     }

@@ -1170,3 +1170,84 @@ async fn a_chart_over_a_million_local_rows_aggregates_all_of_them_and_axe_finds_
     .await;
     b.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_25000_row_server_result_sorts_by_its_true_maximum_and_charts_all_rows() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("server-grid", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        create_session(&b, "Server grid").await?;
+        // hash() scatters the maximum somewhere in the middle of the result.
+        run_on(
+            &b,
+            "server",
+            "SELECT i, hash(i) % 1000000 AS h FROM range(25000) t(i)",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        let expected = reqwest::get(format!(
+            "{}/api/queries/{}/result?limit=1&sort=h:desc",
+            server.url(),
+            b.wait_for(&testid("history-entry"))
+                .await?
+                .attr("data-query-id")
+                .await?
+                .unwrap_or_default()
+        ))
+        .await?
+        .json::<Value>()
+        .await?;
+        // The maximum of h (several rows may share it: only h is compared).
+        let max_h = expected["rows"][0][1].to_string();
+        sort_by(&b, "h").await?;
+        sort_by(&b, "h").await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let first = first_row_values(&b).await.unwrap_or_default();
+            if first.get(1) == Some(&max_h) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "first row {first:?}, expected h = {max_h}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A histogram of i over all 25,000 rows, aggregated by the server.
+        b.wait_for(&format!(
+            "{} option[value=\"histogram\"]",
+            testid("chart-kind")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for(&format!("{} option[value=\"i\"]", testid("chart-x")))
+            .await?
+            .click()
+            .await?;
+        b.wait_for(&format!(
+            "{} option[value=\"count\"]",
+            testid("chart-aggregate")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for_count(&testid("chart-bin"), 30).await?;
+        b.click(".chart-data summary").await?;
+        let counts = b
+            .texts(&format!(
+                "{} {}",
+                testid("chart-data"),
+                testid("chart-value")
+            ))
+            .await?;
+        let total: u64 = counts.iter().filter_map(|c| c.parse::<u64>().ok()).sum();
+        ensure!(total == 25_000, "the bins count every row: {counts:?}");
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
