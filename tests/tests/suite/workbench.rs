@@ -1031,9 +1031,12 @@ async fn sessions_list_newest_first_with_search_and_time_travel_shows_earlier_ti
 
         // The list: most recently changed first, each with its last activity.
         b.click(&testid("new-session-button")).await?;
-        let rows = b.wait_for_count(&testid("session-row"), 2).await?;
-        let first = rows[0].attr("data-session-id").await?.unwrap_or_default();
-        ensure!(first == beta.to_string(), "newest first: {first} vs {beta}");
+        b.wait_for_count(&testid("session-row"), 2).await?;
+        // The last activity is read from IndexedDB after the list renders;
+        // the order settles once it is known.
+        b.wait_for_attr(&testid("session-row"), "data-session-id", &beta.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("newest first (beta {beta}): {e:#}"))?;
         let activity = b.texts(&testid("last-activity")).await?;
         ensure!(
             activity.iter().all(|a| a == "just now"),
