@@ -21,6 +21,8 @@ use sextant_tests::proxy::Relay;
 use sextant_tests::ServerProcess;
 use uuid::Uuid;
 
+use crate::workbench::{create_session, history_states, run_scenario as scenario, wait_synced};
+
 fn args(extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--static-dir".to_owned(),
@@ -38,42 +40,6 @@ fn start_server_on(data: &Path, addr: &str, extra: &[&str]) -> ServerProcess {
     let args = args(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ServerProcess::start_on(data, addr, &args).expect("server starts")
-}
-
-async fn scenario<F>(name: &str, browsers: &[&Browser], logs: impl Fn() -> String, body: F)
-where
-    F: std::future::Future<Output = Result<()>>,
-{
-    if let Err(error) = body.await {
-        let mut shots = Vec::new();
-        for (i, browser) in browsers.iter().enumerate() {
-            let shot = std::env::temp_dir().join(format!("sextant-sync-{name}-{i}.png"));
-            if browser.screenshot(&shot).await.is_ok() {
-                shots.push(shot.display().to_string());
-            }
-        }
-        panic!(
-            "{error:#}\n(screenshots: {shots:?})\nserver log:\n{}",
-            logs()
-        );
-    }
-}
-
-async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
-    b.wait_for(&testid("new-session")).await?;
-    b.fill(&testid("session-title-input"), title).await?;
-    b.click(&testid("create-session")).await?;
-    b.wait_for_text(&testid("session-title"), title).await?;
-    let id = Uuid::parse_str(&b.text(&testid("session-id")).await?)?;
-    wait_synced(b).await?;
-    Ok(id)
-}
-
-async fn wait_synced(b: &Browser) -> Result<()> {
-    b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
-        .await?;
-    b.wait_for_attr(&testid("sync-status"), "data-sync", "online")
-        .await
 }
 
 async fn rename(b: &Browser, title: &str) -> Result<()> {
@@ -97,19 +63,6 @@ async fn run_local_query(b: &Browser, sql: &str) -> Result<()> {
         .collect();
     editor.send_keys(&chord).await?;
     Ok(())
-}
-
-/// The states of the history entries, newest first.
-async fn history_states(b: &Browser) -> Result<Vec<String>> {
-    let mut states = Vec::new();
-    for entry in b
-        .client
-        .find_all(Locator::Css(&testid("history-entry")))
-        .await?
-    {
-        states.push(entry.attr("data-state").await?.unwrap_or_default());
-    }
-    Ok(states)
 }
 
 async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {

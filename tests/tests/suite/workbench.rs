@@ -35,8 +35,12 @@ fn start_server(data: &std::path::Path) -> ServerProcess {
 
 /// Runs a scenario; on failure saves a screenshot of each browser and
 /// panics with the server log.
-async fn run_scenario<F>(name: &str, browsers: &[&Browser], logs: impl Fn() -> String, scenario: F)
-where
+pub(crate) async fn run_scenario<F>(
+    name: &str,
+    browsers: &[&Browser],
+    logs: impl Fn() -> String,
+    scenario: F,
+) where
     F: std::future::Future<Output = Result<()>>,
 {
     if let Err(error) = scenario.await {
@@ -65,7 +69,7 @@ async fn save_screenshot(b: &Browser, name: &str) -> Result<()> {
 }
 
 /// Creates a session from the sessions page; returns its id once the server confirmed it.
-async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
+pub(crate) async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
     b.wait_for(&testid("new-session")).await?;
     b.fill(&testid("session-title-input"), title).await?;
     b.click(&testid("create-session")).await?;
@@ -76,7 +80,7 @@ async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
 }
 
 /// Waits until the indicator says Online with nothing pending.
-async fn wait_synced(b: &Browser) -> Result<()> {
+pub(crate) async fn wait_synced(b: &Browser) -> Result<()> {
     b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
         .await?;
     b.wait_for_attr(&testid("sync-status"), "data-sync", "online")
@@ -106,7 +110,7 @@ async fn run_query(b: &Browser, sql: &str) -> Result<()> {
 }
 
 /// The states of the history entries, newest first.
-async fn history_states(b: &Browser) -> Result<Vec<String>> {
+pub(crate) async fn history_states(b: &Browser) -> Result<Vec<String>> {
     let mut states = Vec::new();
     for entry in b
         .client
