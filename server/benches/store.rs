@@ -571,6 +571,7 @@ fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
                 Column::new("sum", "DOUBLE"),
             ],
             elapsed_ms: 38,
+            fingerprint: None,
         },
         SessionEvent::QuerySubmitted {
             query_id: query_b,

@@ -66,9 +66,17 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_QUERY_TIMEOUT", default_value = "60s", value_parser = crate::query::parse_duration)]
     pub query_timeout: Duration,
 
+    /// A dataset download whose client reads nothing for this long is dropped and frees its query slot.
+    #[arg(long, env = "SEXTANT_QUERY_STALL_TIMEOUT", default_value = "30s", value_parser = crate::query::parse_duration)]
+    pub query_stall_timeout: Duration,
+
     /// DuckDB's memory limit for all query slots together, in bytes. Default: half the RAM.
     #[arg(long, env = "SEXTANT_QUERY_MEMORY")]
     pub query_memory: Option<u64>,
+
+    /// The most bytes DuckDB may spill to disk for all queries together (a query needing more fails).
+    #[arg(long, env = "SEXTANT_QUERY_SPILL_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub query_spill_bytes: u64,
 
     /// Capacity of the query result cache, in bytes.
     #[arg(long, env = "SEXTANT_RESULT_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -81,6 +89,10 @@ pub struct Config {
     /// Rows kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_ROWS", default_value_t = 100_000)]
     pub result_max_rows: u64,
+
+    /// Disk budget of the persisted results (Parquet per query, least recently used evicted first).
+    #[arg(long, env = "SEXTANT_RESULT_STORE_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub result_store_bytes: u64,
 
     /// Bytes kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -104,9 +116,12 @@ impl Config {
             demo_rows: 10_000,
             query_slots: None,
             query_timeout: Duration::from_secs(60),
+            query_stall_timeout: Duration::from_secs(30),
             query_memory: None,
+            query_spill_bytes: 4 * 1024 * 1024 * 1024,
             result_cache_bytes: 256 * 1024 * 1024,
             result_cache_ttl: Duration::from_secs(600),
+            result_store_bytes: 1024 * 1024 * 1024,
             result_max_rows: 100_000,
             result_max_bytes: 64 * 1024 * 1024,
         }
@@ -123,11 +138,14 @@ impl Config {
             settings.slots = slots.max(1);
         }
         settings.timeout = self.query_timeout;
+        settings.stall_timeout = self.query_stall_timeout;
         if let Some(bytes) = self.query_memory {
             settings.memory_limit_bytes = bytes;
         }
+        settings.spill_limit_bytes = self.query_spill_bytes;
         settings.cache_bytes = self.result_cache_bytes;
         settings.cache_ttl = self.result_cache_ttl;
+        settings.result_store_bytes = self.result_store_bytes;
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
         settings

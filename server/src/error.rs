@@ -28,6 +28,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Missing or wrong Content-Type (415).
     UnsupportedMediaType,
+    /// The resource existed but is gone for good (410): a result whose data changed.
+    Gone,
     /// The domain refused the command, or a command id was reused (422).
     Unprocessable,
     /// The server is not ready yet (503).
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -60,6 +63,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not-found",
             ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Gone => "gone",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::UnsupportedMediaType => "unsupported-media-type",
             ErrorKind::Unprocessable => "unprocessable",
@@ -75,6 +79,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "Not found",
             ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::Conflict => "Version conflict",
+            ErrorKind::Gone => "Gone",
             ErrorKind::PayloadTooLarge => "Payload too large",
             ErrorKind::UnsupportedMediaType => "Unsupported media type",
             ErrorKind::Unprocessable => "Command rejected",

@@ -9,12 +9,14 @@
 //! - [`pipeline`]: load -> decide -> persist -> publish -> react (the one writer);
 //! - [`bus`]: in-process broadcast of committed events and progress frames;
 //! - [`projections`]: in-memory read models;
-//! - [`sse`]: the `/api/events` Server-Sent Events feed.
+//! - [`sse`]: the `/api/events` Server-Sent Events feed;
+//! - [`metrics`]: `/api/metrics` in the Prometheus text format.
 
 pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod projections;
 pub mod query;

@@ -241,6 +241,16 @@ impl Pipeline {
         )
     }
 
+    /// Commands waiting for the writer (metrics).
+    pub fn queue_depth(&self) -> usize {
+        self.requests.max_capacity() - self.requests.capacity()
+    }
+
+    /// Whether the writer thread is still taking commands (health).
+    pub fn writer_alive(&self) -> bool {
+        !self.requests.is_closed()
+    }
+
     /// Registers background work triggered by committed events.
     pub fn add_reactor(&self, reactor: Arc<dyn Reactor>) {
         self.shared

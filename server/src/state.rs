@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
 use crate::query::QueryService;
@@ -26,6 +27,7 @@ struct Inner {
     pipeline: Pipeline,
     projections: Projections,
     query: Arc<QueryService>,
+    metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -58,6 +60,7 @@ impl AppState {
                 pipeline,
                 projections,
                 query,
+                metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -91,6 +94,11 @@ impl AppState {
     /// Server-side queries with DuckDB: catalog, executor, results.
     pub fn query(&self) -> &Arc<QueryService> {
         &self.inner.query
+    }
+
+    /// The Prometheus registry behind `GET /api/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The in-memory read models.

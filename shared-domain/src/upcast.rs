@@ -113,6 +113,37 @@ mod tests {
         }
     }
 
+    /// A `QueryCompleted` payload as version 1 stored it (no fingerprint).
+    const QUERY_COMPLETED_V1: &str = include_str!("../tests/fixtures/query_completed_v1.json");
+
+    #[test]
+    fn v1_query_completed_has_no_fingerprint_and_v2_keeps_it() {
+        let payload: Value = serde_json::from_str(QUERY_COMPLETED_V1).unwrap();
+        let event: SessionEvent = SessionEvent::upcaster()
+            .decode("QueryCompleted", 1, payload.clone())
+            .unwrap();
+        match event {
+            SessionEvent::QueryCompleted {
+                row_count,
+                fingerprint,
+                ..
+            } => {
+                assert_eq!(row_count, 3);
+                assert_eq!(fingerprint, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut v2 = payload;
+        v2["fingerprint"] = json!("catalog-v1:00ff");
+        let event: SessionEvent = SessionEvent::upcaster()
+            .decode("QueryCompleted", 2, v2)
+            .unwrap();
+        assert!(matches!(
+            event,
+            SessionEvent::QueryCompleted { fingerprint: Some(ref f), .. } if f == "catalog-v1:00ff"
+        ));
+    }
+
     #[test]
     fn current_payloads_pass_unchanged() {
         let event: SessionEvent = SessionEvent::upcaster()

@@ -57,6 +57,7 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
                     row_count: result.total_rows,
                     columns: result.columns.clone(),
                     elapsed_ms: result.elapsed_ms,
+                    fingerprint: None,
                 };
                 // The rows must be here before the view learns of completion.
                 RESULTS.with(|r| r.borrow_mut().insert(query_id, Rc::new(result)));

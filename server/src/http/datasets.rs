@@ -1,13 +1,15 @@
 //! `GET /api/datasets`: the server's dataset catalog, and
 //! `GET /api/datasets/{name}/download`: a whole dataset as Arrow IPC.
 
+use std::io;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::extract::PathParams;
 use super::queries::ARROW_STREAM;
@@ -67,18 +69,31 @@ pub async fn download_dataset(
         return Err(AppError::not_found(format!("no dataset is named {name:?}")).with("name", name));
     };
     let (sender, receiver) = mpsc::channel::<download::Chunk>(4);
+    let (finished, complete) = oneshot::channel::<bool>();
     let view = dataset.name.clone();
     tokio::spawn(async move {
-        let outcome = service
-            .on_slot(move |connection| download::stream_blocking(connection, &view, sender))
-            .await;
-        if let Err(error) = outcome {
+        let outcome = service.download_dataset(view, sender).await;
+        let whole = outcome.unwrap_or_else(|error| {
             error.log();
-        }
+            false
+        });
+        let _ = finished.send(whole);
     });
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
+    // When the rows end, the body ends cleanly only if the whole dataset
+    // was sent; otherwise it errors, and the client sees a broken transfer.
+    let body = futures_util::stream::unfold(
+        (receiver, Some(complete)),
+        |(mut receiver, complete)| async move {
+            if let Some(chunk) = receiver.recv().await {
+                return Some((chunk, (receiver, complete)));
+            }
+            let whole = complete?.await.unwrap_or(false);
+            (!whole).then(|| {
+                let error = io::Error::other("the download stopped before the end of the dataset");
+                (Err(error), (receiver, None))
+            })
+        },
+    );
     Ok((
         [
             (header::CONTENT_TYPE, ARROW_STREAM.to_owned()),

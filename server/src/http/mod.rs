@@ -24,6 +24,7 @@ use crate::state::AppState;
 pub fn router(state: AppState, config: &Config) -> Router {
     let api = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/commands", post(commands::post_command))
         .route("/commands/batch", post(commands::post_batch))
         .route("/events", get(crate::sse::events))
@@ -36,6 +37,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{name}/download", get(datasets::download_dataset))
         .route("/queries/{query_id}/result", get(queries::result_page))
+        .route("/queries/{query_id}/aggregate", get(queries::aggregate))
+        .route("/queries/{query_id}/profile", get(queries::profile))
         .route(
             "/queries/{query_id}/result.parquet",
             get(queries::result_parquet),
@@ -64,6 +67,19 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         AppError::new(ErrorKind::Unavailable, "the server is still starting").into_response()
     }
+}
+
+/// The Prometheus text exposition of the server's figures.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(&state);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn api_not_found() -> AppError {

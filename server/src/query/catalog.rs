@@ -255,6 +255,16 @@ impl Catalog {
         datasets
     }
 
+    /// What the registered dataset files look like now (names, sizes,
+    /// modification times): a query's result is only recomputed while the
+    /// fingerprint it ran on is still current. Every dataset counts, not
+    /// just those a query names: a query may read any of them (views or
+    /// file paths inside the catalog), so the coarse answer is the safe one.
+    pub fn fingerprint(&self) -> String {
+        let state = self.state.lock().expect("catalog state");
+        fingerprint_of(state.registered.values().map(|reg| &reg.candidate))
+    }
+
     /// Whether the catalog has no dataset (after a refresh).
     pub fn is_empty(&self) -> bool {
         self.state
@@ -263,6 +273,32 @@ impl Catalog {
             .registered
             .is_empty()
     }
+}
+
+/// FNV-1a over the sorted (name, bytes, modified) of `files`. Pure, for testing.
+fn fingerprint_of<'a>(files: impl Iterator<Item = &'a Candidate>) -> String {
+    let mut lines: Vec<String> = files
+        .map(|file| {
+            let modified = file
+                .modified
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!(
+                "{}\t{}\t{}",
+                file.name.to_ascii_lowercase(),
+                file.bytes,
+                modified
+            )
+        })
+        .collect();
+    lines.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in lines.join("\n").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("catalog-v1:{hash:016x}")
 }
 
 /// Creates the view of one file and describes it.
@@ -342,6 +378,22 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("2020-report")));
         assert!(problems.iter().any(|p| p.contains("\"sales\"")));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_file_and_not_with_order() {
+        let a = file("a", "csv");
+        let b = file("b", "parquet");
+        let both = fingerprint_of([&a, &b].into_iter());
+        assert_eq!(both, fingerprint_of([&b, &a].into_iter()));
+        assert!(both.starts_with("catalog-v1:"));
+        let mut grown = b.clone();
+        grown.bytes += 1;
+        assert_ne!(both, fingerprint_of([&a, &grown].into_iter()));
+        let mut touched = b.clone();
+        touched.modified = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5));
+        assert_ne!(both, fingerprint_of([&a, &touched].into_iter()));
+        assert_ne!(both, fingerprint_of([&a].into_iter()));
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! (`GET /api/datasets/{name}/download`), so the browser can take a dataset
 //! offline into duckdb-wasm (`insertArrowFromIPCStream`). The rows are read
 //! in the sandbox on a query slot and encoded batch by batch as DuckDB
-//! produces them: memory stays bounded whatever the dataset's size.
+//! produces them: memory stays bounded whatever the dataset's size. A reader
+//! that stops reading for the stall timeout loses the slot (the stream then
+//! ends with an error, never looking complete).
 
 use std::io;
+use std::time::Duration;
 
 use arrow::ipc::writer::StreamWriter;
 use axum::body::Bytes;
@@ -14,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::duck::{quote_identifier, RawConnection, RunControl, RunError};
 use super::sandbox;
+use super::slots::JobControl;
 
 /// A chunk of the IPC stream, or the error that ends it early (the HTTP body
 /// then aborts, so a client never mistakes half a dataset for all of it).
@@ -25,12 +29,14 @@ pub fn dataset_sql(name: &str) -> String {
 }
 
 /// Encodes each batch as it arrives and hands the bytes to the HTTP body.
-struct IpcForward {
+struct IpcForward<'a> {
     writer: Option<StreamWriter<Vec<u8>>>,
-    sender: mpsc::Sender<Chunk>,
+    sender: &'a mpsc::Sender<Chunk>,
+    control: &'a JobControl,
+    stall: Duration,
 }
 
-impl IpcForward {
+impl IpcForward<'_> {
     fn start(&mut self, schema: &SchemaRef) -> Result<(), String> {
         if self.writer.is_none() {
             let writer = StreamWriter::try_new(Vec::new(), schema).map_err(|e| e.to_string())?;
@@ -48,16 +54,18 @@ impl IpcForward {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.sender
-            .blocking_send(Ok(Bytes::from(bytes)))
-            .map_err(|_| "the client went away".to_owned())
+        self.control
+            .send(self.sender, Ok(Bytes::from(bytes)), self.stall)
     }
 }
 
-impl RunControl for IpcForward {
+impl RunControl for IpcForward<'_> {
     fn check(&mut self) -> Result<(), String> {
         if self.sender.is_closed() {
             return Err("the client went away".into());
+        }
+        if self.control.is_stopped() {
+            return Err("stopped".into());
         }
         Ok(())
     }
@@ -77,12 +85,21 @@ impl RunControl for IpcForward {
     }
 }
 
-/// Streams dataset `name` as Arrow IPC into `sender`. Blocking (run it on a
-/// query slot). On failure the stream gets an error chunk and ends.
-pub fn stream_blocking(connection: &mut RawConnection, name: &str, sender: mpsc::Sender<Chunk>) {
+/// Streams dataset `name` as Arrow IPC into `sender`, waiting at most
+/// `stall` for the reader to take each chunk. Blocking (run it on a query
+/// slot). Returns whether the whole stream was sent.
+pub fn stream_blocking(
+    connection: &mut RawConnection,
+    name: &str,
+    sender: &mpsc::Sender<Chunk>,
+    control: &JobControl,
+    stall: Duration,
+) -> bool {
     let mut forward = IpcForward {
         writer: None,
-        sender: sender.clone(),
+        sender,
+        control,
+        stall,
     };
     let outcome = connection
         .prepare_single(&dataset_sql(name), sandbox::allows)
@@ -99,9 +116,12 @@ pub fn stream_blocking(connection: &mut RawConnection, name: &str, sender: mpsc:
             writer.finish().map_err(|e| e.to_string())?;
             forward.flush()
         });
-    if let Err(message) = outcome {
-        tracing::warn!(dataset = name, %message, "dataset download failed");
-        let _ = sender.blocking_send(Err(io::Error::other(message)));
+    match outcome {
+        Ok(()) => true,
+        Err(message) => {
+            tracing::warn!(dataset = name, %message, "dataset download stopped");
+            false
+        }
     }
 }
 

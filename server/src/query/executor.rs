@@ -7,7 +7,7 @@
 //! ones from the query text, and fails queries a crash left behind.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,15 @@ use shared_domain::{
     Column, CommandEnvelope, Engine, ErrorId, EventEnvelope, QueryId, QueryRecord, QuerySession,
     QueryState, SessionCommand, SessionEvent,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::catalog::Catalog;
-use super::duck::{Database, Interrupter, RawConnection, RunControl, RunError};
+use super::duck::{Database, RawConnection, RunControl, RunError};
+use super::faults::CommandFaults;
+use super::result_store::ResultStore;
 use super::results::{SharedResult, StoredResult};
+use super::retry;
+use super::slots::{JobControl, Limit, SlotError, SlotSnapshot, Slots};
 use super::{demo, sandbox, QuerySettings};
 use crate::bus::{Bus, ProgressFrame};
 use crate::error::{AppError, ErrorKind};
@@ -71,42 +74,19 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// Cancellation and timeout state of one query, shared by the async side
-/// (which cancels and interrupts) and the blocking side (which checks).
-#[derive(Default)]
-pub struct QueryControl {
-    cancelled: AtomicBool,
-    timed_out: AtomicBool,
-    wake: Notify,
-    interrupter: Mutex<Option<Arc<Interrupter>>>,
-}
-
-impl QueryControl {
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.wake.notify_waiters();
-        self.wake.notify_one();
-        if let Some(interrupter) = &*self.interrupter.lock().expect("interrupter") {
-            interrupter.interrupt();
-        }
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-}
-
 /// A successful run: the columns, the kept rows and how many there were.
 pub struct Execution {
     pub columns: Vec<Column>,
     pub result: StoredResult,
+    /// The catalog's fingerprint when the query ran.
+    pub fingerprint: String,
     /// From the start of execution (after `StartQuery`) to the last row.
     pub elapsed_ms: u64,
 }
 
 /// Checks, progress and row keeping for one run on the blocking thread.
 struct Collector<'a> {
-    control: &'a QueryControl,
+    control: &'a JobControl,
     deadline: Instant,
     timeout: Duration,
     started: Instant,
@@ -119,15 +99,19 @@ struct Collector<'a> {
     kept_bytes: u64,
     total_rows: u64,
     schema: Option<SchemaRef>,
+    /// Why the collector stopped the query itself (the result-size guard).
+    refused: Option<String>,
 }
+
+/// The result-size guard never refuses batches below this size.
+const MIN_BATCH_GUARD: u64 = 16 * 1024 * 1024;
 
 impl RunControl for Collector<'_> {
     fn check(&mut self) -> Result<(), String> {
         if self.control.is_cancelled() {
             return Err("cancelled".into());
         }
-        if Instant::now() >= self.deadline {
-            self.control.timed_out.store(true, Ordering::SeqCst);
+        if self.control.is_timed_out() || Instant::now() >= self.deadline {
             return Err(format!("timeout after {:?}", self.timeout));
         }
         Ok(())
@@ -152,6 +136,20 @@ impl RunControl for Collector<'_> {
     }
 
     fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
+        // A guard beyond DuckDB's buffer manager (which does not count the
+        // rows it hands out): one batch larger than a whole kept result
+        // fails the query before anything keeps or copies it.
+        let bytes = batch.get_array_memory_size() as u64;
+        let limit = self.max_bytes.max(MIN_BATCH_GUARD);
+        if bytes > limit {
+            let message = format!(
+                "the query produced {} MiB of rows in one batch, more than the server's limit of {} MiB: select fewer or smaller columns",
+                bytes >> 20,
+                limit >> 20
+            );
+            self.refused = Some(message.clone());
+            return Err(message);
+        }
         let rows = batch.num_rows() as u64;
         self.total_rows += rows;
         if self.kept_rows < self.max_rows && self.kept_bytes < self.max_bytes {
@@ -165,36 +163,39 @@ impl RunControl for Collector<'_> {
     }
 }
 
-/// One query slot: a permit of the FIFO semaphore and its connection.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    connection: Option<RawConnection>,
-    pool: Arc<Mutex<Vec<RawConnection>>>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            self.pool.lock().expect("pool").push(connection);
-        }
-    }
-}
-
 /// The query service (one per server).
 pub struct QueryService {
     settings: QuerySettings,
-    database: Arc<Database>,
     catalog: Arc<Catalog>,
-    slots: Arc<Semaphore>,
-    pool: Arc<Mutex<Vec<RawConnection>>>,
+    slots: Slots,
     cache: Cache<QueryId, SharedResult>,
-    active: Mutex<HashMap<QueryId, Arc<QueryControl>>>,
+    results: Arc<ResultStore>,
+    /// Results whose recompute failed lately: answered from here instead of
+    /// running the failing query again on every request.
+    failed_results: Cache<QueryId, Problem>,
+    active: Mutex<HashMap<QueryId, Arc<JobControl>>>,
     /// Queries whose outcome this process is issuing or has issued: a result
     /// request that finds one still active in the read model waits for it.
     finishing: Mutex<std::collections::HashSet<QueryId>>,
     pipeline: Pipeline,
     projections: Projections,
     bus: Bus,
+    faults: CommandFaults,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    recomputes: AtomicU64,
+}
+
+/// Figures of the result cache and store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResultStats {
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Results run again from their SQL (evicted, data unchanged).
+    pub recomputes: u64,
+    pub cache_bytes: u64,
+    pub store_bytes: u64,
+    pub store_results: u64,
 }
 
 /// Lets the pipeline ask the catalog about `AttachDataset`.
@@ -250,18 +251,20 @@ impl QueryService {
             let settings = settings.clone();
             tokio::task::spawn_blocking(move || open_blocking(&settings)).await??
         };
-        let (database, connections, catalog) = opened;
-        let slots = settings.slots.max(1);
+        let (database, connections, catalog, results) = opened;
         let cache = Cache::builder()
             .max_capacity(settings.cache_bytes)
             .weigher(|_key: &QueryId, value: &SharedResult| value.weight())
             .time_to_idle(settings.cache_ttl)
             .build();
         let service = Arc::new(Self {
-            database,
             catalog: catalog.clone(),
-            slots: Arc::new(Semaphore::new(slots)),
-            pool: Arc::new(Mutex::new(connections)),
+            slots: Slots::new(database, connections),
+            results,
+            failed_results: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             cache,
             active: Mutex::new(HashMap::new()),
             finishing: Mutex::new(std::collections::HashSet::new()),
@@ -269,6 +272,10 @@ impl QueryService {
             projections,
             bus,
             settings,
+            faults: CommandFaults::default(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            recomputes: AtomicU64::new(0),
         });
         pipeline.set_catalog(Arc::new(CatalogHook(catalog)));
         pipeline.add_reactor(Arc::new(ExecutorReactor(service.clone())));
@@ -284,6 +291,16 @@ impl QueryService {
     /// The dataset catalog.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// What the query slots are doing (for metrics and tests).
+    pub fn slots(&self) -> SlotSnapshot {
+        self.slots.snapshot()
+    }
+
+    /// The fault injector of the commands this service issues (tests).
+    pub fn faults(&self) -> &CommandFaults {
+        &self.faults
     }
 
     /// Fails every server query left submitted or running by a previous run.
@@ -309,25 +326,34 @@ impl QueryService {
                 error_id,
                 message: INTERRUPTED_BY_RESTART.into(),
             };
-            if let Err(error) = self.issue(session_id, command).await {
+            // Not retried here: start-up must not hang on a failing store,
+            // and the next start tries again.
+            if let Err(error) = self.issue(session_id, Uuid::new_v4(), command).await {
                 tracing::error!(%query_id, error = %error, "could not fail an interrupted query");
             }
         }
     }
 
-    /// Issues a command as the executor, following the session's version.
+    /// Issues a command as the executor, following the session's version
+    /// through conflicts. `command_id` makes a retry of the same command idempotent.
     async fn issue(
         &self,
         session_id: Uuid,
+        command_id: Uuid,
         command: SessionCommand,
     ) -> Result<CommandAccepted, AppError> {
+        if self.faults.fails(&command) {
+            return Err(AppError::internal(format!(
+                "injected fault: the event store refused {}",
+                command.name()
+            )));
+        }
         let mut expected = self
             .projections
             .session(session_id)
             .0
             .map(|view| view.session.version)
             .unwrap_or(0);
-        let command_id = Uuid::new_v4();
         let mut attempts = 0;
         loop {
             let envelope = CommandEnvelope {
@@ -354,6 +380,39 @@ impl QueryService {
         }
     }
 
+    /// Issues `command` until the store takes it or the domain refuses it,
+    /// retrying with backoff while the store fails (or conflicts persist),
+    /// and giving up only at `give_up` (None: never). Returns the last answer.
+    async fn issue_until_recorded(
+        &self,
+        session_id: Uuid,
+        command: SessionCommand,
+        give_up: Option<Instant>,
+    ) -> Result<CommandAccepted, AppError> {
+        let command_id = Uuid::new_v4();
+        let mut attempt = 0u32;
+        loop {
+            let answer = self.issue(session_id, command_id, command.clone()).await;
+            match &answer {
+                Err(error) if retry::is_transient(error.kind) => {
+                    let delay = retry::backoff(attempt);
+                    attempt += 1;
+                    if give_up.is_some_and(|at| Instant::now() + delay >= at) {
+                        return answer;
+                    }
+                    tracing::warn!(
+                        command = command.name(),
+                        attempt,
+                        error = %error,
+                        "the executor's command was not recorded; retrying in {delay:?}"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return answer,
+            }
+        }
+    }
+
     fn cancel(&self, query_id: QueryId) {
         if let Some(control) = self.active.lock().expect("active").get(&query_id) {
             tracing::info!(%query_id, "cancelling query");
@@ -361,79 +420,40 @@ impl QueryService {
         }
     }
 
-    async fn acquire(&self) -> Slot {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the slot semaphore is never closed");
-        let connection = self.pool.lock().expect("pool").pop();
-        // A connection lost to a panic is replaced (without progress tracking,
-        // which can no longer be turned on once the configuration is locked).
-        let connection = connection.or_else(|| self.database.connect().ok());
-        Slot {
-            _permit: permit,
-            connection,
-            pool: self.pool.clone(),
-        }
-    }
-
-    /// Runs `sql` on a slot with the sandbox, the timeout and `control`.
-    /// `on_start` is called (on the blocking thread) once the statement passed
-    /// the sandbox; returning false aborts. Progress goes to the bus when
-    /// `progress` names the session.
+    /// Runs `sql` on a slot with the sandbox, `deadline` (which the wait for
+    /// the slot counts toward) and `control`. `on_start` is called (on the
+    /// blocking thread) once the statement passed the sandbox; an error
+    /// aborts. Progress goes to the bus when `progress` names the session.
     async fn execute(
         self: &Arc<Self>,
         sql: String,
-        control: Arc<QueryControl>,
+        control: Arc<JobControl>,
+        deadline: Instant,
         progress: Option<(Uuid, QueryId)>,
-        on_start: impl FnOnce() -> bool + Send + 'static,
+        on_start: impl FnOnce() -> Result<(), ExecError> + Send + 'static,
     ) -> Result<Execution, ExecError> {
-        let mut slot = self.acquire().await;
-        if control.is_cancelled() {
-            return Err(ExecError::Cancelled);
-        }
-        let Some(mut connection) = slot.connection.take() else {
-            return Err(ExecError::Failed(
-                "no DuckDB connection is available".into(),
-            ));
-        };
-        *control.interrupter.lock().expect("interrupter") = Some(connection.interrupter());
-        let deadline = Instant::now() + self.settings.timeout;
-        let watchdog = {
-            let control = control.clone();
-            let interrupter = connection.interrupter();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(deadline.into()).await;
-                control.timed_out.store(true, Ordering::SeqCst);
-                interrupter.interrupt();
-            })
-        };
         let service = self.clone();
-        let blocking_control = control.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let outcome = service.execute_blocking(
-                &mut connection,
-                &sql,
-                &blocking_control,
-                deadline,
-                progress,
-                on_start,
-            );
-            (connection, outcome)
-        })
-        .await;
-        watchdog.abort();
-        *control.interrupter.lock().expect("interrupter") = None;
-        match joined {
-            Ok((connection, outcome)) => {
-                slot.connection = Some(connection);
-                outcome
-            }
-            Err(panic) => Err(ExecError::Failed(format!(
+        let ran = self
+            .slots
+            .run(
+                control,
+                Limit::Until(deadline),
+                move |connection, control| {
+                    service
+                        .execute_blocking(connection, &sql, control, deadline, progress, on_start)
+                },
+            )
+            .await;
+        match ran {
+            Ok(outcome) => outcome,
+            Err(SlotError::Cancelled) => Err(ExecError::Cancelled),
+            Err(SlotError::TimedOut) => Err(ExecError::TimedOut(self.settings.timeout)),
+            Err(SlotError::Panicked(panic)) => Err(ExecError::Failed(format!(
                 "the query thread failed: {panic}"
             ))),
+            Err(SlotError::NoConnection) => Err(ExecError::Failed(
+                "no DuckDB connection is available".into(),
+            )),
         }
     }
 
@@ -441,14 +461,15 @@ impl QueryService {
         &self,
         connection: &mut RawConnection,
         sql: &str,
-        control: &QueryControl,
+        control: &JobControl,
         deadline: Instant,
         progress: Option<(Uuid, QueryId)>,
-        on_start: impl FnOnce() -> bool,
+        on_start: impl FnOnce() -> Result<(), ExecError>,
     ) -> Result<Execution, ExecError> {
         if let Err(error) = self.catalog.refresh() {
             tracing::warn!(error = %error, "could not rescan the datasets directory");
         }
+        let fingerprint = self.catalog.fingerprint();
         let prepared = connection
             .prepare_single(sql, sandbox::allows)
             .map_err(|e| ExecError::Refused(sandbox::refusal_message(&e)))?;
@@ -457,9 +478,7 @@ impl QueryService {
             .into_iter()
             .map(|c| Column::new(c.name, c.type_name))
             .collect();
-        if !on_start() {
-            return Err(ExecError::NotStarted);
-        }
+        on_start()?;
         let mut collector = Collector {
             control,
             deadline,
@@ -474,12 +493,13 @@ impl QueryService {
             kept_bytes: 0,
             total_rows: 0,
             schema: None,
+            refused: None,
         };
         let outcome = prepared.run(&mut collector);
         let stop_reason = || {
             if control.is_cancelled() {
                 ExecError::Cancelled
-            } else if control.timed_out.load(Ordering::SeqCst) {
+            } else if control.is_timed_out() || Instant::now() >= deadline {
                 ExecError::TimedOut(self.settings.timeout)
             } else {
                 ExecError::Failed("the query was interrupted".into())
@@ -487,10 +507,13 @@ impl QueryService {
         };
         let schema = match outcome {
             Ok(schema) => schema,
+            Err(RunError::Stopped(_)) if collector.refused.is_some() => {
+                return Err(ExecError::Failed(collector.refused.unwrap_or_default()))
+            }
             Err(RunError::Stopped(_)) => return Err(stop_reason()),
             Err(RunError::Duck(error)) => {
                 // An interrupt surfaces as a DuckDB error: report why it came.
-                if control.is_cancelled() || control.timed_out.load(Ordering::SeqCst) {
+                if control.is_stopped() {
                     return Err(stop_reason());
                 }
                 return Err(ExecError::Failed(error.0));
@@ -506,13 +529,38 @@ impl QueryService {
         Ok(Execution {
             columns,
             result,
+            fingerprint,
             elapsed_ms: collector.started.elapsed().as_millis() as u64,
         })
     }
 
-    /// The life of one submitted server query, from queue to outcome.
+    /// Records `StartQuery`, retrying while the store fails, until `deadline`.
+    async fn start_query(
+        &self,
+        session_id: Uuid,
+        query_id: QueryId,
+        deadline: Instant,
+    ) -> Result<(), ExecError> {
+        let command = SessionCommand::StartQuery { query_id };
+        match self
+            .issue_until_recorded(session_id, command, Some(deadline))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if retry::is_transient(error.kind) => Err(ExecError::Failed(format!(
+                "the query could not be started: the event store kept failing ({})",
+                error.detail
+            ))),
+            // Refused by the domain: cancelled or closed meanwhile.
+            Err(_) => Err(ExecError::NotStarted),
+        }
+    }
+
+    /// The life of one submitted server query, from queue to outcome: every
+    /// query accepted here ends in `QueryCompleted`, `QueryFailed` or
+    /// `QueryCancelled`.
     async fn run_submitted(self: Arc<Self>, session_id: Uuid, query_id: QueryId, sql: String) {
-        let control = Arc::new(QueryControl::default());
+        let control = JobControl::new();
         {
             let mut active = self.active.lock().expect("active");
             if active.contains_key(&query_id) {
@@ -520,34 +568,43 @@ impl QueryService {
             }
             active.insert(query_id, control.clone());
         }
+        // The timeout counts from here: time waiting for a slot is included.
+        let deadline = Instant::now() + self.settings.timeout;
         // A query id reused across sessions never gets here: the pipeline
         // refuses its SubmitQuery (results are looked up by id alone).
         let handle = tokio::runtime::Handle::current();
         let starter = self.clone();
-        let on_start = move || {
-            handle
-                .block_on(starter.issue(session_id, SessionCommand::StartQuery { query_id }))
-                .is_ok()
-        };
+        let on_start = move || handle.block_on(starter.start_query(session_id, query_id, deadline));
         let outcome = self
-            .execute(sql, control.clone(), Some((session_id, query_id)), on_start)
+            .execute(
+                sql,
+                control.clone(),
+                deadline,
+                Some((session_id, query_id)),
+                on_start,
+            )
             .await;
         self.active.lock().expect("active").remove(&query_id);
         let command = match outcome {
             Ok(Execution {
                 columns,
                 result,
+                fingerprint,
                 elapsed_ms,
             }) => {
                 let row_count = result.total_rows;
-                self.cache.insert(query_id, Arc::new(result)).await;
+                let result = Arc::new(result);
+                self.persist(query_id, result.clone()).await;
+                self.cache.insert(query_id, result).await;
                 SessionCommand::CompleteQuery {
                     query_id,
                     row_count,
                     columns,
                     elapsed_ms,
+                    fingerprint: Some(fingerprint),
                 }
             }
+            // Already ended by the `QueryCancelled` (or refused) that stopped it.
             Err(ExecError::Cancelled) | Err(ExecError::NotStarted) => return,
             Err(error) => {
                 let error_id = ErrorId(Uuid::new_v4());
@@ -562,12 +619,24 @@ impl QueryService {
         };
         // Clients may see the outcome on SSE before the read model has it.
         self.finishing.lock().expect("finishing").insert(query_id);
-        match self.issue(session_id, command).await {
+        match self.issue_until_recorded(session_id, command, None).await {
             Ok(accepted) => {
                 tracing::info!(%query_id, version = accepted.version, "server query finished");
             }
             // A cancel or close that raced with the end of the query.
             Err(error) => tracing::info!(%query_id, error = %error, "query outcome not recorded"),
+        }
+    }
+
+    /// Cache and result-store figures (metrics).
+    pub fn result_stats(&self) -> ResultStats {
+        ResultStats {
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
+            recomputes: self.recomputes.load(Ordering::Relaxed),
+            cache_bytes: self.cache.weighted_size(),
+            store_bytes: self.results.usage().0,
+            store_results: self.results.usage().1,
         }
     }
 
@@ -581,27 +650,186 @@ impl QueryService {
         })
     }
 
-    /// The result of a completed server query: from the cache, or recomputed
-    /// from its text (once, however many requests ask at the same time).
+    /// Writes a completed result to the result store (logged, not fatal:
+    /// the cache still serves it, and a recompute can bring it back).
+    async fn persist(&self, query_id: QueryId, result: SharedResult) {
+        let store = self.results.clone();
+        let saved = tokio::task::spawn_blocking(move || store.save(query_id, &result.batch)).await;
+        match saved {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::warn!(%query_id, "the result is larger than the whole result store budget; it is not kept on disk")
+            }
+            Ok(Err(error)) => tracing::warn!(%query_id, %error, "could not store the result"),
+            Err(panic) => tracing::error!(%query_id, %panic, "storing the result panicked"),
+        }
+    }
+
+    /// The result of a completed server query: from the cache, from the
+    /// result store, or recomputed from its text while the datasets are as
+    /// they were (once, however many requests ask at the same time).
     pub async fn result(self: &Arc<Self>, query_id: QueryId) -> Result<SharedResult, AppError> {
         let record = self.completed_record(query_id).await?;
+        if let Some(result) = self.cache.get(&query_id).await {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(result);
+        }
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(problem) = self.failed_results.get(&query_id).await {
+            return Err(problem.error());
+        }
         let service = self.clone();
-        let sql = record.sql.as_str().to_owned();
-        self.cache
-            .try_get_with(query_id, async move {
-                tracing::info!(%query_id, "recomputing an evicted result from its query");
-                service
-                    .execute(sql, Arc::new(QueryControl::default()), None, || true)
-                    .await
-                    .map(|execution| Arc::new(execution.result))
+        let outcome = self
+            .cache
+            .try_get_with(
+                query_id,
+                async move { service.load_or_recompute(record).await },
+            )
+            .await;
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(problem) => {
+                if problem.remember {
+                    self.failed_results
+                        .insert(query_id, (*problem).clone())
+                        .await;
+                }
+                Err(problem.error())
+            }
+        }
+    }
+
+    /// Runs `work` over the kept rows of a completed result (its stored
+    /// Parquet file) on a query slot (same deadline, cancellation and
+    /// authorization as the result), with a connection of the trusted
+    /// instance: for server-built SQL only (see [`super::structured`]).
+    /// `work`'s errors are the request's fault (400).
+    pub async fn over_result<T, F>(
+        self: &Arc<Self>,
+        query_id: QueryId,
+        work: F,
+    ) -> Result<(SharedResult, T), AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                &mut RawConnection,
+                &JobControl,
+                &StoredResult,
+                &std::path::Path,
+            ) -> Result<T, String>
+            + Send
+            + 'static,
+    {
+        let deadline = Instant::now() + self.settings.timeout;
+        let result = self.result(query_id).await?;
+        if self.results.file(query_id).is_none() {
+            // Cached but not on disk (a store write that failed): store it now.
+            self.persist(query_id, result.clone()).await;
+        }
+        let Some(stored) = self.results.file(query_id) else {
+            return Err(AppError::new(
+                ErrorKind::Unavailable,
+                "the result is not in the result store (larger than its budget, or the disk failed); sorting, filtering and aggregating need it there",
+            ));
+        };
+        let rows = result.clone();
+        let store = self.results.clone();
+        let outcome = self
+            .slots
+            .run(
+                JobControl::new(),
+                Limit::Until(deadline),
+                move |_, control| {
+                    let mut trusted = store.connect().map_err(|e| e.0)?;
+                    control.watch(trusted.interrupter());
+                    work(&mut trusted, control, &rows, &stored)
+                },
+            )
+            .await
+            .map_err(|error| slot_problem(error, "the request", self.settings.timeout))?;
+        outcome.map(|value| (result, value)).map_err(|message| {
+            AppError::bad_request(format!(
+                "the request could not run over the result: {message}"
+            ))
+        })
+    }
+
+    /// Reads a stored result, or recomputes it if the datasets it ran on
+    /// are unchanged (and stores it again).
+    async fn load_or_recompute(
+        self: Arc<Self>,
+        record: QueryRecord,
+    ) -> Result<SharedResult, Problem> {
+        let query_id = record.query_id;
+        let QueryState::Completed {
+            row_count,
+            columns,
+            fingerprint,
+            ..
+        } = record.state
+        else {
+            return Err(Problem::new(
+                ErrorKind::Conflict,
+                "the query has not completed",
+            ));
+        };
+        let deadline = Instant::now() + self.settings.timeout;
+        let store = self.results.clone();
+        let loaded = self
+            .slots
+            .run(JobControl::new(), Limit::Until(deadline), move |_, _| {
+                store.load(query_id)
             })
             .await
-            .map_err(|error: Arc<ExecError>| {
-                AppError::internal(format!(
-                    "recomputing the result failed: {}",
-                    error.message()
-                ))
-            })
+            .map_err(|error| Problem::from_slot(error, self.settings.timeout))?;
+        match loaded {
+            Some(Ok((schema, batches))) => {
+                return StoredResult::new(columns, schema, &batches, row_count)
+                    .map(Arc::new)
+                    .map_err(|e| Problem::new(ErrorKind::Internal, e));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%query_id, %error, "a stored result could not be read; recomputing it");
+                self.results.remove(query_id);
+            }
+            None => {}
+        }
+        let catalog = self.catalog.clone();
+        let current = tokio::task::spawn_blocking(move || {
+            if let Err(error) = catalog.refresh() {
+                tracing::warn!(error = %error, "could not rescan the datasets directory");
+            }
+            catalog.fingerprint()
+        })
+        .await
+        .map_err(|e| Problem::new(ErrorKind::Internal, e.to_string()))?;
+        if fingerprint.as_deref() != Some(current.as_str()) {
+            return Err(Problem::expired());
+        }
+        tracing::info!(%query_id, "recomputing an evicted result: its datasets are unchanged");
+        self.recomputes.fetch_add(1, Ordering::Relaxed);
+        let execution = self
+            .execute(
+                record.sql.as_str().to_owned(),
+                JobControl::new(),
+                deadline,
+                None,
+                || Ok(()),
+            )
+            .await
+            .map_err(|error| Problem {
+                kind: ErrorKind::Internal,
+                detail: format!("recomputing the result failed: {}", error.message()),
+                remember: true,
+            })?;
+        // Same files, different answer (random(), now(), …): not the result
+        // that was shown, so it is not served as if it were.
+        if execution.result.total_rows != row_count || execution.columns != columns {
+            return Err(Problem::expired());
+        }
+        let result = Arc::new(execution.result);
+        self.persist(query_id, result.clone()).await;
+        Ok(result)
     }
 
     /// The record of a completed server query, or the problem to answer.
@@ -656,86 +884,209 @@ impl QueryService {
         self.cache.run_pending_tasks().await;
     }
 
+    /// Drops a result from the cache and the result store (tests and
+    /// operators: the next request recomputes it if its data is unchanged).
+    pub async fn forget_result(&self, query_id: QueryId) {
+        self.cache.invalidate(&query_id).await;
+        self.failed_results.invalidate(&query_id).await;
+        let store = self.results.clone();
+        let _ = tokio::task::spawn_blocking(move || store.remove(query_id)).await;
+    }
+
     /// Rows a slot would keep for a result.
     pub fn max_result_rows(&self) -> u64 {
         self.settings.max_result_rows
     }
 
-    /// Runs `work` with a query slot's sandboxed connection on a blocking
-    /// thread, then returns the connection to the pool (dataset downloads
-    /// stream through this; see [`super::download`]).
-    pub async fn on_slot<T: Send + 'static>(
+    /// Streams dataset `name` as Arrow IPC into `sender` on a query slot.
+    /// No overall deadline (a large dataset takes as long as the reader
+    /// needs), but the wait for a slot is bounded by the query timeout and a
+    /// reader that stops reading for `--query-stall-timeout` loses its slot.
+    /// Returns whether the stream was complete.
+    pub async fn download_dataset(
         &self,
-        work: impl FnOnce(&mut RawConnection) -> T + Send + 'static,
-    ) -> Result<T, AppError> {
-        let mut slot = self.acquire().await;
-        let Some(mut connection) = slot.connection.take() else {
-            return Err(AppError::internal("no DuckDB connection is available"));
-        };
-        let (connection, value) = tokio::task::spawn_blocking(move || {
-            let value = work(&mut connection);
-            (connection, value)
-        })
-        .await
-        .map_err(AppError::internal)?;
-        slot.connection = Some(connection);
-        Ok(value)
+        name: String,
+        sender: tokio::sync::mpsc::Sender<super::download::Chunk>,
+    ) -> Result<bool, AppError> {
+        let stall = self.settings.stall_timeout;
+        let limit = Limit::QueueUntil(Instant::now() + self.settings.timeout);
+        let ran = self
+            .slots
+            .run(JobControl::new(), limit, move |connection, control| {
+                super::download::stream_blocking(connection, &name, &sender, control, stall)
+            })
+            .await;
+        ran.map_err(|error| slot_problem(error, "the download", self.settings.timeout))
     }
 
     /// Writes the whole result of a completed server query to a file in the
-    /// work directory, re-running its SQL in the sandbox on a slot and
-    /// writing with the trusted instance. The caller streams and deletes it.
+    /// work directory: from the result store when it holds every row, else
+    /// by re-running its SQL in the sandbox while its datasets are unchanged
+    /// (rows flow to the trusted instance that writes the file); otherwise
+    /// the result has expired. The caller streams and deletes the file.
+    /// Dropping the future (the client went away) stops the export.
     pub async fn export(
         self: &Arc<Self>,
         query_id: QueryId,
         format: super::export::ExportFormat,
     ) -> Result<std::path::PathBuf, AppError> {
+        let deadline = Instant::now() + self.settings.timeout;
         let record = self.completed_record(query_id).await?;
-        let mut slot = self.acquire().await;
-        let Some(mut connection) = slot.connection.take() else {
-            return Err(AppError::internal("no DuckDB connection is available"));
+        let QueryState::Completed {
+            row_count,
+            fingerprint,
+            ..
+        } = record.state.clone()
+        else {
+            return Err(AppError::internal("the query has not completed"));
         };
         let dir = self.settings.work_dir.join("exports");
         std::fs::create_dir_all(&dir).map_err(AppError::internal)?;
         let target = dir.join(format!("{}.{}", Uuid::new_v4(), format.extension()));
-        let deadline = Instant::now() + self.settings.timeout;
-        let interrupter = connection.interrupter();
-        let watchdog = tokio::spawn(async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            interrupter.interrupt();
-        });
         let sql = record.sql.as_str().to_owned();
         let path = target.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let outcome = super::export::write_blocking(&mut connection, &sql, format, &path);
-            (connection, outcome)
-        })
-        .await;
-        watchdog.abort();
-        let (connection, outcome) = joined.map_err(AppError::internal)?;
-        slot.connection = Some(connection);
-        match outcome {
-            Ok(()) => Ok(target),
-            Err(message) => {
-                let _ = std::fs::remove_file(&target);
-                Err(AppError::internal(format!(
-                    "exporting the result failed: {message}"
-                )))
-            }
+        let results = self.results.clone();
+        let catalog = self.catalog.clone();
+        let outcome = self
+            .slots
+            .run(
+                JobControl::new(),
+                Limit::Until(deadline),
+                move |connection, control| {
+                    let written = export_blocking(
+                        connection,
+                        control,
+                        &results,
+                        &catalog,
+                        query_id,
+                        row_count,
+                        fingerprint.as_deref(),
+                        &sql,
+                        format,
+                        &path,
+                    );
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    written
+                },
+            )
+            .await
+            .map_err(|error| slot_problem(error, "the export", self.settings.timeout))?;
+        outcome.map(|()| target).map_err(|problem| problem.error())
+    }
+}
+
+/// The export's blocking work (see [`QueryService::export`]).
+#[allow(clippy::too_many_arguments)]
+fn export_blocking(
+    connection: &mut RawConnection,
+    control: &JobControl,
+    results: &ResultStore,
+    catalog: &Catalog,
+    query_id: QueryId,
+    row_count: u64,
+    fingerprint: Option<&str>,
+    sql: &str,
+    format: super::export::ExportFormat,
+    target: &std::path::Path,
+) -> Result<(), Problem> {
+    let failed = |message: String| {
+        Problem::new(
+            ErrorKind::Internal,
+            format!("exporting the result failed: {message}"),
+        )
+    };
+    if let Some(stored) = results.file(query_id) {
+        let mut trusted = results.connect().map_err(|e| failed(e.0))?;
+        control.watch(trusted.interrupter());
+        if super::export::write_stored(&mut trusted, &stored, row_count, format, target)
+            .map_err(failed)?
+        {
+            return Ok(());
         }
+    }
+    if let Err(error) = catalog.refresh() {
+        tracing::warn!(error = %error, "could not rescan the datasets directory");
+    }
+    if fingerprint != Some(catalog.fingerprint().as_str()) {
+        return Err(Problem::expired());
+    }
+    control.watch(connection.interrupter());
+    super::export::write_blocking(connection, sql, format, target, control).map_err(failed)
+}
+
+/// Why a result cannot be served: cloneable, so that one answer serves
+/// every request that waited for the same load (each gets its own error id).
+#[derive(Debug, Clone)]
+struct Problem {
+    kind: ErrorKind,
+    detail: String,
+    /// Remembered for a while, so the failing work is not re-run on every request.
+    remember: bool,
+}
+
+/// What an evicted result whose data changed answers.
+pub const RESULT_EXPIRED: &str = "result expired: the data changed, run the query again";
+
+impl Problem {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            remember: false,
+        }
+    }
+
+    fn expired() -> Self {
+        Self::new(ErrorKind::Gone, RESULT_EXPIRED)
+    }
+
+    fn from_slot(error: SlotError, timeout: Duration) -> Self {
+        let error = slot_problem(error, "loading the result", timeout);
+        Self::new(error.kind, error.detail)
+    }
+
+    fn error(&self) -> AppError {
+        AppError::new(self.kind, self.detail.clone())
+    }
+}
+
+/// The answer for work that did not get to run (or finish) on a slot.
+fn slot_problem(error: SlotError, what: &str, timeout: Duration) -> AppError {
+    match error {
+        SlotError::TimedOut => AppError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{what} waited and ran longer than the server's limit of {}; try again when fewer queries run",
+                humanize(timeout)
+            ),
+        ),
+        SlotError::Cancelled => AppError::new(ErrorKind::Unavailable, format!("{what} was cancelled")),
+        SlotError::Panicked(panic) => AppError::internal(format!("{what} failed: {panic}")),
+        SlotError::NoConnection => AppError::internal("no DuckDB connection is available"),
     }
 }
 
 /// Opens the sandbox, the catalog and (if the catalog is empty) writes the demo.
-fn open_blocking(
-    settings: &QuerySettings,
-) -> anyhow::Result<(Arc<Database>, Vec<RawConnection>, Arc<Catalog>)> {
+type Opened = (
+    Arc<Database>,
+    Vec<RawConnection>,
+    Arc<Catalog>,
+    Arc<ResultStore>,
+);
+
+fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.datasets_dir)?;
+    let results = open_result_store(settings)?;
+    // Half-written exports of a previous run.
+    let _ = std::fs::remove_dir_all(settings.work_dir.join("exports"));
     let sandbox_settings = sandbox::SandboxSettings {
         catalog_dir: settings.datasets_dir.clone(),
         temp_dir: settings.work_dir.join("duckdb-tmp"),
         threads: settings.threads,
         memory_limit_bytes: settings.memory_limit_bytes,
+        spill_limit_bytes: settings.spill_limit_bytes,
     };
     let (database, connections) = sandbox::open(&sandbox_settings, settings.slots.max(1))
         .map_err(|e| anyhow::anyhow!("opening the sandboxed DuckDB: {e}"))?;
@@ -751,5 +1102,28 @@ fn open_blocking(
             catalog.refresh().map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
-    Ok((database, connections, catalog))
+    Ok((database, connections, catalog, results))
+}
+
+/// Opens the result store, refusing a directory user SQL could read.
+fn open_result_store(settings: &QuerySettings) -> anyhow::Result<Arc<ResultStore>> {
+    std::fs::create_dir_all(&settings.results_dir)?;
+    std::fs::create_dir_all(&settings.work_dir)?;
+    let results_dir = settings.results_dir.canonicalize()?;
+    let readable = [
+        settings.datasets_dir.canonicalize()?,
+        settings.work_dir.canonicalize()?,
+    ];
+    if let Some(dir) = readable.iter().find(|dir| results_dir.starts_with(dir)) {
+        anyhow::bail!(
+            "the result store {} must not be inside {}, which queries can read",
+            results_dir.display(),
+            dir.display()
+        );
+    }
+    Ok(Arc::new(ResultStore::open(
+        results_dir,
+        settings.result_store_bytes,
+        settings.threads,
+    )?))
 }

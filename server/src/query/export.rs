@@ -14,6 +14,7 @@ use duckdb::arrow::record_batch::RecordBatchReader;
 
 use super::duck::{quote_literal, Database, RawConnection, RunControl, RunError};
 use super::sandbox;
+use super::slots::JobControl;
 
 /// A download format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,12 +53,16 @@ enum Message {
 }
 
 /// Forwards the sandbox's rows into the channel.
-struct Forward {
+struct Forward<'a> {
     sender: SyncSender<Message>,
+    control: &'a JobControl,
 }
 
-impl RunControl for Forward {
+impl RunControl for Forward<'_> {
     fn check(&mut self) -> Result<(), String> {
+        if self.control.is_stopped() {
+            return Err("stopped".into());
+        }
         Ok(())
     }
     fn progress(&mut self, _percent: Option<f64>) {}
@@ -96,11 +101,13 @@ impl RecordBatchReader for ChannelReader {
 
 /// Runs `sql` in the sandbox on `connection` and writes all its rows to
 /// `target` in `format`. Blocking; the sandbox runs on a helper thread.
+/// Stops when `control` is cancelled or timed out.
 pub fn write_blocking(
     connection: &mut RawConnection,
     sql: &str,
     format: ExportFormat,
     target: &Path,
+    control: &JobControl,
 ) -> Result<(), String> {
     let (sender, receiver) = sync_channel::<Message>(8);
     std::thread::scope(|scope| {
@@ -109,7 +116,7 @@ pub fn write_blocking(
                 .prepare_single(sql, sandbox::allows)
                 .map_err(|e| sandbox::refusal_message(&e))?;
             prepared
-                .run(&mut Forward { sender })
+                .run(&mut Forward { sender, control })
                 .map(|_| ())
                 .map_err(|e| match e {
                     RunError::Duck(error) => error.0,
@@ -123,6 +130,45 @@ pub fn write_blocking(
         produced?;
         written
     })
+}
+
+/// Writes the stored result file `stored` (Parquet) to `target` in
+/// `format` with the trusted instance, if the file holds all `rows` rows.
+/// Returns false, writing nothing, when it holds only the first rows.
+pub fn write_stored(
+    connection: &mut RawConnection,
+    stored: &Path,
+    rows: u64,
+    format: ExportFormat,
+    target: &Path,
+) -> Result<bool, String> {
+    let source = format!("read_parquet({})", quote_literal(&stored.to_string_lossy()));
+    let prepared = connection
+        .prepare_single(&format!("SELECT count(*) FROM {source}"), |_| true)
+        .map_err(|e| format!("{e:?}"))?;
+    let mut counted = super::result_store::Collect::default();
+    prepared.run(&mut counted).map_err(|e| format!("{e:?}"))?;
+    let kept = counted
+        .batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<duckdb::arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(-1);
+    if kept < 0 || kept as u64 != rows {
+        return Ok(false);
+    }
+    connection
+        .execute(&format!(
+            "COPY (SELECT * FROM {source}) TO {} ({})",
+            quote_literal(&target.to_string_lossy()),
+            format.copy_options()
+        ))
+        .map_err(|e| e.0)?;
+    Ok(true)
 }
 
 fn write_from_channel(

@@ -5,9 +5,16 @@
 //! - [`catalog`]: the datasets directory as views;
 //! - [`demo`]: synthetic data written by a separate, trusted instance;
 //! - [`results`]: kept results and their JSON / Arrow pages;
-//! - [`executor`]: spawn-after-persist execution on a bounded pool of
-//!   blocking threads, with cancellation, timeouts, progress and restart
-//!   recovery, all outcomes issued through the command pipeline;
+//! - [`result_store`]: completed results as Parquet on disk, LRU within a byte budget;
+//! - [`slots`]: the one slot runner all DuckDB work goes through (queries,
+//!   recomputes, exports, downloads): permits live with the blocking work,
+//!   a dropped request interrupts it, queue time counts toward the timeout;
+//! - [`executor`]: spawn-after-persist execution on the slots, with
+//!   cancellation, timeouts, progress and restart recovery, every outcome
+//!   issued through the command pipeline and retried while the store fails
+//!   ([`retry`]; [`faults`] injects store failures in tests);
+//! - [`structured`]: filtered/sorted pages, aggregations and profiles over
+//!   a result, built from validated parameters, never from client SQL;
 //! - [`export`]: whole results as Parquet or CSV downloads;
 //! - [`download`]: whole datasets as Arrow IPC streams (taken offline by the browser).
 
@@ -17,8 +24,13 @@ pub mod download;
 pub mod duck;
 pub mod executor;
 pub mod export;
+pub mod faults;
+pub mod result_store;
 pub mod results;
+pub mod retry;
 pub mod sandbox;
+pub mod slots;
+pub mod structured;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,16 +48,25 @@ pub struct QuerySettings {
     pub datasets_dir: PathBuf,
     /// Scratch space: DuckDB's spill files and downloads being written.
     pub work_dir: PathBuf,
+    /// Completed results as Parquet (never inside the catalog or work dir).
+    pub results_dir: PathBuf,
+    /// Disk budget of `results_dir`.
+    pub result_store_bytes: u64,
     /// Rows of the demo dataset written when the catalog is empty (None: no demo).
     pub demo_rows: Option<u64>,
     /// Queries that run at once; the rest wait in order.
     pub slots: usize,
-    /// A query running longer than this is stopped and failed.
+    /// A query running longer than this is stopped and failed (the wait
+    /// for a slot counts).
     pub timeout: Duration,
+    /// A download whose reader takes nothing for this long loses its slot.
+    pub stall_timeout: Duration,
     /// DuckDB's threads, shared by the running queries.
     pub threads: usize,
     /// DuckDB's memory limit for all slots together, in bytes.
     pub memory_limit_bytes: u64,
+    /// The most bytes DuckDB may spill to disk (all queries together).
+    pub spill_limit_bytes: u64,
     /// The result cache's capacity in bytes.
     pub cache_bytes: u64,
     /// How long an unread result stays cached.
@@ -66,11 +87,15 @@ impl QuerySettings {
         Self {
             datasets_dir: data_dir.join("datasets"),
             work_dir: data_dir.join("query-work"),
+            results_dir: data_dir.join("results"),
+            result_store_bytes: 1024 * 1024 * 1024,
             demo_rows: Some(DEFAULT_DEMO_ROWS),
             slots: cores,
             timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
             threads: cores,
             memory_limit_bytes: default_memory_limit(),
+            spill_limit_bytes: 4 * 1024 * 1024 * 1024,
             cache_bytes: 256 * 1024 * 1024,
             cache_ttl: Duration::from_secs(600),
             max_result_rows: 100_000,

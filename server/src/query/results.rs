@@ -75,11 +75,26 @@ pub struct JsonPage {
 
 impl JsonPage {
     pub fn new(result: &StoredResult, offset: u64, limit: u64) -> Result<Self, String> {
-        let page = result.page(offset, limit);
+        Self::of(
+            result,
+            &result.page(offset, limit),
+            result.total_rows,
+            offset,
+        )
+    }
+
+    /// A page computed elsewhere (filtered, sorted) from `result`'s kept
+    /// rows, `total_rows` of which matched.
+    pub fn of(
+        result: &StoredResult,
+        page: &RecordBatch,
+        total_rows: u64,
+        offset: u64,
+    ) -> Result<Self, String> {
         Ok(Self {
             columns: result.columns.clone(),
-            rows: rows_as_json(&page)?,
-            total_rows: result.total_rows,
+            rows: rows_as_json(page)?,
+            total_rows,
             offset,
             available_rows: result.batch.num_rows() as u64,
             truncated: result.truncated,

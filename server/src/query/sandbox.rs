@@ -20,6 +20,9 @@ pub struct SandboxSettings {
     pub threads: usize,
     /// Memory for all query slots together, in bytes.
     pub memory_limit_bytes: u64,
+    /// The most bytes DuckDB may spill to `temp_dir` (so a query cannot
+    /// fill the disk that holds the event store).
+    pub spill_limit_bytes: u64,
 }
 
 /// Whether user SQL of this kind may run: plain SELECT (with WITH, VALUES,
@@ -69,6 +72,10 @@ pub fn open(
         ("threads", settings.threads.max(1).to_string()),
         ("memory_limit", format!("{}B", settings.memory_limit_bytes)),
         (
+            "max_temp_directory_size",
+            format!("{}B", settings.spill_limit_bytes),
+        ),
+        (
             "temp_directory",
             settings.temp_dir.to_string_lossy().into_owned(),
         ),
@@ -116,6 +123,7 @@ mod tests {
             temp_dir: dir.join("tmp"),
             threads: 2,
             memory_limit_bytes: 1 << 30,
+            spill_limit_bytes: 1 << 30,
         };
         std::fs::create_dir_all(&settings.catalog_dir).unwrap();
         std::fs::write(settings.catalog_dir.join("t.csv"), "a\n1\n2\n").unwrap();

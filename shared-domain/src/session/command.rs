@@ -31,6 +31,9 @@ pub enum SessionCommand {
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// Server queries: what their datasets looked like (None: unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     FailQuery {
         query_id: QueryId,

@@ -30,11 +30,18 @@ pub enum SessionEvent {
     QueryStarted {
         query_id: QueryId,
     },
+    /// Version 2 added `fingerprint`; version 1 payloads are upcast with
+    /// none (their results are recomputed as before).
     QueryCompleted {
         query_id: QueryId,
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// What the query's datasets looked like when it ran (server
+        /// queries; see the server's `query::catalog::fingerprint`): an
+        /// evicted result is recomputed only while it still matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     QueryFailed {
         query_id: QueryId,
@@ -54,7 +61,7 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("DatasetAttached", 1),
     ("QuerySubmitted", 2),
     ("QueryStarted", 1),
-    ("QueryCompleted", 1),
+    ("QueryCompleted", 2),
     ("QueryFailed", 1),
     ("QueryCancelled", 1),
     ("SessionClosed", 1),
@@ -99,8 +106,19 @@ impl SessionEvent {
     /// The upcaster chain that brings every stored `QuerySession` payload to
     /// the current version.
     pub fn upcaster() -> Upcaster {
-        Upcaster::new().step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+        Upcaster::new()
+            .step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+            .step("QueryCompleted", 1, query_completed_v1_to_v2)
     }
+}
+
+/// v1 `QueryCompleted` had no `fingerprint`: nothing is known of the data it read.
+fn query_completed_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload.as_object_mut().ok_or_else(|| {
+        UpcastError::Malformed("QueryCompleted v1 payload is not an object".into())
+    })?;
+    object.insert("fingerprint".into(), Value::Null);
+    Ok(payload)
 }
 
 /// v1 `QuerySubmitted` had no `engine`: every query then ran on the server.

@@ -61,6 +61,9 @@ pub enum QueryState {
         row_count: u64,
         columns: Vec<Column>,
         elapsed_ms: u64,
+        /// What the datasets looked like when it ran (server queries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
     Failed {
         error_id: ErrorId,
@@ -215,6 +218,7 @@ impl Aggregate for QuerySession {
                 row_count,
                 columns,
                 elapsed_ms,
+                fingerprint,
             } => {
                 let query = self.require_active(*query_id)?;
                 if query.state != QueryState::Running {
@@ -225,6 +229,7 @@ impl Aggregate for QuerySession {
                     row_count: *row_count,
                     columns: columns.clone(),
                     elapsed_ms: *elapsed_ms,
+                    fingerprint: fingerprint.clone(),
                 }])
             }
             C::FailQuery {
@@ -291,10 +296,12 @@ impl Aggregate for QuerySession {
                 row_count,
                 columns,
                 elapsed_ms,
+                fingerprint,
             } => self.set_state(*query_id, |_| QueryState::Completed {
                 row_count: *row_count,
                 columns: columns.clone(),
                 elapsed_ms: *elapsed_ms,
+                fingerprint: fingerprint.clone(),
             }),
             E::QueryFailed {
                 query_id,

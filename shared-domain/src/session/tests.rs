@@ -57,6 +57,7 @@ fn complete(n: u128) -> SessionCommand {
         row_count: 1,
         columns: columns(),
         elapsed_ms: 7,
+        fingerprint: None,
     }
 }
 fn error_id() -> ErrorId {
@@ -233,6 +234,7 @@ fn a_query_starts_once_then_completes_once() {
             row_count: 1,
             columns: columns(),
             elapsed_ms: 7,
+            fingerprint: None,
         }]);
     assert_eq!(
         state.query(qid(1)).unwrap().state,
@@ -240,6 +242,7 @@ fn a_query_starts_once_then_completes_once() {
             row_count: 1,
             columns: columns(),
             elapsed_ms: 7,
+            fingerprint: None,
         }
     );
     assert!(state.active_query().is_none());
@@ -250,6 +253,7 @@ fn a_query_starts_once_then_completes_once() {
         row_count: 1,
         columns: columns(),
         elapsed_ms: 7,
+        fingerprint: None,
     });
     for command in [
         complete(1),
@@ -280,6 +284,7 @@ fn a_completed_session_round_trips_through_json() {
             row_count: 1,
             columns: columns(),
             elapsed_ms: 7,
+            fingerprint: None,
         },
     ]);
     let json = serde_json::to_value(&state).unwrap();
@@ -309,6 +314,7 @@ fn failure_keeps_prior_history() {
             row_count: 1,
             columns: columns(),
             elapsed_ms: 7,
+            fingerprint: None,
         },
         submitted(2, Engine::Server),
     ])
@@ -453,6 +459,7 @@ pub(crate) mod properties {
                     row_count,
                     columns: columns(),
                     elapsed_ms,
+                    fingerprint: None,
                 }
             }),
             q.clone().prop_map(|query_id| C::FailQuery {

@@ -18,7 +18,7 @@ use crate::sync_client::{create, envelope, Api};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A long query: a cross join over `range` that runs for minutes.
-const LONG_SQL: &str =
+pub(crate) const LONG_SQL: &str =
     "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3";
 
 /// The sales rows of the CSV fixture, in `ORDER BY id`.
@@ -44,14 +44,14 @@ fn write_datasets(dir: &Path) {
     std::fs::write(dir.join("notes.txt"), "not a dataset").unwrap();
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    running: RunningServer,
-    api: Api,
-    datasets: PathBuf,
+    pub(crate) running: RunningServer,
+    pub(crate) api: Api,
+    pub(crate) datasets: PathBuf,
 }
 
-async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
+pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_data_dir(dir.path());
     config.no_demo = true;
@@ -81,14 +81,14 @@ pub(crate) async fn session_on(api: &Api, dataset: &str) -> (Uuid, u64) {
     (session, 2)
 }
 
-async fn version_of(api: &Api, session: Uuid) -> u64 {
+pub(crate) async fn version_of(api: &Api, session: Uuid) -> u64 {
     let (status, body) = api.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(status, 200, "{body}");
     body["version"].as_u64().unwrap()
 }
 
 /// Submits `sql` on the server engine; returns the query id.
-async fn submit(api: &Api, session: Uuid, sql: &str) -> Uuid {
+pub(crate) async fn submit(api: &Api, session: Uuid, sql: &str) -> Uuid {
     let query_id = Uuid::new_v4();
     let version = version_of(api, session).await;
     api.accept(&envelope(
@@ -101,7 +101,7 @@ async fn submit(api: &Api, session: Uuid, sql: &str) -> Uuid {
 }
 
 /// The query's record in the session read model.
-async fn record(api: &Api, session: Uuid, query_id: Uuid) -> Value {
+pub(crate) async fn record(api: &Api, session: Uuid, query_id: Uuid) -> Value {
     let (_, body) = api.get(&format!("/api/sessions/{session}")).await;
     body["history"]
         .as_array()
@@ -113,7 +113,12 @@ async fn record(api: &Api, session: Uuid, query_id: Uuid) -> Value {
 }
 
 /// Polls until the query is in one of `states`.
-async fn wait_for_state(api: &Api, session: Uuid, query_id: Uuid, states: &[&str]) -> Value {
+pub(crate) async fn wait_for_state(
+    api: &Api,
+    session: Uuid,
+    query_id: Uuid,
+    states: &[&str],
+) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let record = record(api, session, query_id).await;
