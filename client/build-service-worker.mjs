@@ -9,7 +9,9 @@
 // version is a hash of every shell file's path and bytes (and the template):
 // a new deployment is a new worker, which the app notices and offers to
 // reload into. duckdb-wasm (tens of MiB, loaded on demand) is not precached;
-// the worker caches it when first fetched.
+// the worker caches it when first fetched, in a cache of its own whose
+// version is a hash of those files alone, so an app update that does not
+// change the engine keeps it (local queries keep working offline).
 import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, writeFileSync, existsSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
@@ -43,7 +45,18 @@ for (const file of files) {
 }
 hash.update(template);
 const version = hash.digest("hex").slice(0, 16);
+const engineHash = createHash("sha256");
+for (const file of walk(site).filter((file) => ON_DEMAND.some((dir) => file.startsWith(dir))).sort()) {
+  engineHash.update(file);
+  engineHash.update(readFileSync(join(site, file)));
+}
+const engineVersion = engineHash.digest("hex").slice(0, 16);
 const shell = JSON.stringify(files.map((file) => `/${file}`));
-const worker = template.replace("__SEXTANT_VERSION__", version).replace("__SEXTANT_SHELL__", shell);
+const worker = template
+  .replace("__SEXTANT_VERSION__", version)
+  .replace("__SEXTANT_ENGINE_VERSION__", engineVersion)
+  .replace("__SEXTANT_SHELL__", shell);
 writeFileSync(join(site, WORKER), worker);
-console.log(`service worker: ${join(site, WORKER)} precaches ${files.length} files (version ${version})`);
+console.log(
+  `service worker: ${join(site, WORKER)} precaches ${files.length} files (version ${version}, engine ${engineVersion})`,
+);

@@ -9,6 +9,11 @@
 const VERSION = "__SEXTANT_VERSION__";
 const SHELL = __SEXTANT_SHELL__;
 const CACHE = `sextant-shell-${VERSION}`;
+// duckdb-wasm has its own cache, versioned by the engine files' content: an
+// app update that keeps the engine keeps the cached 33 MiB.
+const ENGINE_VERSION = "__SEXTANT_ENGINE_VERSION__";
+const ENGINE_CACHE = `sextant-engine-${ENGINE_VERSION}`;
+const ENGINE_PREFIX = "/duckdb-wasm/";
 const INDEX = "/index.html";
 
 self.addEventListener("install", (event) => {
@@ -23,7 +28,15 @@ self.addEventListener("activate", (event) => {
     caches
       .keys()
       .then((keys) =>
-        Promise.all(keys.filter((key) => key.startsWith("sextant-shell-") && key !== CACHE).map((key) => caches.delete(key))),
+        Promise.all(
+          keys
+            .filter(
+              (key) =>
+                (key.startsWith("sextant-shell-") && key !== CACHE) ||
+                (key.startsWith("sextant-engine-") && key !== ENGINE_CACHE),
+            )
+            .map((key) => caches.delete(key)),
+        ),
       )
       .then(() => self.clients.claim()),
   );
@@ -53,9 +66,11 @@ self.addEventListener("fetch", (event) => {
     return;
   }
   // Shell files from the cache; anything else (large assets loaded on
-  // demand) from the network, kept in this version's cache for offline use.
+  // demand) from the network, kept for offline use: the engine in its own
+  // cache, the rest in this version's.
+  const cacheName = url.pathname.startsWith(ENGINE_PREFIX) ? ENGINE_CACHE : CACHE;
   event.respondWith(
-    caches.open(CACHE).then((cache) =>
+    caches.open(cacheName).then((cache) =>
       cache.match(request).then(
         (hit) =>
           hit ||

@@ -8,12 +8,17 @@
 
 mod api;
 mod app;
+mod bundles;
 mod chart;
 mod components;
 mod duckdb;
+mod grid;
+mod held;
 mod ids;
+mod listing;
 mod offline;
 mod route;
+mod sqltext;
 mod sw;
 
 fn main() {

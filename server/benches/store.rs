@@ -263,6 +263,7 @@ fn scripted(session: Uuid, index: usize) -> CommandEnvelope<SessionCommand> {
         aggregate_type: QuerySession::TYPE.into(),
         aggregate_id: session,
         expected_version: index as u64,
+        base_command: None,
         command,
     }
 }

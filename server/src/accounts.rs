@@ -2,7 +2,7 @@
 //! `owner`, and the in-memory [`Directory`] every request is authenticated
 //! against.
 //!
-//! Users live in the store (`users`, migration 0006; SQL in
+//! Users live in the store (`users`, migration 0004; SQL in
 //! [`crate::store::accounts`]). A token is 256 random bits, shown once and
 //! stored only as its SHA-256; authenticating hashes the presented token and
 //! compares it with *every* active user's hash in constant time, so neither

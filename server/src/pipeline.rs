@@ -49,9 +49,11 @@ use std::sync::{Arc, RwLock};
 use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
+use shared_domain::decision::{authorize, decide, DecisionContext, Issuer, Refusal};
+use shared_domain::sync::base::check_base;
 use shared_domain::{
-    AccessContext, Actor, Aggregate, CommandEnvelope, DatasetName, DatasetRef, EventEnvelope,
-    EventMetadata, QuerySession, SessionCommand, SessionError, SessionEvent, UserDirectory,
+    Actor, Aggregate, CommandEnvelope, DatasetName, EventEnvelope, EventMetadata, QuerySession,
+    SessionCommand, SessionEvent, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -590,11 +592,12 @@ fn decide_one(
     let envelope = &request.envelope;
     let command_id = envelope.command_id;
     let aggregate_id = envelope.aggregate_id;
-    // The idempotency fingerprint leaves out `expected_version`: a client
-    // that rebased a pending command after a conflict resends it, same
-    // command id, with a new expected version (see shared_domain::sync).
+    // The idempotency fingerprint leaves out `expected_version` and
+    // `base_command`: a client that rebased a pending command after a
+    // conflict resends it, same command id, on a new base (docs/SYNC.md).
     let canonical = serde_json::to_string(&CommandEnvelope {
         expected_version: 0,
+        base_command: None,
         ..envelope.clone()
     })
     .map_err(AppError::internal)?;
@@ -645,71 +648,67 @@ fn decide_one(
         }
     };
 
-    // 3. Access, before anything that could tell a stranger the session
-    //    exists (its version, its queries).
-    let actor = request.context.domain_actor();
-    session
-        .authorize(actor, &envelope.command)
-        .map_err(|e| refusal(e, aggregate_id))?;
+    // 3. Who may send this at all, before the version: a session the actor
+    //    may not read is 404 (its version never leaks), too weak a role or
+    //    a forged executor command 403, even on a stale base.
+    let mut decision = DecisionContext::new(
+        match request.context.origin {
+            Origin::Http => Issuer::Client,
+            Origin::Executor => Issuer::Executor,
+        },
+        request.context.domain_actor(),
+        aggregate_id,
+    );
+    authorize(session, &envelope.command, &decision).map_err(|r| refused(r, aggregate_id))?;
 
-    // 3b. Executor-only commands, before the version and domain checks.
-    if request.context.origin == Origin::Http && session.is_executor_only(&envelope.command) {
-        return Err(AppError::new(
-            ErrorKind::Forbidden,
-            format!(
-                "{} for a query on the server engine may only be issued by the server's query executor",
-                envelope.command.name()
-            ),
-        ));
+    // 4. Optimistic concurrency on the exact base: the current version, and
+    //    (when the sender names one) the command behind the last event.
+    let head = store::sync::head(
+        tx,
+        QuerySession::TYPE,
+        aggregate_id,
+        session.version(),
+        envelope.base_command,
+    )
+    .map_err(store_error)?;
+    if let Err(stale) = check_base(envelope.expected_version, envelope.base_command, head) {
+        // The command behind the current head lets the client tell a newer
+        // history from another one (a restored store): docs/SYNC.md.
+        let current_command = match head.last_command {
+            Some(command) => Some(command),
+            None => store::sync::last_command(tx, QuerySession::TYPE, aggregate_id)
+                .map_err(store_error)?,
+        };
+        let mut error = conflict(envelope.expected_version, stale.current_version);
+        if let Some(command) = current_command {
+            error = error.with("current_command", command.to_string());
+        }
+        return Err(error);
     }
 
-    // 4. Optimistic concurrency: anything but the current version conflicts.
-    if envelope.expected_version != session.version() {
-        return Err(conflict(envelope.expected_version, session.version()));
-    }
-
-    // 5. The catalog, for server datasets.
-    if let SessionCommand::AttachDataset {
-        dataset: DatasetRef::Server { name },
-    } = &envelope.command
-    {
+    // 5. The facts beyond this session (catalog, query ids of other
+    //    sessions), then the decision, pure and shared with the browser.
+    let needs = DecisionContext::needs(&envelope.command);
+    if let Some(name) = needs.server_dataset {
         let catalog = shared.catalog.read().expect("catalog lock").clone();
-        if let Some(catalog) = catalog {
-            if !catalog.exists(name) {
-                return Err(AppError::new(
-                    ErrorKind::Unprocessable,
-                    format!("the server has no dataset named {name:?}"),
-                ));
-            }
-        }
+        decision.server_dataset_exists = catalog.map(|catalog| catalog.exists(name));
+    }
+    if let Some(query_id) = needs.query_id {
+        decision.query_id_owner = store::session_of_query(tx, query_id.0).map_err(store_error)?;
+    }
+    if let Some(name) = needs.share_target {
+        let directory = shared
+            .accounts
+            .read()
+            .expect("accounts lock")
+            .as_ref()
+            .map(|accounts| accounts.directory());
+        decision.share_target = directory.and_then(|directory| directory.user_id(name));
     }
 
-    // 5b. Query ids are unique across sessions; the aggregate only knows its own.
-    if let SessionCommand::SubmitQuery { query_id, .. } = &envelope.command {
-        if let Some(owner) = store::session_of_query(tx, query_id.0).map_err(store_error)? {
-            if owner != aggregate_id {
-                return Err(AppError::new(
-                    ErrorKind::Unprocessable,
-                    format!("query id {query_id} is already used by another session; use a new id"),
-                ));
-            }
-        }
-    }
-
-    // 6. Decide (pure), with the actor and the user directory.
-    let directory = shared
-        .accounts
-        .read()
-        .expect("accounts lock")
-        .as_ref()
-        .map(|accounts| accounts.directory());
-    let users: &dyn UserDirectory = match &directory {
-        Some(directory) => directory.as_ref(),
-        None => &(),
-    };
-    let decided = session
-        .decide(&AccessContext { actor, users }, &envelope.command)
-        .map_err(|e| refusal(e, aggregate_id))?;
+    // 6. Decide (pure, shared with the browser and the simulation).
+    let decided =
+        decide(session, &envelope.command, &decision).map_err(|r| refused(r, aggregate_id))?;
 
     // 7. Persist under a savepoint, so a failure undoes only this command.
     let metadata = EventMetadata {
@@ -843,17 +842,6 @@ pub fn load_session(conn: &Connection, aggregate_id: Uuid) -> Result<QuerySessio
     Ok(session)
 }
 
-/// A domain refusal as HTTP: unreadable (or absent) 404, too weak a role
-/// 403, anything else 422.
-fn refusal(error: SessionError, aggregate_id: Uuid) -> AppError {
-    match error {
-        SessionError::NotFound => AppError::not_found(format!("no session {aggregate_id}")),
-        SessionError::Forbidden { .. } => AppError::new(ErrorKind::Forbidden, error.to_string()),
-        SessionError::Invalid(_) => AppError::bad_request(error.to_string()),
-        _ => AppError::new(ErrorKind::Unprocessable, error.to_string()),
-    }
-}
-
 fn conflict(expected: u64, current: u64) -> AppError {
     AppError::new(
         ErrorKind::Conflict,
@@ -863,6 +851,20 @@ fn conflict(expected: u64, current: u64) -> AppError {
         ),
     )
     .with("current_version", current)
+}
+
+/// A refusal as HTTP: unreadable (or absent) 404, too weak a role or a
+/// forged executor command 403, an over-long text 400, anything else 422.
+fn refused(refusal: Refusal, aggregate_id: Uuid) -> AppError {
+    if refusal.is_not_found() {
+        AppError::not_found(format!("no session {aggregate_id}"))
+    } else if refusal.is_forbidden() {
+        AppError::new(ErrorKind::Forbidden, refusal.to_string())
+    } else if refusal.is_invalid() {
+        AppError::bad_request(refusal.to_string())
+    } else {
+        AppError::new(ErrorKind::Unprocessable, refusal.to_string())
+    }
 }
 
 /// A failing store is unavailable (503: try again), not a bug; the writer

@@ -16,6 +16,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use shared_domain::sync::identity::{
+    judge_resume, ResumeRequest, ResumeVerdict, StoreFacts, Witness,
+};
 use shared_domain::{EventEnvelope, QuerySession, UserId};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -93,8 +96,19 @@ pub async fn events(
                 .map_err(|_| AppError::bad_request("Last-Event-ID is not valid text"))
         })
         .transpose()?;
-    let request = StreamRequest::parse(last_event_id, &query)?;
     let slot = state.limits().streams.acquire(user.id)?;
+    let mut request = StreamRequest::parse(last_event_id, &query)?;
+    let hello = match parse_resume(&query, request.after)? {
+        Some(resume) => {
+            let (frame, verdict) = judge(&state, resume).await?;
+            if verdict != ResumeVerdict::Confirm {
+                // The client drops what it holds: send the whole log again.
+                request.after = 0;
+            }
+            Some(frame)
+        }
+        None => None,
+    };
     // Subscribe now, before the replay starts.
     let mut feed = Feed::new(
         state.store().clone(),
@@ -107,6 +121,9 @@ pub async fn events(
         }),
     );
     feed.slot = Some(slot);
+    if let Some(frame) = hello {
+        feed.pending.push_back(frame);
+    }
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next_frame()
             .await
@@ -173,6 +190,103 @@ impl Viewer {
         }
         self.projections.can_read(envelope.aggregate_id, self.user)
     }
+}
+
+/// The resume request of a client that asks for the `hello` frame
+/// (`?hello=1`, with `store`, `witness_sequence` and `witness_id` for what it
+/// holds); `None` for clients that do not ask (plain `EventSource` users,
+/// older apps).
+fn parse_resume(
+    query: &HashMap<String, String>,
+    after: u64,
+) -> Result<Option<ResumeRequest>, AppError> {
+    if query.get("hello").is_none_or(|v| v != "1") {
+        return Ok(None);
+    }
+    let uuid = |name: &str| {
+        query
+            .get(name)
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| {
+                Uuid::parse_str(raw).map_err(|_| {
+                    AppError::bad_request(format!("{name} must be a UUID, not {raw:?}"))
+                })
+            })
+            .transpose()
+    };
+    let witness_sequence = query
+        .get("witness_sequence")
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| {
+            raw.parse::<u64>().map_err(|_| {
+                AppError::bad_request(format!(
+                    "witness_sequence must be a global sequence, not {raw:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    let witness = match (witness_sequence, uuid("witness_id")?) {
+        (Some(global_sequence), Some(event_id)) => Some(Witness {
+            global_sequence,
+            event_id,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(AppError::bad_request(
+                "witness_sequence and witness_id go together",
+            ))
+        }
+    };
+    Ok(Some(ResumeRequest {
+        store_id: uuid("store")?,
+        after,
+        witness,
+    }))
+}
+
+/// Judges a resume request against the store: the `hello` frame, which
+/// says `confirmed` or `reset` (then the stream starts from the beginning).
+async fn judge(
+    state: &AppState,
+    resume: ResumeRequest,
+) -> Result<(Bytes, ResumeVerdict), AppError> {
+    let store_id = state.store_id();
+    let witness_sequence = resume.witness.map(|w| w.global_sequence);
+    let (head, event_at_witness) = state
+        .store()
+        .read(move |conn| {
+            let head = crate::store::max_global_sequence(conn)?;
+            let at = match witness_sequence {
+                Some(sequence) => crate::store::sync::event_id_at(conn, sequence)?,
+                None => None,
+            };
+            Ok((head, at))
+        })
+        .await?;
+    let verdict = judge_resume(
+        resume,
+        StoreFacts {
+            store_id,
+            head,
+            event_at_witness,
+        },
+    );
+    let body = match verdict {
+        ResumeVerdict::Confirm => {
+            serde_json::json!({ "store_id": store_id, "status": "confirmed", "head": head })
+        }
+        ResumeVerdict::Reset(reason) => serde_json::json!({
+            "store_id": store_id,
+            "status": "reset",
+            "reason": reason,
+            "message": reason.describe(),
+            "head": head,
+        }),
+    };
+    Ok((
+        Bytes::from(format!("event: hello\ndata: {body}\n\n")),
+        verdict,
+    ))
 }
 
 /// One connection's position: the replay from the store, then the bus.

@@ -24,6 +24,7 @@ pub struct AppState {
 struct Inner {
     ready: AtomicBool,
     store: EventStore,
+    store_id: uuid::Uuid,
     bus: Bus,
     pipeline: Pipeline,
     projections: Projections,
@@ -46,6 +47,10 @@ impl AppState {
                 .await
                 .context("opening the event store")??;
         let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
+        let store_id = store
+            .read(crate::store::sync::store_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
         pipeline.set_accounts(accounts.clone());
@@ -62,6 +67,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
                 store,
+                store_id,
                 bus,
                 pipeline,
                 projections,
@@ -78,6 +84,11 @@ impl AppState {
     /// The event store (read side).
     pub fn store(&self) -> &EventStore {
         &self.inner.store
+    }
+
+    /// The store's random id (migration 0003): clients notice a replaced store by it.
+    pub fn store_id(&self) -> uuid::Uuid {
+        self.inner.store_id
     }
 
     /// The in-process bus: committed events and ephemeral frames.

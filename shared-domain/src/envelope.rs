@@ -121,6 +121,14 @@ pub struct CommandEnvelope<C = Value> {
     pub aggregate_id: Uuid,
     /// The aggregate version the sender decided on (0 for a new aggregate).
     pub expected_version: u64,
+    /// The `command_id` that produced the aggregate's event at
+    /// `expected_version`: with it the authority checks the exact base the
+    /// sender decided on, not only its number (see `docs/SYNC.md`). Absent at
+    /// version 0 and from senders that only check numbers (older clients, the
+    /// server's executor). Like `expected_version`, it is not part of the
+    /// idempotency fingerprint: a rebased resend gets its original answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_command: Option<Uuid>,
     /// The tagged command, `{"type": "CreateSession", "title": "…"}`.
     pub command: C,
 }
@@ -133,6 +141,7 @@ impl<C: Serialize> CommandEnvelope<C> {
             aggregate_type: self.aggregate_type.clone(),
             aggregate_id: self.aggregate_id,
             expected_version: self.expected_version,
+            base_command: self.base_command,
             command: serde_json::to_value(&self.command).expect("commands serialize to JSON"),
         }
     }
@@ -146,6 +155,7 @@ impl CommandEnvelope<Value> {
             aggregate_type: self.aggregate_type.clone(),
             aggregate_id: self.aggregate_id,
             expected_version: self.expected_version,
+            base_command: self.base_command,
             command: serde_json::from_value(self.command.clone())?,
         })
     }

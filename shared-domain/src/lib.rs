@@ -33,10 +33,12 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod decision;
 pub mod envelope;
 pub mod session;
 pub mod sync;
 pub mod testing;
+pub mod timeline;
 pub mod upcast;
 pub mod values;
 
@@ -44,7 +46,8 @@ pub use access::{AccessContext, Actor, Member, Role, UserDirectory, UserId, User
 pub use aggregate::{Aggregate, DomainEvent};
 pub use envelope::{CommandEnvelope, EventEnvelope, EventMetadata};
 pub use session::{
-    Lifecycle, QueryRecord, QuerySession, QueryState, SessionCommand, SessionError, SessionEvent,
+    ChartAggregate, ChartSettings, Lifecycle, QueryRecord, QuerySession, QueryState,
+    SessionCommand, SessionError, SessionEvent,
 };
 pub use upcast::{UpcastError, Upcaster};
 pub use values::{

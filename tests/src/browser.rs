@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fantoccini::elements::Element;
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tempfile::TempDir;
@@ -315,6 +316,32 @@ impl Browser {
         input.clear().await?;
         input.send_keys(text).await?;
         Ok(())
+    }
+
+    /// Replaces the text of the SQL editor matching `css` (CodeMirror's
+    /// editable element, or the plain text area when it could not load) by
+    /// typing as a user does: select all, delete, type `text`.
+    pub async fn fill_editor(&self, css: &str, text: &str) -> Result<()> {
+        let editor = self.wait_for(css).await?;
+        editor.click().await?;
+        let select_all: String = [char::from(Key::Control), 'a', char::from(Key::Null)]
+            .into_iter()
+            .collect();
+        editor.send_keys(&select_all).await?;
+        editor
+            .send_keys(&char::from(Key::Backspace).to_string())
+            .await?;
+        editor.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// The SQL editor's text (lines joined by `\n`).
+    pub async fn editor_text(&self, css: &str) -> Result<String> {
+        let editor = self.wait_for(css).await?;
+        if let Some(value) = editor.prop("value").await? {
+            return Ok(value);
+        }
+        Ok(editor.text().await?)
     }
 
     pub async fn click(&self, css: &str) -> Result<()> {

@@ -170,6 +170,8 @@ fn scripted(session: Uuid, index: u64) -> CommandEnvelope<SessionCommand> {
         aggregate_type: QuerySession::TYPE.into(),
         aggregate_id: session,
         expected_version: index,
+        // Each issuer owns its session: the number alone is an exact base.
+        base_command: None,
         command,
     }
 }

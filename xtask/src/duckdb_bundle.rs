@@ -10,6 +10,12 @@
 //! - the exception-handling build (`duckdb-eh.wasm`, `duckdb-browser-eh.worker.js`)
 //!   and the MVP build as fallback, copied from `node_modules`.
 //!
+//! It also bundles the app's other lazily loaded JavaScript into
+//! `client/bundles/` (gitignored, copied to `/bundles/`), each one file with
+//! its npm dependencies: `sql-editor.js` (CodeMirror 6 with the DuckDB
+//! dialect of `client/js/duckdb-dialect.generated.js`) and `chart.js`
+//! (Observable Plot).
+//!
 //! Trunk runs it as a `pre_build` hook (Trunk.toml), so `trunk serve` and
 //! `trunk build` both get it. It only rewrites what is out of date, so it is
 //! fast and does not retrigger trunk's watcher; the output is a pure function
@@ -48,6 +54,14 @@ pub fn out_dir() -> PathBuf {
     root().join("client/duckdb-wasm")
 }
 
+/// Where the app's other lazy bundles go (served at `/bundles/`).
+pub fn bundles_dir() -> PathBuf {
+    root().join("client/bundles")
+}
+
+/// The app's lazy bundles: entry file in `client/js/`, same name in [`bundles_dir`].
+const APP_BUNDLES: [&str; 2] = ["sql-editor.js", "chart.js"];
+
 fn bridge_source() -> PathBuf {
     root().join("client/js/duckdb-bridge.js")
 }
@@ -69,16 +83,27 @@ pub fn run() -> Result<()> {
     for file in DUCKDB_FILES {
         copy_if_changed(&dist.join(file), &out.join(file))?;
     }
-    bundle_bridge(&out.join("duckdb-bridge.js"))
+    bundle(&bridge_source(), &out.join("duckdb-bridge.js"))?;
+    let bundles = bundles_dir();
+    fs::create_dir_all(&bundles).with_context(|| format!("creating {}", bundles.display()))?;
+    for name in APP_BUNDLES {
+        bundle(&root().join("client/js").join(name), &bundles.join(name))?;
+    }
+    Ok(())
 }
 
-/// Bundles the bridge unless the bundle is newer than every input.
-fn bundle_bridge(target: &Path) -> Result<()> {
-    let inputs = [
-        bridge_source(),
+/// Bundles `source` into `target` unless the bundle is newer than every
+/// input (any file of `client/js/`, which the entries import, and the lock files).
+fn bundle(source: &Path, target: &Path) -> Result<()> {
+    let mut inputs = vec![
+        source.to_path_buf(),
         root().join("package-lock.json"),
         root().join("node_modules/.package-lock.json"),
     ];
+    let sources = root().join("client/js");
+    for entry in fs::read_dir(&sources).with_context(|| format!("reading {}", sources.display()))? {
+        inputs.push(entry?.path());
+    }
     let target_time = modified(target);
     if target_time.is_some() && inputs.iter().all(|input| modified(input) <= target_time) {
         println!("up to date: {}", target.display());
@@ -88,7 +113,6 @@ fn bundle_bridge(target: &Path) -> Result<()> {
     if !esbuild.is_file() {
         bail!("{} is missing: run `npm ci`", esbuild.display());
     }
-    let source = bridge_source();
     util::run(util::command(esbuild).current_dir(root()).args([
         &source.display().to_string(),
         "--bundle",

@@ -126,6 +126,8 @@ async fn send_now(session_id: Uuid, command: SessionCommand) {
         aggregate_type: QuerySession::TYPE.to_owned(),
         aggregate_id: session_id,
         expected_version: version,
+        // A direct send, decided on the version alone (no outbox base).
+        base_command: None,
         command,
     }
     .to_json();

@@ -93,10 +93,13 @@ fn HistoryEntry(record: QueryRecord) -> impl IntoView {
             }
         }
     };
-    let rerun = move |ev: leptos::ev::MouseEvent| {
-        ev.stop_propagation();
-        load();
-        workbench.run();
+    let rerun = {
+        let sql = sql.clone();
+        move |ev: leptos::ev::MouseEvent| {
+            ev.stop_propagation();
+            load();
+            workbench.run_sql(sql.clone());
+        }
     };
     view! {
         <li

@@ -3,13 +3,17 @@
 //! browser tests.
 
 mod account;
+mod chart_panel;
 mod dataset;
 mod editor;
+mod export;
+mod grid;
 mod history;
 mod result;
 mod session;
 mod sessions;
 mod status;
+mod timetravel;
 
 pub use account::{Account, AccountBadge};
 pub use session::SessionView;

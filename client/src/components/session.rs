@@ -12,6 +12,7 @@ use super::editor::{ActiveQuery, Editor};
 use super::history::History;
 use super::result::ResultPanel;
 use super::sessions::{lifecycle_name, rename, title_of};
+use super::timetravel::TimeTravel;
 use crate::duckdb::choice::{self, EngineChoice};
 use crate::duckdb::panel::{LocalCatalog, LocalDataPanel};
 use crate::offline::engine::{engine, Connection};
@@ -39,9 +40,8 @@ impl Workbench {
             .or_else(|| engine().view(self.session_id).current_query)
     }
 
-    /// Submits the editor's SQL on the chosen engine.
-    pub fn run(self) {
-        let text = self.sql.get_untracked();
+    /// Submits `text` (the editor's selection or statement) on the chosen engine.
+    pub fn run_sql(self, text: String) {
         let sql = match shared_domain::SqlQuery::new(text.clone()) {
             Ok(sql) => sql,
             Err(error) => {
@@ -79,7 +79,7 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
     let router = expect_context::<Router>();
     let workbench = Workbench {
         session_id,
-        sql: RwSignal::new(String::from("SELECT 42")),
+        sql: RwSignal::new(super::editor::load_draft(session_id)),
         choice: RwSignal::new(EngineChoice::Auto),
         local: LocalCatalog::new(),
         selected: RwSignal::new(None),
@@ -217,6 +217,7 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
                         catalog=workbench.local
                     />
                     <History />
+                    <TimeTravel />
                 </div>
                 <div class="main">
                     <Show when=may_run>

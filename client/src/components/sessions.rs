@@ -1,11 +1,18 @@
 //! The sessions list: create a session, and rename, open or close any
-//! session this browser knows (live: other clients' changes arrive on the feed).
+//! session this browser knows (live: other clients' changes arrive on the
+//! feed), most recently changed first with each one's last activity, and a
+//! search over titles and SQL (the decisions are in `crate::listing`).
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use shared_domain::{Aggregate, Lifecycle, QuerySession, SessionCommand, SessionTitle};
 use uuid::Uuid;
 
 use crate::ids::time_ordered_uuid;
+use crate::listing;
 use crate::offline::engine::engine;
 use crate::route::{Route, Router};
 
@@ -38,6 +45,10 @@ pub fn rename(session_id: Uuid, raw: &str) -> bool {
     }
 }
 
+/// When each session last changed (shared by the rows).
+#[derive(Clone, Copy)]
+struct ActivityTimes(RwSignal<HashMap<Uuid, DateTime<Utc>>>);
+
 #[component]
 pub fn SessionsPage() -> impl IntoView {
     let router = expect_context::<Router>();
@@ -58,14 +69,55 @@ pub fn SessionsPage() -> impl IntoView {
             Err(error) => engine().report_input(error.to_string()),
         }
     };
-    let ids = move || {
-        let mut sessions = engine().sessions();
-        // A session unshared from this user leaves the list.
-        sessions.retain(|(id, s)| super::account::readable(*id, s));
-        sessions
-            .sort_by_key(|(_, s)| (s.lifecycle == Lifecycle::Closed, title_of(s).to_lowercase()));
-        sessions.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+    let search = RwSignal::new(String::new());
+    // When each session last changed, from the events this browser holds
+    // (re-read when any session's version changes).
+    let activity = RwSignal::new(HashMap::<Uuid, DateTime<Utc>>::new());
+    let versions = Memo::new(move |_| {
+        engine()
+            .sessions()
+            .into_iter()
+            .map(|(id, s)| (id, s.version()))
+            .collect::<Vec<_>>()
+    });
+    Effect::new(move |_| {
+        versions.track();
+        spawn_local(async move {
+            if let Ok(events) = crate::held::all().await {
+                let mut latest = HashMap::new();
+                for event in events {
+                    let entry = latest.entry(event.aggregate_id).or_insert(event.created_at);
+                    if event.created_at > *entry {
+                        *entry = event.created_at;
+                    }
+                }
+                activity.set(latest);
+            }
+        });
+    });
+    let entries = move || {
+        let known = activity.get();
+        engine()
+            .sessions()
+            .into_iter()
+            // A session unshared from this user leaves the list.
+            .filter(|(id, s)| super::account::readable(*id, s))
+            .map(|(id, s)| listing::Entry {
+                id,
+                title: title_of(&s),
+                sql: s
+                    .history
+                    .iter()
+                    .map(|q| q.sql.as_str().to_owned())
+                    .collect(),
+                last_activity: known.get(&id).copied(),
+                pending: engine().has_pending(id),
+            })
+            .collect::<Vec<_>>()
     };
+    let ids = move || listing::ordered(&entries(), &search.get());
+    let has_sessions = move || !engine().sessions().is_empty();
+    provide_context(ActivityTimes(activity));
 
     view! {
         <section class="card welcome" data-testid="new-session">
@@ -88,15 +140,32 @@ pub fn SessionsPage() -> impl IntoView {
                 </button>
             </form>
         </section>
-        <section class="card sessions">
-            <h2>"Sessions"</h2>
+        <section class="card sessions" aria-labelledby="sessions-heading">
+            <div class="row end sessions-head">
+                <h2 id="sessions-heading">"Sessions"</h2>
+                <input
+                    type="search"
+                    class="session-search"
+                    data-testid="session-search"
+                    aria-label="Search sessions by title or SQL"
+                    placeholder="Search titles and SQL"
+                    bind:value=search
+                />
+            </div>
             <Show
-                when=move || !ids().is_empty()
+                when=has_sessions
                 fallback=|| view! { <p class="muted empty">"No sessions yet."</p> }
             >
-                <ul class="session-list" data-testid="session-list">
-                    <For each=ids key=|id| *id children=move |id| view! { <SessionRow id /> } />
-                </ul>
+                <Show
+                    when=move || !ids().is_empty()
+                    fallback=|| {
+                        view! { <p class="muted empty" data-testid="no-search-match">"No session matches."</p> }
+                    }
+                >
+                    <ul class="session-list" data-testid="session-list" aria-label="Sessions, most recently changed first">
+                        <For each=ids key=|id| *id children=move |id| view! { <SessionRow id /> } />
+                    </ul>
+                </Show>
             </Show>
         </section>
     }
@@ -105,6 +174,7 @@ pub fn SessionsPage() -> impl IntoView {
 #[component]
 fn SessionRow(id: Uuid) -> impl IntoView {
     let router = expect_context::<Router>();
+    let times = expect_context::<ActivityTimes>();
     let session = move || engine().view(id);
     let editing = RwSignal::new(false);
     let draft = RwSignal::new(String::new());
@@ -178,6 +248,18 @@ fn SessionRow(id: Uuid) -> impl IntoView {
                 {move || {
                     let s = session();
                     format!("{} queries · v{}", s.history.len(), s.version())
+                }}
+            </span>
+            <span class="muted small last-activity" data-testid="last-activity">
+                {move || {
+                    let now = Utc
+                        .timestamp_millis_opt(js_sys::Date::now() as i64)
+                        .single()
+                        .unwrap_or_default();
+                    match times.0.get().get(&id) {
+                        Some(at) => listing::relative_time(now, *at),
+                        None => "not yet synced".to_owned(),
+                    }
                 }}
             </span>
             <span class=move || format!("badge lifecycle {}", lifecycle_name(session().lifecycle))>

@@ -312,6 +312,51 @@ pub async fn remove(dataset: &LocalDataset) -> Result<(), LocalError> {
         .map_err(|e| LocalError::Duck(js_message(&e)))
 }
 
+/// The SQL name under which the local engine reads `dataset` (a server
+/// dataset and its offline copy share the server's name).
+pub fn table_name_of(dataset: &shared_domain::DatasetRef) -> String {
+    match dataset {
+        shared_domain::DatasetRef::Server { name } => name.as_str().to_owned(),
+        shared_domain::DatasetRef::Local { name, .. } => sql_name(name.as_str()),
+        shared_domain::DatasetRef::Url { url } => url_sql_name(url.as_str()),
+    }
+}
+
+/// The tables and views of the running local engine with their columns,
+/// for autocomplete; empty while duckdb-wasm is not started (this never
+/// starts it).
+pub async fn table_columns() -> Result<Vec<(String, Vec<String>)>, LocalError> {
+    if !LocalDb::is_started() {
+        return Ok(Vec::new());
+    }
+    let db = LocalDb::shared().await?;
+    if db.is_running() {
+        // One query at a time: the next refresh will catch up.
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .execute(
+            "SELECT table_name, column_name FROM information_schema.columns \
+             WHERE table_schema = 'main' ORDER BY table_name, ordinal_position",
+        )
+        .await?;
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    for row in rows {
+        let text = |i: usize| {
+            row.get(i)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (table, column) = (text(0), text(1));
+        match tables.last_mut() {
+            Some((name, columns)) if *name == table => columns.push(column),
+            _ => tables.push((table, vec![column])),
+        }
+    }
+    Ok(tables)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

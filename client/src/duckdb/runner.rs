@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::engine::{LocalDb, LocalError, LocalResult};
 use super::local_data;
 use crate::api::{ApiError, ResultPage};
+use crate::grid::{self, GridView};
 use crate::ids::random_uuid;
 use crate::offline::engine::engine;
 
@@ -146,17 +147,99 @@ pub fn result_page(query_id: QueryId, offset: u64, limit: u64) -> Result<ResultP
         web_sys::console::warn_1(&format!("sextant error {error_id}: {message}").into());
         return Err(ApiError { error_id, message });
     };
+    Ok(page_of(&result, offset, limit))
+}
+
+thread_local! {
+    /// The latest sorted or filtered view of a local result, computed in
+    /// duckdb-wasm over all its rows (one at a time: scrolling reuses it).
+    static VIEW: RefCell<Option<(QueryId, GridView, Rc<LocalResult>)>> = const { RefCell::new(None) };
+}
+
+/// Rows of `view` of local result `query_id` (its SQL `sql`): the query is
+/// run again in duckdb-wasm, filtered and sorted over all its rows.
+pub async fn view_page(
+    query_id: QueryId,
+    sql: &str,
+    view: &GridView,
+    offset: u64,
+    limit: u64,
+) -> Result<ResultPage, LocalError> {
+    let cached = VIEW.with(|v| {
+        v.borrow()
+            .as_ref()
+            .filter(|(q, w, _)| *q == query_id && w == view)
+            .map(|(_, _, result)| result.clone())
+    });
+    let result = match cached {
+        Some(result) => result,
+        None => {
+            let db = LocalDb::shared().await?;
+            let result = Rc::new(db.query(&grid::local_sql(sql, view)).await?);
+            VIEW.with(|v| *v.borrow_mut() = Some((query_id, view.clone(), result.clone())));
+            result
+        }
+    };
+    Ok(page_of(&result, offset, limit))
+}
+
+/// The profile of `column` over `view` of the result of `sql`, in duckdb-wasm.
+pub async fn profile(
+    sql: &str,
+    view: &GridView,
+    column: &str,
+) -> Result<crate::api::ColumnProfile, LocalError> {
+    let db = LocalDb::shared().await?;
+    let result = db
+        .query(&grid::local_profile_sql(sql, view, column))
+        .await?;
+    let row = result.rows.first().cloned().unwrap_or_default();
+    let number = |i: usize| {
+        row.get(i)
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(0)
+    };
+    Ok(crate::api::ColumnProfile {
+        column: column.to_owned(),
+        data_type: None,
+        rows: number(0),
+        nulls: number(1),
+        distinct: number(2),
+        min: row.get(3).cloned().unwrap_or_default(),
+        max: row.get(4).cloned().unwrap_or_default(),
+    })
+}
+
+/// Runs the chart aggregation `sql` (see `crate::chart::local_sql`) in duckdb-wasm.
+pub async fn aggregate(sql: &str) -> Result<crate::api::Aggregated, LocalError> {
+    let db = LocalDb::shared().await?;
+    let result = db.query(sql).await?;
+    Ok(crate::api::Aggregated {
+        columns: result.columns,
+        rows: result.rows,
+    })
+}
+
+fn page_of(result: &LocalResult, offset: u64, limit: u64) -> ResultPage {
     let kept = result.rows.len() as u64;
     let start = offset.min(kept) as usize;
     let end = (offset + limit).min(kept) as usize;
-    Ok(ResultPage {
+    ResultPage {
         columns: result.columns.clone(),
         rows: result.rows[start..end].to_vec(),
         total_rows: result.total_rows,
         offset,
         available_rows: Some(kept),
         truncated: kept < result.total_rows,
-    })
+    }
+}
+
+/// The rows of local result `query_id` kept in this tab (for exports).
+pub fn kept_result(query_id: QueryId) -> Option<Rc<LocalResult>> {
+    RESULTS.with(|r| r.borrow().get(&query_id).cloned())
 }
 
 /// The local engine's state, for the UI.

@@ -16,7 +16,9 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 use leptos::prelude::*;
 use serde::Deserialize;
-use shared_domain::sync::{PendingCommand, Received, Rejection, Replica, Source};
+use shared_domain::sync::answers::{batch_verdict, BatchVerdict};
+use shared_domain::sync::identity::same_store;
+use shared_domain::sync::{ConflictStep, PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
     Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand, SessionEvent,
 };
@@ -25,8 +27,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use super::net::{self, Answer, NetError};
-use super::storage::{LocalStore, StorageError};
+use super::net::{self, Answer, BatchFailure};
+use super::storage::{FeedPosition, LocalStore, StorageError};
 use crate::ids::{random_uuid, time_ordered_uuid};
 
 /// What the connection indicator shows. It is derived from facts (is the
@@ -82,6 +84,18 @@ pub struct Progress {
     pub elapsed_ms: u64,
 }
 
+/// The feed's first frame: the store, and whether what the page holds is confirmed.
+#[derive(Deserialize)]
+struct Hello {
+    store_id: Uuid,
+    status: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// What a tab posts on the BroadcastChannel after a reset.
+const RESET_MESSAGE: &str = "reset";
+
 /// A rejection as one tab tells the others over the BroadcastChannel.
 #[derive(Deserialize)]
 struct SharedRejection {
@@ -94,6 +108,17 @@ struct EngineState {
     store: Option<Rc<LocalStore>>,
     /// command id -> outbox order (first submission time), kept across rebases.
     orders: HashMap<Uuid, f64>,
+    /// The highest order given here: orders strictly increase, so commands
+    /// of the same millisecond keep the order they were made in.
+    last_order: f64,
+    /// The server store the confirmed state came from.
+    store_id: Option<Uuid>,
+    /// The most commands one batch may carry (halved by a batch-level 413).
+    batch_limit: usize,
+    /// Sessions being caught up right now (one fetch each at a time).
+    catching_up: HashSet<Uuid>,
+    /// A retry of the gap ledger's catch-ups is scheduled.
+    gap_retry_scheduled: bool,
     /// Commands submitted here whose rows are not in IndexedDB yet.
     unwritten: HashSet<Uuid>,
     feed_open: bool,
@@ -127,8 +152,11 @@ const SENDER_LOCK: &str = "sextant-outbox-sender";
 const CHANNEL: &str = "sextant-outbox";
 /// How long the start waits for IndexedDB before going on in memory.
 const OPEN_TIMEOUT_MS: u32 = 3_000;
-/// How often an offline page asks whether the server is back.
-const PROBE_MS: u32 = 1_000;
+/// How often an offline page asks whether the server is back: well within
+/// the 250 ms in which a page should notice it.
+const PROBE_MS: u32 = 150;
+/// The first wait before a failed catch-up is tried again (then doubling).
+const GAP_RETRY_MS: u32 = 500;
 
 thread_local! {
     static ENGINE: OnceCell<SyncEngine> = const { OnceCell::new() };
@@ -159,6 +187,11 @@ impl SyncEngine {
                 replica: Replica::new(),
                 store: None,
                 orders: HashMap::new(),
+                last_order: 0.0,
+                store_id: None,
+                batch_limit: net::MAX_BATCH_COMMANDS,
+                catching_up: HashSet::new(),
+                gap_retry_scheduled: false,
                 unwritten: HashSet::new(),
                 feed_open: false,
                 feed_failed: false,
@@ -310,12 +343,13 @@ impl SyncEngine {
             return None;
         }
         let command_id = time_ordered_uuid();
-        let order = js_sys::Date::now();
         let name = command.name();
         let decided = {
             let mut state = self.state.borrow_mut();
+            let order = js_sys::Date::now().max(state.last_order + 0.01);
             let decided = state.replica.submit(command_id, session_id, command);
             if decided.is_ok() {
+                state.last_order = order;
                 state.orders.insert(command_id, order);
                 state.unwritten.insert(command_id);
                 // A success supersedes the refusals of earlier attempts.
@@ -329,10 +363,10 @@ impl SyncEngine {
                     .find(|p| p.command_id == command_id)
                     .cloned()
                     .expect("just submitted");
-                (events, pending, state.store.clone())
+                (events, pending, state.store.clone(), order)
             })
         };
-        let (events, pending, store) = match decided {
+        let (events, pending, store, order) = match decided {
             Ok(decided) => decided,
             Err(error) => {
                 self.report_input(format!("{name} refused: {error}"));
@@ -447,19 +481,19 @@ impl SyncEngine {
                 return Err(StorageError::NewerFormat);
             }
         }
+        // The witness is the highest event stored: rebuilt with the events.
+        rebuilt.resume(snapshot.last_global_sequence, snapshot.gaps, None);
         let mut state = self.state.borrow_mut();
         state.orders = snapshot
             .outbox
             .iter()
             .map(|(order, p)| (p.command_id, *order))
             .collect();
-        state.replica = Replica::restore(
-            rebuilt
-                .confirmed_all()
-                .map(|(id, aggregate)| (*id, aggregate.clone())),
-            snapshot.last_global_sequence,
-            snapshot.outbox.into_iter().map(|(_, p)| p),
-        );
+        state.last_order = state.orders.values().copied().fold(0.0, f64::max);
+        state.store_id = snapshot.store_id;
+        // Rows stored before exact bases get theirs here.
+        rebuilt.replace_outbox(snapshot.outbox.into_iter().map(|(_, p)| p));
+        state.replica = rebuilt;
         Ok(())
     }
 
@@ -473,14 +507,9 @@ impl SyncEngine {
             Ok(snapshot) => {
                 {
                     let mut state = self.state.borrow_mut();
-                    let confirmed: Vec<(Uuid, QuerySession)> = state
-                        .replica
-                        .confirmed_all()
-                        .map(|(id, a)| (*id, a.clone()))
-                        .collect();
-                    let cursor = state.replica.last_global_sequence();
                     for (order, pending) in &snapshot.outbox {
                         state.orders.insert(pending.command_id, *order);
+                        state.last_order = state.last_order.max(*order);
                     }
                     let stored: Vec<(f64, PendingCommand<SessionCommand>)> = snapshot.outbox;
                     let outbox = merge_outboxes(
@@ -489,7 +518,7 @@ impl SyncEngine {
                         &state.orders,
                         &state.unwritten,
                     );
-                    state.replica = Replica::restore(confirmed, cursor, outbox);
+                    state.replica.replace_outbox(outbox);
                 }
                 self.changed();
             }
@@ -523,6 +552,14 @@ impl SyncEngine {
                         message: rejected.message,
                     });
                     engine.changed();
+                    return;
+                }
+                if event.data().as_string().as_deref() == Some(RESET_MESSAGE) {
+                    // Another tab found the server's store replaced or
+                    // restored: drop ours too and read the feed again.
+                    engine.state.borrow_mut().replica.reset();
+                    engine.report_reset("the server's data was restored or replaced");
+                    engine.start_feed();
                     return;
                 }
                 let engine = engine.clone();
@@ -585,10 +622,11 @@ impl SyncEngine {
         self.changed();
     }
 
-    /// While the feed is down, asks `/api/health` every second; as soon as
-    /// the server answers, opens a new feed at once (rather than waiting for
-    /// the browser's own reconnection delay, or forever if it gave up), which
-    /// also wakes the sender.
+    /// While the feed is down, asks `/api/health` every [`PROBE_MS`]; as
+    /// soon as the server answers, opens a new feed (which also wakes the
+    /// sender). The page drives reconnects itself: the browser's own
+    /// `EventSource` reconnect would send only a number, not the store id
+    /// and witness the server judges a resume by.
     fn watch_for_server(&self) {
         {
             let mut state = self.state.borrow_mut();
@@ -600,35 +638,71 @@ impl SyncEngine {
         let engine = self.clone();
         spawn_local(async move {
             loop {
-                gloo_timers::future::TimeoutFuture::new(PROBE_MS).await;
                 if engine.state.borrow().feed_open {
                     break;
                 }
-                if net::server_is_up().await {
+                if let Some(announced) = net::server_is_up().await {
+                    let held = engine.state.borrow().store_id;
+                    if !same_store(held, announced) {
+                        engine.reset(announced, "the server's data store was replaced");
+                    }
                     engine.start_feed();
                     break;
                 }
+                gloo_timers::future::TimeoutFuture::new(PROBE_MS).await;
             }
             engine.state.borrow_mut().probing = false;
         });
     }
 
-    /// Opens the SSE feed after the stored cursor. The browser reconnects by
-    /// itself with `Last-Event-ID`; [`SyncEngine::watch_for_server`] covers
-    /// the time it waits or gives up.
+    /// Opens the SSE feed after the cursor, naming the store and the witness
+    /// this replica holds; the server's first frame (`hello`) confirms them
+    /// or says reset.
     fn start_feed(&self) {
-        let cursor = self.state.borrow().replica.last_global_sequence();
-        let Ok(feed) = web_sys::EventSource::new(&format!("/api/events?after={cursor}")) else {
+        let url = {
+            let state = self.state.borrow();
+            let mut url = format!(
+                "/api/events?hello=1&after={}",
+                state.replica.last_global_sequence()
+            );
+            if let Some(store_id) = state.store_id {
+                url.push_str(&format!("&store={store_id}"));
+            }
+            if let Some(witness) = state.replica.witness() {
+                url.push_str(&format!(
+                    "&witness_sequence={}&witness_id={}",
+                    witness.global_sequence, witness.event_id
+                ));
+            }
+            url
+        };
+        let Ok(feed) = web_sys::EventSource::new(&url) else {
             return;
         };
         let engine = self.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || {
             engine.set_feed(true);
+            engine.retry_gaps();
             let engine = engine.clone();
             spawn_local(async move { engine.flush().await });
         });
         feed.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         on_open.forget();
+
+        let engine = self.clone();
+        let on_hello = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                if let Some(hello) = event
+                    .data()
+                    .as_string()
+                    .and_then(|data| serde_json::from_str::<Hello>(&data).ok())
+                {
+                    engine.on_hello(hello);
+                }
+            },
+        );
+        let _ = feed.add_event_listener_with_callback("hello", on_hello.as_ref().unchecked_ref());
+        on_hello.forget();
 
         let engine = self.clone();
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
@@ -664,6 +738,10 @@ impl SyncEngine {
 
         let engine = self.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
+            // Close it: the browser's reconnect would resume without the witness.
+            if let Some(feed) = engine.state.borrow_mut().feed.take() {
+                feed.close();
+            }
             engine.set_feed(false);
             engine.watch_for_server();
         });
@@ -673,6 +751,75 @@ impl SyncEngine {
         if let Some(old) = self.state.borrow_mut().feed.replace(feed) {
             old.close();
         }
+    }
+
+    /// The feed's first frame.
+    fn on_hello(&self, hello: Hello) {
+        if hello.status == "reset" {
+            // The server streams its whole log after this frame.
+            self.reset_confirmed(
+                Some(hello.store_id),
+                hello
+                    .message
+                    .as_deref()
+                    .unwrap_or("the server's data was restored from an older state"),
+            );
+            return;
+        }
+        let known = self.state.borrow().store_id == Some(hello.store_id);
+        if !known {
+            self.state.borrow_mut().store_id = Some(hello.store_id);
+            if let Some(store) = self.state.borrow().store.clone() {
+                let engine = self.clone();
+                spawn_local(async move {
+                    if let Err(error) = store.put_store_id(hello.store_id).await {
+                        engine.storage_failed(error);
+                    }
+                });
+            }
+        }
+    }
+
+    /// The server is not the store this replica's confirmed state came from,
+    /// found by an answer or a fetch: reset, then read the feed from the start.
+    fn reset(&self, store_id: Option<Uuid>, why: &str) {
+        let store_id = store_id.or(self.state.borrow().store_id);
+        self.reset_confirmed(store_id, why);
+        self.start_feed();
+    }
+
+    /// Drops confirmed state here and in IndexedDB, keeps pending commands
+    /// (each is rebased when the server answers it), tells the other tabs
+    /// and the user, in one line.
+    fn reset_confirmed(&self, store_id: Option<Uuid>, why: &str) {
+        {
+            let mut state = self.state.borrow_mut();
+            state.replica.reset();
+            state.store_id = store_id;
+            state.progress.clear();
+        }
+        if let Some(store) = self.state.borrow().store.clone() {
+            let engine = self.clone();
+            spawn_local(async move {
+                if let Err(error) = store.reset_confirmed(store_id).await {
+                    engine.storage_failed(error);
+                }
+            });
+        }
+        if let Some(channel) = &self.state.borrow().channel {
+            let _ = channel.post_message(&JsValue::from_str(RESET_MESSAGE));
+        }
+        self.report_reset(why);
+    }
+
+    fn report_reset(&self, why: &str) {
+        self.report(Problem {
+            error_id: random_uuid().to_string(),
+            kind: ProblemKind::System,
+            message: format!(
+                "Showing the server's data again: {why}. Changes not yet sent are kept."
+            ),
+        });
     }
 
     fn on_feed_event(&self, data: &str) {
@@ -691,46 +838,99 @@ impl SyncEngine {
             .replica
             .receive(&envelope, Source::Feed);
         match outcome {
-            Ok(Received::Applied) | Ok(Received::Duplicate) => {
-                let cursor = self.state.borrow().replica.last_global_sequence();
-                self.persist_events(vec![envelope], Some(cursor));
+            Ok(Received::Applied) => {
+                self.persist_events(vec![envelope], true);
                 self.changed();
             }
+            Ok(Received::Duplicate) => self.persist_events(Vec::new(), true),
+            Ok(Received::Diverged) => {
+                self.reset(None, "the server's data was restored from an older state")
+            }
             Ok(Received::Gap { aggregate_id, .. }) => {
+                // The ledger (with the cursor it holds back) is stored first.
+                self.persist_events(Vec::new(), true);
                 let engine = self.clone();
-                spawn_local(async move {
-                    let _ = engine.catch_up(aggregate_id).await;
-                });
+                spawn_local(async move { engine.catch_up_or_retry(aggregate_id).await });
             }
             // An event this app cannot read: stop and ask for a reload.
             Err(error) => self.set_fatal(error.to_string()),
         }
     }
 
-    fn persist_events(&self, events: Vec<EventEnvelope>, cursor: Option<u64>) {
-        let Some(store) = self.state.borrow().store.clone() else {
-            return;
+    /// Stores confirmed events and, with `position`, the feed position
+    /// (cursor and gap ledger) as the replica has it now.
+    fn persist_events(&self, events: Vec<EventEnvelope>, position: bool) {
+        let (store, position) = {
+            let state = self.state.borrow();
+            let Some(store) = state.store.clone() else {
+                return;
+            };
+            let position = position.then(|| FeedPosition {
+                cursor: state.replica.last_global_sequence(),
+                gaps: state.replica.gaps(),
+            });
+            (store, position)
         };
-        if events.is_empty() && cursor.is_none() {
+        if events.is_empty() && position.is_none() {
             return;
         }
         let engine = self.clone();
         spawn_local(async move {
-            if let Err(error) = store.add_events(&events, cursor).await {
+            if let Err(error) = store.add_events(&events, position.as_ref()).await {
                 engine.storage_failed(error);
             }
         });
     }
 
-    /// Fetches the events of one session the replica is missing.
-    async fn catch_up(&self, aggregate_id: Uuid) -> Result<(), NetError> {
-        let have = self
-            .state
-            .borrow()
-            .replica
-            .confirmed(aggregate_id)
-            .map_or(0, Aggregate::version);
-        let events = net::fetch_events(aggregate_id, have).await?;
+    /// Catches up every session in the gap ledger (after a failed fetch, or
+    /// when the feed reopens).
+    fn retry_gaps(&self) {
+        let gaps = self.state.borrow().replica.gaps();
+        for (aggregate_id, _) in gaps {
+            let engine = self.clone();
+            spawn_local(async move { engine.catch_up_or_retry(aggregate_id).await });
+        }
+    }
+
+    async fn catch_up_or_retry(&self, aggregate_id: Uuid) {
+        if self.catch_up(aggregate_id).await.is_ok() {
+            return;
+        }
+        if std::mem::replace(&mut self.state.borrow_mut().gap_retry_scheduled, true) {
+            return;
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(GAP_RETRY_MS).await;
+            engine.state.borrow_mut().gap_retry_scheduled = false;
+            if engine.state.borrow().feed_open {
+                engine.retry_gaps();
+            }
+        });
+    }
+
+    /// Fetches the events of one session the replica is missing. Err when
+    /// the fetch failed (the gap stays in the ledger).
+    async fn catch_up(&self, aggregate_id: Uuid) -> Result<(), ()> {
+        if !self.state.borrow_mut().catching_up.insert(aggregate_id) {
+            return Ok(());
+        }
+        // From one event before what is held: the overlap proves the histories agree.
+        let from = self.state.borrow().replica.fetch_from(aggregate_id);
+        let fetched = net::fetch_events(aggregate_id, from).await;
+        self.state.borrow_mut().catching_up.remove(&aggregate_id);
+        let (events, announced) = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                web_sys::console::info_1(&format!("sync: catch-up failed: {error:?}").into());
+                return Err(());
+            }
+        };
+        let held = self.state.borrow().store_id;
+        if !same_store(held, announced) {
+            self.reset(announced, "the server's data store was replaced");
+            return Err(());
+        }
         let mut applied = Vec::new();
         for event in events {
             let outcome = self
@@ -740,6 +940,10 @@ impl SyncEngine {
                 .receive(&event, Source::Fetch);
             match outcome {
                 Ok(Received::Applied) => applied.push(event),
+                Ok(Received::Diverged) => {
+                    self.reset(None, "the server's data was restored from an older state");
+                    return Err(());
+                }
                 Ok(_) => {}
                 Err(error) => {
                     self.set_fatal(error.to_string());
@@ -747,14 +951,17 @@ impl SyncEngine {
                 }
             }
         }
-        self.persist_events(applied, None);
+        // Filling a gap may move the cursor: store it with the events.
+        self.persist_events(applied, true);
         self.changed();
         Ok(())
     }
 
-    /// Sends the outbox until it is empty or the server is unreachable; while
-    /// unreachable it retries with backoff, and goes at once when the feed
-    /// reopens.
+    /// Sends the outbox until it is empty or nothing more can be done now.
+    /// Answers are handled by the table in `shared_domain::sync::answers`:
+    /// a batch-level failure never rejects; 413 splits the batch, anything
+    /// else backs off (exponential, with jitter, honouring `Retry-After`),
+    /// and the backoff ends early when the feed reopens.
     pub async fn flush(&self) {
         {
             let mut state = self.state.borrow_mut();
@@ -764,57 +971,100 @@ impl SyncEngine {
             state.flushing = true;
         }
         loop {
-            let envelopes: Vec<CommandEnvelope<SessionCommand>> = self
-                .state
-                .borrow()
-                .replica
-                .outbox()
-                .iter()
-                .map(|p| p.envelope::<QuerySession>())
-                .collect();
+            let (envelopes, limit) = {
+                let state = self.state.borrow();
+                let envelopes: Vec<CommandEnvelope<SessionCommand>> = state
+                    .replica
+                    .outbox()
+                    .iter()
+                    .map(|p| p.envelope::<QuerySession>())
+                    .collect();
+                (envelopes, state.batch_limit)
+            };
             if envelopes.is_empty() || self.state.borrow().fatal.is_some() {
                 break;
             }
-            let batch =
-                net::split_batches(&envelopes, net::MAX_BATCH_BYTES, net::MAX_BATCH_COMMANDS)
-                    .into_iter()
-                    .next()
-                    .expect("outbox is not empty");
-            let before = self.outbox_versions();
-            let retry = match net::post_batch(&batch).await {
-                Ok(answers) => self.settle(&batch, answers).await,
-                Err(NetError::Unreachable(message)) => {
-                    web_sys::console::info_1(
-                        &format!("sync: server unreachable: {message}").into(),
-                    );
-                    true
+            let batch = net::split_batches(&envelopes, net::MAX_BATCH_BYTES, limit)
+                .into_iter()
+                .next()
+                .expect("outbox is not empty");
+            let before = self.outbox_decisions();
+            let wait = match net::post_batch(&batch).await {
+                Ok(answers) => {
+                    let held = self.state.borrow().store_id;
+                    if !same_store(held, answers.store_id) {
+                        self.reset(answers.store_id, "the server's data store was replaced");
+                        None
+                    } else {
+                        let retry = self.settle(&batch, answers.answers).await;
+                        // Nothing moved (a conflict that does not clear):
+                        // wait rather than spin.
+                        let stuck = self.outbox_decisions() == before;
+                        (retry || stuck).then(|| self.backoff_delay(None, None))
+                    }
                 }
-                Err(NetError::Server(message)) => {
-                    web_sys::console::warn_1(&format!("sync: {message}").into());
-                    true
-                }
+                Err(failure) => self.on_batch_failure(&batch, failure),
             };
             self.persist_outbox_changes(before).await;
-            if retry {
-                self.back_off().await;
-            } else {
-                self.state.borrow_mut().attempt = 0;
+            match wait {
+                Some(delay_ms) => self.back_off(delay_ms).await,
+                None => self.state.borrow_mut().attempt = 0,
             }
         }
         self.state.borrow_mut().flushing = false;
         self.changed();
     }
 
-    /// Sleeps for the next backoff step, or less if the feed reopens.
-    async fn back_off(&self) {
+    /// A batch failed as a whole: how long to wait (None: go on at once).
+    fn on_batch_failure(
+        &self,
+        batch: &[CommandEnvelope<SessionCommand>],
+        failure: BatchFailure,
+    ) -> Option<u64> {
+        web_sys::console::info_1(&format!("sync: {}", failure.message).into());
+        let attempt = self.state.borrow().attempt;
+        match batch_verdict(
+            failure.status,
+            batch.len(),
+            attempt,
+            failure.retry_after_ms,
+            js_sys::Math::random(),
+        ) {
+            BatchVerdict::Split { commands } => {
+                self.state.borrow_mut().batch_limit = commands.max(1);
+                None
+            }
+            BatchVerdict::RejectSingle => {
+                let rejections = self
+                    .state
+                    .borrow_mut()
+                    .replica
+                    .rejected(&batch[0], "it is larger than the server accepts (HTTP 413)");
+                self.report_rejections(rejections, None);
+                None
+            }
+            BatchVerdict::BackOff { delay_ms } => Some(delay_ms),
+        }
+    }
+
+    fn backoff_delay(&self, status: Option<u16>, retry_after_ms: Option<u64>) -> u64 {
+        let attempt = self.state.borrow().attempt;
+        match batch_verdict(status, 1, attempt, retry_after_ms, js_sys::Math::random()) {
+            BatchVerdict::BackOff { delay_ms } => delay_ms,
+            _ => 0,
+        }
+    }
+
+    /// Sleeps `delay_ms`, or less if the feed reopens.
+    async fn back_off(&self, delay_ms: u64) {
         let (wake, woken) = oneshot::channel();
-        let delay = {
+        {
             let mut state = self.state.borrow_mut();
             state.attempt += 1;
             state.wake = Some(wake);
-            net::backoff_ms(state.attempt)
-        };
-        let timer = gloo_timers::future::TimeoutFuture::new(delay);
+        }
+        let timer =
+            gloo_timers::future::TimeoutFuture::new(delay_ms.min(u64::from(u32::MAX)) as u32);
         match select(timer, woken).await {
             Either::Left(_) => {}
             Either::Right(_) => web_sys::console::info_1(&"sync: the server is back".into()),
@@ -822,7 +1072,7 @@ impl SyncEngine {
         self.state.borrow_mut().wake = None;
     }
 
-    /// Applies the answers to one batch; true when the rest must wait (5xx).
+    /// Applies the answers to one batch; true when some must be sent again later.
     async fn settle(
         &self,
         batch: &[CommandEnvelope<SessionCommand>],
@@ -832,18 +1082,20 @@ impl SyncEngine {
         for (envelope, answer) in batch.iter().zip(answers) {
             match answer {
                 Answer::Accepted { events } => {
-                    let outcome = self
-                        .state
-                        .borrow_mut()
-                        .replica
-                        .accepted(envelope.command_id, &events);
+                    let outcome = self.state.borrow_mut().replica.accepted(envelope, &events);
                     match outcome {
+                        Ok(outcomes) if outcomes.contains(&Received::Diverged) => {
+                            self.reset(None, "the server's data was restored from an older state");
+                            return false;
+                        }
                         Ok(outcomes) => {
-                            self.persist_events(events, None);
-                            if outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
-                                let _ = self.catch_up(envelope.aggregate_id).await;
-                                let mut state = self.state.borrow_mut();
-                                state.replica.accepted(envelope.command_id, &[]).ok();
+                            self.persist_events(events, false);
+                            if outcomes.iter().any(|o| matches!(o, Received::Gap { .. }))
+                                && self.catch_up(envelope.aggregate_id).await.is_err()
+                            {
+                                // The command stays pending; its resend is
+                                // answered with the same events.
+                                retry = true;
                             }
                         }
                         Err(error) => {
@@ -852,31 +1104,44 @@ impl SyncEngine {
                         }
                     }
                 }
-                Answer::Conflict { error_id, .. } => {
-                    // Still pending? (An earlier answer in this batch may have rebased it away.)
-                    if !self.is_pending(envelope.command_id) {
-                        continue;
+                Answer::Conflict {
+                    current_version,
+                    current_command,
+                    error_id,
+                } => {
+                    let step = self.state.borrow().replica.conflict(
+                        envelope,
+                        current_version,
+                        current_command,
+                    );
+                    match step {
+                        ConflictStep::CatchUp { aggregate_id, .. } => {
+                            if self.catch_up(aggregate_id).await.is_err() {
+                                retry = true;
+                                continue;
+                            }
+                            let rejections = self.state.borrow_mut().replica.rebase(aggregate_id);
+                            self.report_rejections(rejections, error_id);
+                        }
+                        ConflictStep::Stale => {}
+                        ConflictStep::Reset => {
+                            self.reset(None, "the server's data was restored from an older state");
+                            // The other answers were decided against what we just dropped.
+                            return false;
+                        }
                     }
-                    if self.catch_up(envelope.aggregate_id).await.is_err() {
-                        return true;
-                    }
-                    let rejections = self
-                        .state
-                        .borrow_mut()
-                        .replica
-                        .rebase(envelope.aggregate_id);
-                    self.report_rejections(rejections, error_id);
                 }
                 Answer::Rejected {
                     status,
                     detail,
                     error_id,
                 } => {
+                    // Empty when the refusal is about a decision since replaced.
                     let rejections = self
                         .state
                         .borrow_mut()
                         .replica
-                        .rejected(envelope.command_id, format!("{detail} (HTTP {status})"));
+                        .rejected(envelope, format!("{detail} (HTTP {status})"));
                     self.report_rejections(rejections, error_id);
                 }
                 Answer::Retry => retry = true,
@@ -886,27 +1151,19 @@ impl SyncEngine {
         retry
     }
 
-    fn is_pending(&self, command_id: Uuid) -> bool {
+    /// Each pending command's decision: (version, base).
+    fn outbox_decisions(&self) -> HashMap<Uuid, (u64, Option<Uuid>)> {
         self.state
             .borrow()
             .replica
             .outbox()
             .iter()
-            .any(|p| p.command_id == command_id)
-    }
-
-    fn outbox_versions(&self) -> HashMap<Uuid, u64> {
-        self.state
-            .borrow()
-            .replica
-            .outbox()
-            .iter()
-            .map(|p| (p.command_id, p.expected_version))
+            .map(|p| (p.command_id, (p.expected_version, p.base_command)))
             .collect()
     }
 
-    /// Writes what settling changed: removed rows and rebased versions.
-    async fn persist_outbox_changes(&self, before: HashMap<Uuid, u64>) {
+    /// Writes what settling changed: removed rows and rebased decisions.
+    async fn persist_outbox_changes(&self, before: HashMap<Uuid, (u64, Option<Uuid>)>) {
         let (store, removed, rebased) = {
             let state = self.state.borrow();
             let Some(store) = state.store.clone() else {
@@ -923,7 +1180,7 @@ impl SyncEngine {
                 .filter(|p| {
                     before
                         .get(&p.command_id)
-                        .is_some_and(|v| *v != p.expected_version)
+                        .is_some_and(|d| *d != (p.expected_version, p.base_command))
                 })
                 .map(|p| {
                     (

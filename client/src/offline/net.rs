@@ -1,10 +1,11 @@
 //! The client's HTTP calls to the sync server, and the pure rules around
-//! them: how to split an outbox into batches, how long to back off, how to
-//! classify an answer.
+//! them: how to split an outbox into batches and how to read an answer (what
+//! to do with it is the table in `shared_domain::sync::answers`).
 
 use gloo_net::http::Request;
 use serde::Deserialize;
 use serde_json::Value;
+use shared_domain::sync::answers::{command_verdict, CommandVerdict};
 use shared_domain::{CommandEnvelope, EventEnvelope, SessionCommand};
 use uuid::Uuid;
 
@@ -13,32 +14,53 @@ pub const MAX_BATCH_COMMANDS: usize = 500;
 /// Stay well under the server's default 1 MiB body limit.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
-/// The authority's answer to one command.
+/// The authority's answer to one command, classified by
+/// [`shared_domain::sync::answers::command_verdict`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// 200: the events it stored for this command (the originals for a resend).
     Accepted { events: Vec<EventEnvelope> },
-    /// 409: the expected version is not the current one.
+    /// 409: not the current version and base.
     Conflict {
         current_version: Option<u64>,
+        /// The command behind the server's current head.
+        current_command: Option<Uuid>,
         error_id: Option<String>,
     },
-    /// Any other 4xx: the command will never be accepted as it is.
+    /// 400, 403, 404, 413, 422: the authority's log refuses the command.
     Rejected {
         status: u16,
         detail: String,
         error_id: Option<String>,
     },
-    /// 5xx inside a batch: try again later.
+    /// 401, 408, 429, 5xx, …: not decided; keep it and try again later.
     Retry,
 }
 
-/// Why a request did not get an answer.
+/// The answers to one batch, and the store that gave them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchAnswers {
+    pub answers: Vec<Answer>,
+    pub store_id: Option<Uuid>,
+}
+
+/// Why a request did not get an answer per command. Never a rejection:
+/// see [`shared_domain::sync::answers::batch_verdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchFailure {
+    /// The status of the whole request (`None`: no answer, network down).
+    pub status: Option<u16>,
+    /// `Retry-After`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    pub message: String,
+}
+
+/// Why a fetch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetError {
     /// No connection (server down, network gone).
     Unreachable(String),
-    /// The server answered 5xx, or something we could not parse.
+    /// The server answered an error, or something we could not parse.
     Server(String),
 }
 
@@ -69,14 +91,11 @@ pub fn split_batches(
     batches
 }
 
-/// Exponential backoff with a ceiling: 0.5 s, 1 s, 2 s, … 15 s.
-pub fn backoff_ms(attempt: u32) -> u32 {
-    500u32.saturating_mul(1 << attempt.min(5)).min(15_000)
-}
-
 #[derive(Deserialize)]
 struct BatchResponse {
     results: Vec<BatchResult>,
+    #[serde(default)]
+    store_id: Option<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -94,29 +113,34 @@ struct Accepted {
 #[derive(Deserialize)]
 struct EventsResponse {
     events: Vec<EventEnvelope>,
+    #[serde(default)]
+    store_id: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
+struct Health {
+    #[serde(default)]
+    store_id: Option<Uuid>,
 }
 
 /// Classifies one result of a batch.
 pub fn classify(status: u16, body: &Value) -> Answer {
-    match status {
-        200..=299 => match serde_json::from_value::<Accepted>(body.clone()) {
+    match command_verdict(status) {
+        CommandVerdict::Accepted => match serde_json::from_value::<Accepted>(body.clone()) {
             Ok(accepted) => Answer::Accepted {
                 events: accepted.events,
             },
-            Err(error) => Answer::Rejected {
-                status,
-                detail: format!("unreadable answer: {error}"),
-                error_id: None,
-            },
+            // Something between us and the server answered: not a decision.
+            Err(_) => Answer::Retry,
         },
-        // Signed out (401) or rate-limited (429): nothing was judged; the
-        // command stays pending and is sent again, never dropped.
-        401 | 429 => Answer::Retry,
-        409 => Answer::Conflict {
+        CommandVerdict::CatchUp => Answer::Conflict {
             current_version: body["current_version"].as_u64(),
+            current_command: body["current_command"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok()),
             error_id: body["error_id"].as_str().map(str::to_owned),
         },
-        400..=499 => Answer::Rejected {
+        CommandVerdict::Reject => Answer::Rejected {
             status,
             detail: body["detail"]
                 .as_str()
@@ -125,61 +149,93 @@ pub fn classify(status: u16, body: &Value) -> Answer {
                 .to_owned(),
             error_id: body["error_id"].as_str().map(str::to_owned),
         },
-        _ => Answer::Retry,
+        CommandVerdict::Retry => Answer::Retry,
     }
 }
 
-/// `POST /api/commands/batch`: one answer per envelope, in order.
+/// `Retry-After` in seconds (the HTTP-date form is not used by our server
+/// and is treated as absent).
+pub fn parse_retry_after(value: Option<&str>) -> Option<u64> {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|seconds| seconds.saturating_mul(1000))
+}
+
+/// `POST /api/commands/batch`: one answer per envelope, in order, or why
+/// the request as a whole failed.
 pub async fn post_batch(
     envelopes: &[CommandEnvelope<SessionCommand>],
-) -> Result<Vec<Answer>, NetError> {
+) -> Result<BatchAnswers, BatchFailure> {
+    let failure =
+        |status: Option<u16>, retry_after_ms: Option<u64>, message: String| BatchFailure {
+            status,
+            retry_after_ms,
+            message,
+        };
     let body = serde_json::json!({ "commands": envelopes });
     let response = Request::post("/api/commands/batch")
         .header("content-type", "application/json")
         .body(body.to_string())
-        .map_err(|e| NetError::Server(e.to_string()))?
+        .map_err(|e| failure(None, None, e.to_string()))?
         .send()
         .await
-        .map_err(|e| NetError::Unreachable(e.to_string()))?;
-    match response.status() {
-        200 => {
-            let parsed: BatchResponse = response
-                .json()
-                .await
-                .map_err(|e| NetError::Server(e.to_string()))?;
-            Ok(parsed
-                .results
-                .iter()
-                .map(|r| classify(r.status, &r.body))
-                .collect())
-        }
-        401 => Err(NetError::Server(
-            "sign-in required: open your sign-in link again (pending work is kept)".into(),
-        )),
-        429 => Err(NetError::Server("rate limited; retrying".into())),
-        // The batch as a whole was refused (too large, malformed): judge each alone.
-        400..=499 => {
-            let problem: Value = response.json().await.unwrap_or(Value::Null);
-            let answer = classify(response.status(), &problem);
-            Ok(envelopes.iter().map(|_| answer.clone()).collect())
-        }
-        status => Err(NetError::Server(format!("server answered {status}"))),
+        .map_err(|e| failure(None, None, e.to_string()))?;
+    let status = response.status();
+    if status != 200 {
+        let retry_after = parse_retry_after(response.headers().get("retry-after").as_deref());
+        return Err(failure(
+            Some(status),
+            retry_after,
+            format!("the batch was answered {status}"),
+        ));
     }
-}
-
-/// Whether `GET /api/health` answers 200 (the server is up and ready).
-pub async fn server_is_up() -> bool {
-    Request::get("/api/health")
-        .send()
+    let parsed: BatchResponse = response
+        .json()
         .await
-        .is_ok_and(|response| response.ok())
+        .map_err(|e| failure(Some(status), None, format!("unreadable batch answer: {e}")))?;
+    if parsed.results.len() != envelopes.len() {
+        return Err(failure(
+            Some(status),
+            None,
+            format!(
+                "{} answers for {} commands",
+                parsed.results.len(),
+                envelopes.len()
+            ),
+        ));
+    }
+    Ok(BatchAnswers {
+        answers: parsed
+            .results
+            .iter()
+            .map(|r| classify(r.status, &r.body))
+            .collect(),
+        store_id: parsed.store_id,
+    })
 }
 
-/// `GET /api/aggregates/QuerySession/{id}/events?after_version=N`.
+/// The store id `GET /api/health` names once the server is up and ready;
+/// `None` while it is down or starting.
+pub async fn server_is_up() -> Option<Option<Uuid>> {
+    let response = Request::get("/api/health").send().await.ok()?;
+    if !response.ok() {
+        return None;
+    }
+    Some(
+        response
+            .json::<Health>()
+            .await
+            .ok()
+            .and_then(|h| h.store_id),
+    )
+}
+
+/// `GET /api/aggregates/QuerySession/{id}/events?after_version=N`: the
+/// events and the store they come from.
 pub async fn fetch_events(
     aggregate_id: Uuid,
     after_version: u64,
-) -> Result<Vec<EventEnvelope>, NetError> {
+) -> Result<(Vec<EventEnvelope>, Option<Uuid>), NetError> {
     let url =
         format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
     let response = Request::get(&url)
@@ -196,7 +252,7 @@ pub async fn fetch_events(
         .json()
         .await
         .map_err(|e| NetError::Server(e.to_string()))?;
-    Ok(parsed.events)
+    Ok((parsed.events, parsed.store_id))
 }
 
 #[cfg(test)]
@@ -212,6 +268,7 @@ mod tests {
             aggregate_type: "QuerySession".into(),
             aggregate_id: Uuid::nil(),
             expected_version: 0,
+            base_command: None,
             command: if sql_len == 0 {
                 SessionCommand::RenameSession {
                     title: SessionTitle::new("t").unwrap(),
@@ -249,13 +306,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_a_ceiling() {
-        assert_eq!(backoff_ms(0), 500);
-        assert_eq!(backoff_ms(1), 1000);
-        assert_eq!(backoff_ms(10), 15_000);
-    }
-
-    #[test]
     fn answers_are_classified_by_status() {
         assert_eq!(
             classify(
@@ -264,6 +314,7 @@ mod tests {
             ),
             Answer::Conflict {
                 current_version: Some(4),
+                current_command: None,
                 error_id: Some("c".into())
             }
         );
@@ -279,6 +330,28 @@ mod tests {
             }
         );
         assert_eq!(classify(503, &Value::Null), Answer::Retry);
+        for status in [401, 408, 429] {
+            assert_eq!(classify(status, &Value::Null), Answer::Retry, "{status}");
+        }
+        assert!(matches!(
+            classify(413, &Value::Null),
+            Answer::Rejected { status: 413, .. }
+        ));
+        assert!(matches!(
+            classify(404, &Value::Null),
+            Answer::Rejected { status: 404, .. }
+        ));
+        assert_eq!(
+            classify(200, &serde_json::json!("<html>proxy</html>")),
+            Answer::Retry,
+            "an unreadable 200 is not a decision"
+        );
+        assert_eq!(parse_retry_after(Some(" 3 ")), Some(3000));
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(parse_retry_after(None), None);
         assert_eq!(
             classify(200, &serde_json::json!({"events": []})),
             Answer::Accepted { events: vec![] }

@@ -22,7 +22,7 @@
 
 use rexie::{ObjectStore, Rexie, TransactionMode};
 use serde::{Deserialize, Serialize};
-use shared_domain::sync::PendingCommand;
+use shared_domain::sync::{Gap, PendingCommand};
 use shared_domain::{EventEnvelope, SessionCommand};
 use uuid::Uuid;
 use wasm_bindgen::JsValue;
@@ -36,6 +36,10 @@ const PENDING: &str = "pending";
 const EVENTS: &str = "events";
 const META: &str = "meta";
 const CURSOR_KEY: &str = "cursor";
+/// The gap ledger, JSON, written with the cursor it holds back.
+const GAPS_KEY: &str = "gaps";
+/// The id of the server store the confirmed events came from.
+const STORE_ID_KEY: &str = "store_id";
 
 /// Why local storage failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +92,19 @@ pub struct Snapshot {
     pub outbox: Vec<(f64, PendingCommand<SessionCommand>)>,
     /// The SSE resume cursor.
     pub last_global_sequence: u64,
+    /// Sessions whose feed events could not be applied yet (older
+    /// databases have none).
+    pub gaps: Vec<(Uuid, Gap)>,
+    /// The server store the events came from (older databases: unknown).
+    /// The witness is not stored apart: it is the highest event stored.
+    pub store_id: Option<Uuid>,
+}
+
+/// Where the feed stands: written atomically with the events it covers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedPosition {
+    pub cursor: u64,
+    pub gaps: Vec<(Uuid, Gap)>,
 }
 
 /// The local database.
@@ -139,8 +156,20 @@ impl LocalStore {
             .into_iter()
             .map(|value| decode(&value))
             .collect::<Result<_, _>>()?;
-        let cursor = tx.store(META)?.get(JsValue::from_str(CURSOR_KEY)).await?;
+        let meta = tx.store(META)?;
+        let cursor = meta.get(JsValue::from_str(CURSOR_KEY)).await?;
+        let gaps = meta.get(JsValue::from_str(GAPS_KEY)).await?;
+        let store_id = meta.get(JsValue::from_str(STORE_ID_KEY)).await?;
         tx.done().await?;
+        let gaps = match gaps.and_then(|g| g.as_string()) {
+            Some(json) => {
+                serde_json::from_str(&json).map_err(|e| StorageError::Corrupt(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let store_id = store_id
+            .and_then(|id| id.as_string())
+            .and_then(|id| Uuid::parse_str(&id).ok());
         Ok(Snapshot {
             events: events.into_iter().map(|row| row.event).collect(),
             outbox: rows
@@ -148,6 +177,8 @@ impl LocalStore {
                 .map(|row| (row.order, row.pending))
                 .collect(),
             last_global_sequence: cursor.and_then(|c| c.as_f64()).unwrap_or(0.0) as u64,
+            gaps,
+            store_id,
         })
     }
 
@@ -191,11 +222,12 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Stores confirmed events and, when given, the new SSE cursor, atomically.
+    /// Stores confirmed events and, when given, the feed position (cursor
+    /// and gap ledger), atomically.
     pub async fn add_events(
         &self,
         events: &[EventEnvelope],
-        cursor: Option<u64>,
+        position: Option<&FeedPosition>,
     ) -> Result<(), StorageError> {
         let tx = self
             .db
@@ -211,13 +243,57 @@ impl LocalStore {
                 .put(&encode(&row)?, Some(&JsValue::from_str(&key)))
                 .await?;
         }
-        if let Some(cursor) = cursor {
-            tx.store(META)?
-                .put(
-                    &JsValue::from_f64(cursor as f64),
-                    Some(&JsValue::from_str(CURSOR_KEY)),
-                )
-                .await?;
+        if let Some(position) = position {
+            let meta = tx.store(META)?;
+            meta.put(
+                &JsValue::from_f64(position.cursor as f64),
+                Some(&JsValue::from_str(CURSOR_KEY)),
+            )
+            .await?;
+            let gaps = serde_json::to_string(&position.gaps)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            meta.put(
+                &JsValue::from_str(&gaps),
+                Some(&JsValue::from_str(GAPS_KEY)),
+            )
+            .await?;
+        }
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Remembers the server store the confirmed events come from.
+    pub async fn put_store_id(&self, store_id: Uuid) -> Result<(), StorageError> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        tx.store(META)?
+            .put(
+                &JsValue::from_str(&store_id.to_string()),
+                Some(&JsValue::from_str(STORE_ID_KEY)),
+            )
+            .await?;
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Forgets every confirmed event, the cursor and the gap ledger, and
+    /// records the store that replaces them, in one transaction (a reset:
+    /// the server is not the store they came from). Pending commands stay.
+    pub async fn reset_confirmed(&self, store_id: Option<Uuid>) -> Result<(), StorageError> {
+        let tx = self
+            .db
+            .transaction(&[EVENTS, META], TransactionMode::ReadWrite)?;
+        tx.store(EVENTS)?.clear().await?;
+        let meta = tx.store(META)?;
+        meta.delete(JsValue::from_str(CURSOR_KEY)).await?;
+        meta.delete(JsValue::from_str(GAPS_KEY)).await?;
+        if let Some(id) = store_id {
+            meta.put(
+                &JsValue::from_str(&id.to_string()),
+                Some(&JsValue::from_str(STORE_ID_KEY)),
+            )
+            .await?;
+        } else {
+            meta.delete(JsValue::from_str(STORE_ID_KEY)).await?;
         }
         tx.done().await?;
         Ok(())
@@ -297,9 +373,17 @@ mod browser_tests {
             command_id: Uuid::from_u128(n),
             aggregate_id: Uuid::from_u128(1),
             expected_version: n as u64,
+            base_command: None,
             command: SessionCommand::RenameSession {
                 title: SessionTitle::new(format!("title {n}")).unwrap(),
             },
+        }
+    }
+
+    fn position(cursor: u64) -> FeedPosition {
+        FeedPosition {
+            cursor,
+            gaps: Vec::new(),
         }
     }
 
@@ -329,7 +413,7 @@ mod browser_tests {
             .await
             .unwrap();
         store
-            .add_events(&[event(1, 5), event(2, 9)], Some(9))
+            .add_events(&[event(1, 5), event(2, 9)], Some(&position(9)))
             .await
             .unwrap();
         drop(store);
@@ -366,7 +450,10 @@ mod browser_tests {
         assert_eq!(outbox[0], (2.0, rebased));
         assert_eq!(outbox[1].1.command_id, Uuid::from_u128(3));
         // Events are idempotent by (aggregate, sequence); the cursor only moves when given.
-        store.add_events(&[event(1, 4)], Some(4)).await.unwrap();
+        store
+            .add_events(&[event(1, 4)], Some(&position(4)))
+            .await
+            .unwrap();
         store.add_events(&[event(1, 4)], None).await.unwrap();
         let snapshot = store.load().await.unwrap();
         assert_eq!(snapshot.events.len(), 1);
@@ -428,7 +515,7 @@ mod browser_tests {
         created.event_type = "SessionCreated".into();
         created.payload = serde_json::json!({"type": "SessionCreated", "title": "old"});
         store
-            .add_events(&[created, submitted], Some(2))
+            .add_events(&[created, submitted], Some(&position(2)))
             .await
             .unwrap();
         let snapshot = store.load().await.unwrap();
@@ -439,6 +526,70 @@ mod browser_tests {
         let session = replica.view(Uuid::from_u128(1));
         assert_eq!(session.history.len(), 1);
         assert_eq!(session.history[0].engine, Engine::Server);
+    }
+
+    /// Rows written before exact bases, gap ledgers and store ids are read,
+    /// not dropped; a reset forgets confirmed state and keeps the outbox.
+    #[wasm_bindgen_test]
+    async fn rows_of_the_previous_app_load_and_a_reset_keeps_the_outbox() {
+        let store = fresh("sextant-test-previous-rows").await;
+        let tx = store
+            .db
+            .transaction(&[PENDING, META], TransactionMode::ReadWrite)
+            .unwrap();
+        let old_row = serde_json::json!({"v": 1, "order": 5.0, "pending": {
+            "command_id": Uuid::from_u128(9), "aggregate_id": Uuid::from_u128(1),
+            "expected_version": 1, "command": {"type": "RenameSession", "title": "x"}}});
+        tx.store(PENDING)
+            .unwrap()
+            .put(
+                &JsValue::from_str(&old_row.to_string()),
+                Some(&key_of(Uuid::from_u128(9))),
+            )
+            .await
+            .unwrap();
+        tx.store(META)
+            .unwrap()
+            .put(
+                &JsValue::from_f64(7.0),
+                Some(&JsValue::from_str(CURSOR_KEY)),
+            )
+            .await
+            .unwrap();
+        tx.done().await.unwrap();
+        store.add_events(&[event(1, 7)], None).await.unwrap();
+
+        let snapshot = store.load().await.unwrap();
+        assert_eq!(snapshot.outbox.len(), 1);
+        assert_eq!(snapshot.outbox[0].1.base_command, None);
+        assert_eq!(snapshot.last_global_sequence, 7);
+        assert!(snapshot.gaps.is_empty());
+        assert_eq!(snapshot.store_id, None);
+
+        let gap = Gap {
+            global_sequence: 12,
+            aggregate_sequence: 3,
+        };
+        let position = FeedPosition {
+            cursor: 11,
+            gaps: vec![(Uuid::from_u128(1), gap)],
+        };
+        store.add_events(&[], Some(&position)).await.unwrap();
+        store.put_store_id(Uuid::from_u128(70)).await.unwrap();
+        let snapshot = store.load().await.unwrap();
+        assert_eq!(snapshot.gaps, position.gaps);
+        assert_eq!(snapshot.store_id, Some(Uuid::from_u128(70)));
+
+        store
+            .reset_confirmed(Some(Uuid::from_u128(71)))
+            .await
+            .unwrap();
+        let snapshot = store.load().await.unwrap();
+        assert!(snapshot.events.is_empty());
+        assert_eq!(snapshot.last_global_sequence, 0);
+        assert!(snapshot.gaps.is_empty());
+        assert_eq!(snapshot.store_id, Some(Uuid::from_u128(71)));
+        assert_eq!(snapshot.outbox.len(), 1, "pending work survives a reset");
     }
 
     #[wasm_bindgen_test]

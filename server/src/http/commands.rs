@@ -133,5 +133,5 @@ pub async fn post_batch(
             }
         });
     }
-    Ok(Json(json!({ "results": results })).into_response())
+    Ok(Json(json!({ "results": results, "store_id": state.store_id() })).into_response())
 }

@@ -13,6 +13,7 @@ pub mod users;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -54,7 +55,12 @@ pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Rout
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         // Bodies over the limit are refused by the extractors with a 413 problem.
-        .layer(DefaultBodyLimit::max(config.body_limit));
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        // Every API answer names the store it comes from (docs/SYNC.md).
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            stamp_store_id,
+        ));
 
     // Client routes (`/sessions/…`) fall back to index.html; the client routes itself.
     let index = config.static_dir.join("index.html");
@@ -72,10 +78,25 @@ pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Rout
         .with_state(state)
 }
 
-/// 200 with the version once the server is ready, 503 before.
+/// The response header that carries the store id on every API answer.
+pub const STORE_ID_HEADER: &str = "x-sextant-store";
+
+async fn stamp_store_id(State(state): State<AppState>, mut response: Response) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&state.store_id().to_string()) {
+        response.headers_mut().insert(STORE_ID_HEADER, value);
+    }
+    response
+}
+
+/// 200 with the version and the store id once the server is ready, 503 before.
 async fn health(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
+        Json(json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "store_id": state.store_id(),
+        }))
+        .into_response()
     } else {
         AppError::new(ErrorKind::Unavailable, "the server is still starting").into_response()
     }

@@ -71,6 +71,7 @@ pub async fn aggregate_events(
         "aggregate_id": aggregate_id,
         "version": version,
         "events": events,
+        "store_id": state.store_id(),
     })))
 }
 

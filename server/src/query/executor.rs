@@ -361,6 +361,7 @@ impl QueryService {
                 aggregate_type: "QuerySession".into(),
                 aggregate_id: session_id,
                 expected_version: expected,
+                base_command: None,
                 command: command.clone(),
             };
             match self.pipeline.execute(envelope, Origin::Executor).await {

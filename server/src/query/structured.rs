@@ -564,7 +564,7 @@ mod tests {
             &request("pickup", Some(24), &["avg:fare"], None)
         )
         .unwrap()
-        .contains("to_timestamp"));
+        .contains("make_timestamp"));
         let refused = |r: Aggregation| aggregate_sql(&columns(), &r).unwrap_err();
         assert!(refused(request("borough", Some(5), &["count:*"], None)).contains("binned"));
         assert!(refused(request("fare", Some(0), &["count:*"], None)).contains("between"));

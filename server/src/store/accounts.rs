@@ -1,4 +1,4 @@
-//! The SQL of the `users` table (migration 0006): adding, revoking, listing
+//! The SQL of the `users` table (migration 0004): adding, revoking, listing
 //! users and replacing a token hash. The rules around it (token generation,
 //! hashing, the in-memory directory) live in [`crate::accounts`].
 

@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod migrations;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -327,7 +328,7 @@ fn conversion_error(
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
 }
 
-fn uuid_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Uuid> {
+pub(crate) fn uuid_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Uuid> {
     let text: String = row.get(column)?;
     Uuid::parse_str(&text).map_err(|e| conversion_error(column, e))
 }

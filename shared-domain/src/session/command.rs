@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::chart::ChartSettings;
 use crate::access::{Role, UserName};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
 
@@ -55,6 +56,11 @@ pub enum SessionCommand {
     UnshareSession {
         user: UserName,
     },
+    /// Saves how the result of a completed query is charted.
+    ConfigureChart {
+        query_id: QueryId,
+        chart: ChartSettings,
+    },
 }
 
 impl SessionCommand {
@@ -72,6 +78,7 @@ impl SessionCommand {
             SessionCommand::CloseSession {} => "CloseSession",
             SessionCommand::ShareSession { .. } => "ShareSession",
             SessionCommand::UnshareSession { .. } => "UnshareSession",
+            SessionCommand::ConfigureChart { .. } => "ConfigureChart",
         }
     }
 
@@ -89,6 +96,7 @@ impl SessionCommand {
             SessionCommand::CloseSession {} => "close the session",
             SessionCommand::ShareSession { .. } => "share the session",
             SessionCommand::UnshareSession { .. } => "unshare the session",
+            SessionCommand::ConfigureChart { .. } => "configure charts",
         }
     }
 
@@ -99,7 +107,8 @@ impl SessionCommand {
             | SessionCommand::StartQuery { query_id }
             | SessionCommand::CompleteQuery { query_id, .. }
             | SessionCommand::FailQuery { query_id, .. }
-            | SessionCommand::CancelQuery { query_id } => Some(*query_id),
+            | SessionCommand::CancelQuery { query_id }
+            | SessionCommand::ConfigureChart { query_id, .. } => Some(*query_id),
             _ => None,
         }
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::chart::ChartSettings;
 use crate::access::{Role, UserId, UserName};
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
@@ -67,6 +68,12 @@ pub enum SessionEvent {
         query_id: QueryId,
     },
     SessionClosed {},
+    /// Version 1. A later version changes `ChartSettings` only with an
+    /// upcaster step from 1 (see `upcaster`).
+    ChartConfigured {
+        query_id: QueryId,
+        chart: ChartSettings,
+    },
 }
 
 /// Every event type with its current schema version.
@@ -82,6 +89,7 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("SessionClosed", 1),
     ("SessionShared", 1),
     ("SessionUnshared", 1),
+    ("ChartConfigured", 1),
 ];
 
 impl DomainEvent for SessionEvent {
@@ -98,6 +106,7 @@ impl DomainEvent for SessionEvent {
             SessionEvent::SessionClosed {} => "SessionClosed",
             SessionEvent::SessionShared { .. } => "SessionShared",
             SessionEvent::SessionUnshared { .. } => "SessionUnshared",
+            SessionEvent::ChartConfigured { .. } => "ChartConfigured",
         }
     }
 
@@ -117,7 +126,8 @@ impl SessionEvent {
             | SessionEvent::QueryStarted { query_id }
             | SessionEvent::QueryCompleted { query_id, .. }
             | SessionEvent::QueryFailed { query_id, .. }
-            | SessionEvent::QueryCancelled { query_id } => Some(*query_id),
+            | SessionEvent::QueryCancelled { query_id }
+            | SessionEvent::ChartConfigured { query_id, .. } => Some(*query_id),
             _ => None,
         }
     }

@@ -4,9 +4,11 @@
 //! every query submitted in it with its execution state. At most one query
 //! is active (submitted or running) at a time.
 
+mod chart;
 mod command;
 mod event;
 
+pub use chart::{ChartAggregate, ChartKind, ChartSettings, MAX_BINS};
 pub use command::SessionCommand;
 pub use event::SessionEvent;
 
@@ -58,6 +60,12 @@ pub enum SessionError {
     /// when stored events are read).
     #[error("{0}")]
     Invalid(ValueError),
+    #[error("query {0} is not in this session")]
+    UnknownQuery(QueryId),
+    #[error("query {0} has no result to chart (it did not complete)")]
+    QueryNotCompleted(QueryId),
+    #[error("the chart cannot be drawn: {0}")]
+    InvalidChart(String),
 }
 
 /// Where a session is in its life.
@@ -107,6 +115,9 @@ pub struct QueryRecord {
     pub engine: Engine,
     #[serde(flatten)]
     pub state: QueryState,
+    /// How its result is charted (`ChartConfigured`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSettings>,
 }
 
 /// The state of a query session, folded from its events.
@@ -157,7 +168,8 @@ impl QuerySession {
             | C::StartQuery { .. }
             | C::CompleteQuery { .. }
             | C::FailQuery { .. }
-            | C::CancelQuery { .. } => Role::Editor,
+            | C::CancelQuery { .. }
+            | C::ConfigureChart { .. } => Role::Editor,
         }
     }
 
@@ -428,6 +440,25 @@ impl QuerySession {
                     query_id: *query_id,
                 }])
             }
+            C::ConfigureChart { query_id, chart } => {
+                let query = self
+                    .query(*query_id)
+                    .ok_or(SessionError::UnknownQuery(*query_id))?;
+                let QueryState::Completed { columns, .. } = &query.state else {
+                    return Err(SessionError::QueryNotCompleted(*query_id));
+                };
+                if let Some(problem) = chart.problem(columns) {
+                    return Err(SessionError::InvalidChart(problem));
+                }
+                if query.chart.as_ref() == Some(chart) {
+                    // Saving the same settings again changes nothing.
+                    return Ok(Vec::new());
+                }
+                Ok(vec![E::ChartConfigured {
+                    query_id: *query_id,
+                    chart: chart.clone(),
+                }])
+            }
             C::CloseSession {} => {
                 // Closing never leaves a query dangling: the active one is cancelled first.
                 let mut events: Vec<SessionEvent> = self
@@ -476,6 +507,7 @@ impl QuerySession {
                     sql: sql.clone(),
                     engine: *engine,
                     state: QueryState::Submitted,
+                    chart: None,
                 });
             }
             E::QueryStarted { query_id } => self.set_state(*query_id, |_| QueryState::Running),
@@ -501,6 +533,11 @@ impl QuerySession {
             }),
             E::QueryCancelled { query_id } => self.set_state(*query_id, |_| QueryState::Cancelled),
             E::SessionClosed {} => self.lifecycle = Lifecycle::Closed,
+            E::ChartConfigured { query_id, chart } => {
+                if let Some(record) = self.query_mut(*query_id) {
+                    record.chart = Some(chart.clone());
+                }
+            }
         }
     }
 }

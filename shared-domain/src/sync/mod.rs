@@ -1,23 +1,38 @@
 //! The sync core: a replica of the authority's event log plus an outbox of
 //! commands the authority has not confirmed yet. Pure state transitions, no
-//! I/O, so the browser runs it and native tests simulate it.
+//! I/O, so the browser runs it and native tests simulate it. The protocol
+//! and the reasoning behind it are in `docs/SYNC.md`.
 //!
 //! The shell (the browser app) feeds it what happened on the wire:
 //! - the user acts: [`Replica::submit`] decides on the optimistic view; a
-//!   locally invalid command never enters the outbox;
+//!   locally invalid command never enters the outbox. The pending command
+//!   remembers its exact base: the version *and* the command that produced
+//!   the event at that version;
 //! - an event arrives on the SSE feed: [`Replica::receive`] with
-//!   [`Source::Feed`]; one that answers a pending command removes it;
-//! - the authority answers a command: 200 -> [`Replica::accepted`],
-//!   409 -> fetch the missing events, [`Replica::receive`] them with
-//!   [`Source::Fetch`], then [`Replica::rebase`]; 400/422 -> [`Replica::rejected`].
+//!   [`Source::Feed`]; one that answers a pending command removes it; one
+//!   that leaves a gap goes into the gap ledger ([`Replica::gaps`]) and holds
+//!   the resume cursor back until a fetch fills it;
+//! - the authority answers a command, classified by [`answers`]: 200 ->
+//!   [`Replica::accepted`], 409 -> [`Replica::conflict`] (fetch, receive with
+//!   [`Source::Fetch`], then [`Replica::rebase`]), a refusal ->
+//!   [`Replica::rejected`]. A refusal or a conflict counts only if the
+//!   pending command still has the version and base it was sent with;
+//!   otherwise the answer is about a decision the replica has since replaced.
 //!
 //! Why a resend is always safe: a command keeps its `command_id` across
 //! rebases, and the authority answers a known `command_id` with its original
-//! result. A send with expected version `v` is either stored at `v` or never,
-//! because versions only grow; so once the confirmed log holds other events
-//! at `v`, the command was not applied and may be re-decided. This assumes
-//! one request in flight per outbox: the shell sends the next batch only
-//! after the previous one was answered or is known lost.
+//! result. The authority appends a command only on the exact base it was
+//! decided on ([`base::check_base`]); a replica's next command names the
+//! previous one as its base, so a replica's commands on one aggregate are
+//! applied in the order they were made even when requests are reordered or
+//! a request given up on arrives late.
+
+pub mod answers;
+pub mod base;
+pub mod identity;
+mod mutants;
+
+use mutants::{active, Mutant};
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -28,6 +43,8 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::envelope::{CommandEnvelope, EventEnvelope};
 use crate::upcast::UpcastError;
+
+pub use identity::Witness;
 
 #[cfg(test)]
 mod simulation;
@@ -40,6 +57,13 @@ pub struct PendingCommand<C> {
     pub aggregate_id: Uuid,
     /// The version this command was (last) decided on.
     pub expected_version: u64,
+    /// The command that produced the event at `expected_version`: the last
+    /// confirmed one, or the previous pending command of the same aggregate.
+    /// `None` at version 0, and in rows stored before bases existed (they
+    /// get one at the next rebase; until then the authority checks the
+    /// number only).
+    #[serde(default)]
+    pub base_command: Option<Uuid>,
     pub command: C,
 }
 
@@ -51,8 +75,17 @@ impl<C: Clone> PendingCommand<C> {
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: self.aggregate_id,
             expected_version: self.expected_version,
+            base_command: self.base_command,
             command: self.command.clone(),
         }
+    }
+
+    /// Whether this pending command is still the decision `sent` carried:
+    /// same version, same base. An answer to an older decision is stale.
+    pub fn is_decision_of<D>(&self, sent: &CommandEnvelope<D>) -> bool {
+        self.command_id == sent.command_id
+            && self.expected_version == sent.expected_version
+            && self.base_command == sent.base_command
     }
 }
 
@@ -82,12 +115,34 @@ pub enum Received {
     Applied,
     /// Already known: ignored.
     Duplicate,
+    /// This replica holds another event at this position: the authority is
+    /// not the history it confirmed (a restored store that grew again).
+    /// Reset ([`Replica::reset`]).
+    Diverged,
     /// Events are missing before this one: fetch the aggregate's events
-    /// after `have_version`, then receive them with [`Source::Fetch`].
+    /// after `have_version`, then receive them with [`Source::Fetch`]. The
+    /// aggregate is in the gap ledger until they arrive.
     Gap {
         aggregate_id: Uuid,
         have_version: u64,
     },
+}
+
+/// What the shell does about a 409 ([`Replica::conflict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConflictStep {
+    /// Fetch the aggregate's events after `have_version` (from one earlier:
+    /// see [`Replica::fetch_from`]), receive them with [`Source::Fetch`],
+    /// then [`Replica::rebase`] it.
+    CatchUp {
+        aggregate_id: Uuid,
+        have_version: u64,
+    },
+    /// The answer is about a decision the replica has replaced: ignore it.
+    Stale,
+    /// The authority is behind what this replica holds as confirmed: its
+    /// store was restored or recreated. Reset ([`Replica::reset`]).
+    Reset,
 }
 
 /// A failure of the sync core itself.
@@ -108,11 +163,28 @@ pub enum SyncError {
     },
 }
 
+/// An aggregate whose feed event could not be applied yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The global sequence of the first feed event not applied: the resume
+    /// cursor stays below it.
+    pub global_sequence: u64,
+    /// The aggregate sequence that event has: the gap is filled once the
+    /// confirmed version reaches it.
+    pub aggregate_sequence: u64,
+}
+
 /// One replica of the authority's state for aggregates of type `A`.
 #[derive(Debug, Clone)]
 pub struct Replica<A: Aggregate> {
     confirmed: BTreeMap<Uuid, A>,
-    last_global_sequence: u64,
+    /// The command that produced each aggregate's last confirmed event.
+    heads: BTreeMap<Uuid, Uuid>,
+    /// The highest global sequence received from the feed.
+    feed_high: u64,
+    /// Aggregates with feed events not applied yet (the gap ledger).
+    gaps: BTreeMap<Uuid, Gap>,
+    witness: Option<Witness>,
     outbox: VecDeque<PendingCommand<A::Command>>,
 }
 
@@ -120,7 +192,10 @@ impl<A: Aggregate> Default for Replica<A> {
     fn default() -> Self {
         Self {
             confirmed: BTreeMap::new(),
-            last_global_sequence: 0,
+            heads: BTreeMap::new(),
+            feed_high: 0,
+            gaps: BTreeMap::new(),
+            witness: None,
             outbox: VecDeque::new(),
         }
     }
@@ -132,22 +207,83 @@ impl<A: Aggregate> Replica<A> {
         Self::default()
     }
 
-    /// Restores a replica from what the shell persisted.
-    pub fn restore(
-        confirmed: impl IntoIterator<Item = (Uuid, A)>,
-        last_global_sequence: u64,
-        outbox: impl IntoIterator<Item = PendingCommand<A::Command>>,
-    ) -> Self {
+    /// A replica with nothing confirmed whose feed resumes after
+    /// `last_global_sequence` (a fresh tab bootstrapping from a read model).
+    pub fn starting_at(last_global_sequence: u64) -> Self {
         Self {
-            confirmed: confirmed.into_iter().collect(),
-            last_global_sequence,
-            outbox: outbox.into_iter().collect(),
+            feed_high: last_global_sequence,
+            ..Self::default()
         }
     }
 
-    /// The global sequence of the last event received from the feed: resume the feed after it.
+    /// Sets what the shell persisted besides the confirmed events (which it
+    /// restores with [`Replica::receive`] and [`Source::Fetch`] first): the
+    /// feed cursor, the gap ledger and the witness.
+    pub fn resume(
+        &mut self,
+        last_global_sequence: u64,
+        gaps: impl IntoIterator<Item = (Uuid, Gap)>,
+        witness: Option<Witness>,
+    ) {
+        self.feed_high = last_global_sequence;
+        self.gaps = gaps.into_iter().collect();
+        self.gaps.retain(|id, gap| {
+            self.confirmed.get(id).map_or(0, A::version) < gap.aggregate_sequence
+        });
+        if witness.map(|w| w.global_sequence) > self.witness.map(|w| w.global_sequence) {
+            self.witness = witness;
+        }
+    }
+
+    /// Replaces the outbox (restored from storage, or merged with what other
+    /// tabs stored), in the order the commands were made. Rows without a
+    /// base, written before bases existed, get one if their version is the
+    /// one a rebase would give them.
+    pub fn replace_outbox(&mut self, outbox: impl IntoIterator<Item = PendingCommand<A::Command>>) {
+        self.outbox = outbox.into_iter().collect();
+        let ids: Vec<Uuid> = self.aggregate_ids();
+        for aggregate_id in ids {
+            self.assign_missing_bases(aggregate_id);
+        }
+    }
+
+    fn assign_missing_bases(&mut self, aggregate_id: Uuid) {
+        let mut state = self.confirmed(aggregate_id).cloned().unwrap_or_default();
+        let mut base = self.heads.get(&aggregate_id).copied();
+        for pending in self
+            .outbox
+            .iter_mut()
+            .filter(|p| p.aggregate_id == aggregate_id)
+        {
+            if pending.base_command.is_none() && pending.expected_version == state.version() {
+                pending.base_command = base;
+            }
+            if let Ok((next, events)) = state.execute(&pending.command) {
+                if !events.is_empty() {
+                    base = Some(pending.command_id);
+                }
+                state = next;
+            }
+        }
+    }
+
+    /// The feed's resume cursor: the highest global sequence received from
+    /// the feed, but never past a feed event that could not be applied yet.
     pub fn last_global_sequence(&self) -> u64 {
-        self.last_global_sequence
+        self.gaps
+            .values()
+            .map(|gap| gap.global_sequence - 1)
+            .fold(self.feed_high, u64::min)
+    }
+
+    /// The gap ledger: aggregates to catch up, with the version held now.
+    pub fn gaps(&self) -> Vec<(Uuid, Gap)> {
+        self.gaps.iter().map(|(id, gap)| (*id, *gap)).collect()
+    }
+
+    /// The witness: the highest-sequenced event held, from any source.
+    pub fn witness(&self) -> Option<Witness> {
+        self.witness
     }
 
     /// Commands not yet confirmed, in the order they must be sent.
@@ -158,6 +294,11 @@ impl<A: Aggregate> Replica<A> {
     /// The authority's state of one aggregate as far as this replica knows.
     pub fn confirmed(&self, aggregate_id: Uuid) -> Option<&A> {
         self.confirmed.get(&aggregate_id)
+    }
+
+    /// The command that produced the last confirmed event of `aggregate_id`.
+    pub fn head(&self, aggregate_id: Uuid) -> Option<Uuid> {
+        self.heads.get(&aggregate_id).copied()
     }
 
     /// Every aggregate this replica has confirmed events of.
@@ -181,17 +322,26 @@ impl<A: Aggregate> Replica<A> {
     /// decides (the confirmed state moved) is skipped here; the authority's
     /// answer will reject or rebase it.
     pub fn view(&self, aggregate_id: Uuid) -> A {
+        self.view_and_base(aggregate_id).0
+    }
+
+    /// The view and the command that produced its last event.
+    fn view_and_base(&self, aggregate_id: Uuid) -> (A, Option<Uuid>) {
         let mut state = self
             .confirmed
             .get(&aggregate_id)
             .cloned()
             .unwrap_or_default();
+        let mut base = self.heads.get(&aggregate_id).copied();
         for pending in self.pending_for(aggregate_id) {
-            if let Ok((next, _)) = state.execute(&pending.command) {
+            if let Ok((next, events)) = state.execute(&pending.command) {
+                if !events.is_empty() {
+                    base = Some(pending.command_id);
+                }
                 state = next;
             }
         }
-        state
+        (state, base)
     }
 
     /// Whether `aggregate_id` has commands waiting for the authority.
@@ -214,12 +364,13 @@ impl<A: Aggregate> Replica<A> {
         aggregate_id: Uuid,
         command: A::Command,
     ) -> Result<Vec<A::Event>, A::Error> {
-        let view = self.view(aggregate_id);
+        let (view, base) = self.view_and_base(aggregate_id);
         let events = view.handle(&command)?;
         self.outbox.push_back(PendingCommand {
             command_id,
             aggregate_id,
             expected_version: view.version(),
+            base_command: base,
             command,
         });
         Ok(events)
@@ -238,15 +389,25 @@ impl<A: Aggregate> Replica<A> {
                 expected: A::TYPE,
             });
         }
-        let have_version = self
-            .confirmed
-            .get(&envelope.aggregate_id)
-            .map_or(0, A::version);
-        let outcome = if envelope.aggregate_sequence <= have_version {
+        let aggregate_id = envelope.aggregate_id;
+        let have_version = self.confirmed.get(&aggregate_id).map_or(0, A::version);
+        let outcome = if envelope.aggregate_sequence == have_version
+            && self.heads.get(&aggregate_id) != Some(&envelope.metadata.command_id)
+        {
+            Received::Diverged
+        } else if envelope.aggregate_sequence <= have_version {
             Received::Duplicate
         } else if envelope.aggregate_sequence > have_version + 1 {
+            if source == Source::Feed && !active(Mutant::GapSkipped) {
+                // Recorded before the cursor moves past it: the cursor stays
+                // below the first feed event of the aggregate not applied.
+                self.gaps.entry(aggregate_id).or_insert(Gap {
+                    global_sequence: envelope.global_sequence,
+                    aggregate_sequence: envelope.aggregate_sequence,
+                });
+            }
             Received::Gap {
-                aggregate_id: envelope.aggregate_id,
+                aggregate_id,
                 have_version,
             }
         } else {
@@ -256,27 +417,47 @@ impl<A: Aggregate> Replica<A> {
                     global_sequence: envelope.global_sequence,
                     source,
                 })?;
-            self.confirmed
-                .entry(envelope.aggregate_id)
-                .or_default()
-                .apply(&event);
+            let state = self.confirmed.entry(aggregate_id).or_default();
+            state.apply(&event);
+            let version = state.version();
+            self.heads
+                .insert(aggregate_id, envelope.metadata.command_id);
+            if self
+                .gaps
+                .get(&aggregate_id)
+                .is_some_and(|gap| version >= gap.aggregate_sequence)
+            {
+                self.gaps.remove(&aggregate_id);
+            }
             // The authority applied this command: it is no longer pending.
             self.outbox
                 .retain(|p| p.command_id != envelope.metadata.command_id);
             Received::Applied
         };
-        if source == Source::Feed && !matches!(outcome, Received::Gap { .. }) {
-            self.last_global_sequence = self.last_global_sequence.max(envelope.global_sequence);
+        if outcome == Received::Applied {
+            let held = Witness::of(envelope);
+            if self
+                .witness
+                .is_none_or(|w| w.global_sequence < held.global_sequence)
+            {
+                self.witness = Some(held);
+            }
+        }
+        if source == Source::Feed || active(Mutant::FetchMovesCursor) {
+            self.feed_high = self.feed_high.max(envelope.global_sequence);
         }
         Ok(outcome)
     }
 
-    /// The authority accepted `command_id` (200) with `events` (possibly
-    /// none, for a command that changed nothing). Gaps are reported so the
-    /// shell can fetch what is missing.
-    pub fn accepted(
+    /// The authority accepted `sent` (200) with `events` (possibly none, for
+    /// a command that changed nothing). An acceptance is never stale: a
+    /// command id is applied at most once, so its events are the truth
+    /// whatever base it was sent with. The command leaves the outbox unless
+    /// the events leave a gap (then it stays, and the view keeps showing it,
+    /// until the fetch that fills the gap brings its events).
+    pub fn accepted<C>(
         &mut self,
-        command_id: Uuid,
+        sent: &CommandEnvelope<C>,
         events: &[EventEnvelope],
     ) -> Result<Vec<Received>, SyncError> {
         let outcomes = events
@@ -284,21 +465,33 @@ impl<A: Aggregate> Replica<A> {
             .map(|event| self.receive(event, Source::Fetch))
             .collect::<Result<Vec<_>, _>>()?;
         if !outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
-            self.outbox.retain(|p| p.command_id != command_id);
+            self.outbox.retain(|p| p.command_id != sent.command_id);
         }
         Ok(outcomes)
     }
 
-    /// The authority refused `command_id` (400, 403, 422, …): it leaves the
-    /// outbox, and the commands after it on the same aggregate are re-decided.
-    pub fn rejected(
+    /// The authority refused `sent` (400, 403, 404, 413, 422): if the pending
+    /// command is still that decision, it leaves the outbox and the commands
+    /// after it on the same aggregate are re-decided. A refusal of a decision
+    /// the replica has replaced (rebased since) is ignored: empty result.
+    pub fn rejected<C>(
         &mut self,
-        command_id: Uuid,
+        sent: &CommandEnvelope<C>,
         reason: impl Into<String>,
     ) -> Vec<Rejection<A::Command>> {
-        let Some(index) = self.outbox.iter().position(|p| p.command_id == command_id) else {
+        let Some(index) = self.outbox.iter().position(|p| {
+            p.is_decision_of(sent)
+                || active(Mutant::StaleRefusalAccepted) && p.command_id == sent.command_id
+        }) else {
             return Vec::new();
         };
+        if active(Mutant::RejectionReportedTwice) {
+            let pending = self.outbox[index].clone();
+            return vec![Rejection {
+                pending,
+                reason: reason.into(),
+            }];
+        }
         let pending = self.outbox.remove(index).expect("index is in range");
         let aggregate_id = pending.aggregate_id;
         let mut rejections = vec![Rejection {
@@ -309,30 +502,77 @@ impl<A: Aggregate> Replica<A> {
         rejections
     }
 
+    /// The authority answered 409 to `sent`, at `current_version` whose
+    /// last event `current_command` produced (if it said). A version below
+    /// what this replica holds confirmed, or the same version from another
+    /// command, means the authority lost events: reset. Otherwise catch up
+    /// and rebase, unless the pending command was rebased since it was sent.
+    pub fn conflict<C>(
+        &self,
+        sent: &CommandEnvelope<C>,
+        current_version: Option<u64>,
+        current_command: Option<Uuid>,
+    ) -> ConflictStep {
+        let have_version = self.confirmed.get(&sent.aggregate_id).map_or(0, A::version);
+        let other_head = current_command.is_some()
+            && current_command != self.heads.get(&sent.aggregate_id).copied();
+        if current_version.is_some_and(|current| {
+            current < have_version || current == have_version && have_version > 0 && other_head
+        }) {
+            return ConflictStep::Reset;
+        }
+        if !self.outbox.iter().any(|p| p.is_decision_of(sent)) {
+            return ConflictStep::Stale;
+        }
+        ConflictStep::CatchUp {
+            aggregate_id: sent.aggregate_id,
+            have_version,
+        }
+    }
+
+    /// The `after_version` to fetch `aggregate_id`'s missing events with:
+    /// one before the version held, so the first event fetched is the last
+    /// one held and proves the histories agree (else [`Received::Diverged`]).
+    pub fn fetch_from(&self, aggregate_id: Uuid) -> u64 {
+        self.confirmed
+            .get(&aggregate_id)
+            .map_or(0, A::version)
+            .saturating_sub(1)
+    }
+
     /// Re-decides every pending command of `aggregate_id` on the confirmed
     /// state, in order (after a 409, once the missing events were received).
-    /// Still-valid commands get a new expected version; the others leave the
-    /// outbox and are returned, to be reported to the user.
+    /// Still-valid commands get a new expected version and base; the others
+    /// leave the outbox and are returned, to be reported to the user.
     pub fn rebase(&mut self, aggregate_id: Uuid) -> Vec<Rejection<A::Command>> {
         let mut state = self
             .confirmed
             .get(&aggregate_id)
             .cloned()
             .unwrap_or_default();
+        let mut base = self.heads.get(&aggregate_id).copied();
         let mut rejections = Vec::new();
         self.outbox.retain_mut(|pending| {
             if pending.aggregate_id != aggregate_id {
                 return true;
             }
             match state.execute(&pending.command) {
-                Ok((next, _)) => {
+                Ok((next, events)) => {
                     pending.expected_version = state.version();
+                    pending.base_command = base;
+                    if !events.is_empty() {
+                        base = Some(pending.command_id);
+                    }
                     state = next;
                     true
                 }
                 Err(error) => {
+                    // The rejection names the base it was refused on.
+                    let mut refused = pending.clone();
+                    refused.expected_version = state.version();
+                    refused.base_command = base;
                     rejections.push(Rejection {
-                        pending: pending.clone(),
+                        pending: refused,
                         reason: error.to_string(),
                     });
                     false
@@ -340,6 +580,20 @@ impl<A: Aggregate> Replica<A> {
             }
         });
         rejections
+    }
+
+    /// The authority is not the one this replica's confirmed state came from
+    /// (another store, or a restored one that lost events): forget everything
+    /// confirmed, the cursor, the gaps and the witness, and keep the pending
+    /// commands. The shell then reads the feed from the start; each pending
+    /// command is rebased when the authority answers it with a conflict, or
+    /// is applied if the authority holds exactly its base.
+    pub fn reset(&mut self) {
+        self.confirmed.clear();
+        self.heads.clear();
+        self.feed_high = 0;
+        self.gaps.clear();
+        self.witness = None;
     }
 }
 
@@ -456,8 +710,8 @@ mod tests {
         );
         assert_eq!(
             replica.last_global_sequence(),
-            5,
-            "a gap does not move the cursor"
+            8,
+            "the cursor stays below the event not applied"
         );
     }
 
@@ -545,11 +799,446 @@ mod tests {
     fn a_rejection_rebases_what_followed() {
         let (mut replica, _, create) = created_then_renamed_offline();
         // The authority refused the creation: the rename cannot stand either.
-        let rejected = replica.rejected(create, "forbidden");
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        assert_eq!(sent.command_id, create);
+        let rejected = replica.rejected(&sent, "forbidden");
         assert_eq!(rejected.len(), 2);
         assert_eq!(
             rejected[1].reason,
             "the session does not exist yet; create it first"
         );
+    }
+
+    fn rename(t: &str) -> SessionCommand {
+        SessionCommand::RenameSession { title: title(t) }
+    }
+
+    /// A replica holding session 1 confirmed at version 1 (created by command 2).
+    fn confirmed_session() -> (Replica<QuerySession>, Uuid) {
+        let mut replica = Replica::<QuerySession>::new();
+        let session = Uuid::from_u128(1);
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::access::UserId::OWNER,
+        };
+        replica
+            .receive(
+                &envelope(1, session, 1, Uuid::from_u128(2), &created),
+                Source::Feed,
+            )
+            .unwrap();
+        (replica, session)
+    }
+
+    #[test]
+    fn a_pending_command_names_its_exact_base() {
+        let (replica, session, create) = created_then_renamed_offline();
+        assert_eq!(
+            replica.outbox()[0].base_command,
+            None,
+            "absent at version 0"
+        );
+        assert_eq!(replica.outbox()[1].base_command, Some(create));
+        let sent = replica.outbox()[1].envelope::<QuerySession>();
+        assert_eq!(sent.base_command, Some(create));
+
+        let (mut replica, session2) = confirmed_session();
+        replica
+            .submit(Uuid::from_u128(10), session2, rename("b"))
+            .unwrap();
+        assert_eq!(replica.head(session2), Some(Uuid::from_u128(2)));
+        assert_eq!(replica.outbox()[0].base_command, Some(Uuid::from_u128(2)));
+
+        // A foreign event moves the head; the rebase takes the new base.
+        let foreign = SessionEvent::SessionRenamed { title: title("z") };
+        replica
+            .receive(
+                &envelope(2, session2, 2, Uuid::from_u128(99), &foreign),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert!(replica.rebase(session2).is_empty());
+        assert_eq!(replica.outbox()[0].expected_version, 2);
+        assert_eq!(replica.outbox()[0].base_command, Some(Uuid::from_u128(99)));
+        let _ = session;
+    }
+
+    /// Issue 9, first edge: a refusal decided on a base the replica has since
+    /// replaced must not reject the rebased command.
+    #[test]
+    fn a_stale_refusal_is_ignored_after_a_rebase() {
+        let (mut replica, session) = confirmed_session();
+        replica
+            .submit(Uuid::from_u128(10), session, rename("b"))
+            .unwrap();
+        replica
+            .submit(Uuid::from_u128(11), session, rename("c"))
+            .unwrap();
+        let sent: Vec<_> = replica
+            .outbox()
+            .iter()
+            .map(|p| p.envelope::<QuerySession>())
+            .collect();
+
+        // The first conflicts: another replica renamed first.
+        assert_eq!(
+            replica.conflict(&sent[0], Some(2), Some(Uuid::from_u128(99))),
+            ConflictStep::CatchUp {
+                aggregate_id: session,
+                have_version: 1
+            }
+        );
+        let foreign = SessionEvent::SessionRenamed { title: title("z") };
+        replica
+            .receive(
+                &envelope(2, session, 2, Uuid::from_u128(99), &foreign),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert!(replica.rebase(session).is_empty());
+
+        // The second's answer was decided on the old base: stale.
+        assert!(replica.rejected(&sent[1], "stale refusal").is_empty());
+        assert_eq!(
+            replica.conflict(&sent[1], Some(2), Some(Uuid::from_u128(99))),
+            ConflictStep::Stale
+        );
+        assert_eq!(replica.outbox().len(), 2);
+
+        // The same refusal of the current decision counts.
+        let current = replica.outbox()[1].envelope::<QuerySession>();
+        assert_eq!(current.expected_version, 3);
+        let rejected = replica.rejected(&current, "refused");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].pending.command_id, Uuid::from_u128(11));
+        assert_eq!(replica.outbox().len(), 1);
+    }
+
+    #[test]
+    fn a_conflict_below_the_confirmed_version_means_reset() {
+        let (mut replica, session) = confirmed_session();
+        replica
+            .submit(Uuid::from_u128(10), session, rename("b"))
+            .unwrap();
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        assert_eq!(replica.conflict(&sent, Some(0), None), ConflictStep::Reset);
+        assert_eq!(
+            replica.conflict(&sent, Some(1), Some(Uuid::from_u128(77))),
+            ConflictStep::Reset,
+            "same length, another history"
+        );
+        assert_eq!(
+            replica.conflict(&sent, None, None),
+            ConflictStep::CatchUp {
+                aggregate_id: session,
+                have_version: 1
+            }
+        );
+        assert_eq!(
+            replica.conflict(&sent, Some(1), Some(Uuid::from_u128(2))),
+            ConflictStep::CatchUp {
+                aggregate_id: session,
+                have_version: 1
+            },
+            "same version, another base"
+        );
+
+        replica.reset();
+        assert!(replica.confirmed(session).is_none());
+        assert_eq!(replica.head(session), None);
+        assert_eq!(replica.last_global_sequence(), 0);
+        assert_eq!(replica.witness(), None);
+        assert_eq!(replica.outbox().len(), 1, "pending work survives a reset");
+    }
+
+    #[test]
+    fn an_acceptance_with_a_gap_keeps_the_command_until_its_events_arrive() {
+        let (mut replica, session) = confirmed_session();
+        let cmd = Uuid::from_u128(10);
+        replica.submit(cmd, session, rename("b")).unwrap();
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        // The authority applied it at version 3: version 2 is missing here.
+        let renamed = SessionEvent::SessionRenamed { title: title("b") };
+        let outcomes = replica
+            .accepted(&sent, &[envelope(4, session, 3, cmd, &renamed)])
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![Received::Gap {
+                aggregate_id: session,
+                have_version: 1
+            }]
+        );
+        assert!(replica.has_pending(session), "the view keeps the rename");
+        assert_eq!(replica.view(session).title, Some(title("b")));
+        assert!(replica.gaps().is_empty(), "answers are not the feed");
+
+        let foreign = SessionEvent::SessionRenamed { title: title("z") };
+        replica
+            .receive(
+                &envelope(3, session, 2, Uuid::from_u128(99), &foreign),
+                Source::Fetch,
+            )
+            .unwrap();
+        replica
+            .receive(&envelope(4, session, 3, cmd, &renamed), Source::Fetch)
+            .unwrap();
+        assert!(!replica.has_pending(session));
+        assert_eq!(replica.confirmed(session).unwrap().title, Some(title("b")));
+
+        // Without a gap, an acceptance drops the command at once.
+        replica
+            .submit(Uuid::from_u128(12), session, rename("c"))
+            .unwrap();
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        let renamed = SessionEvent::SessionRenamed { title: title("c") };
+        let outcomes = replica
+            .accepted(
+                &sent,
+                &[envelope(5, session, 4, Uuid::from_u128(12), &renamed)],
+            )
+            .unwrap();
+        assert_eq!(outcomes, vec![Received::Applied]);
+        assert!(replica.outbox().is_empty());
+        // A command that changed nothing is dropped too.
+        replica
+            .submit(Uuid::from_u128(13), session, rename("d"))
+            .unwrap();
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        assert_eq!(replica.accepted(&sent, &[]).unwrap(), vec![]);
+        assert!(replica.outbox().is_empty());
+    }
+
+    #[test]
+    fn the_cursor_never_passes_a_feed_event_not_applied() {
+        let (mut replica, session) = confirmed_session();
+        let other = Uuid::from_u128(5);
+        let renamed = SessionEvent::SessionRenamed { title: title("b") };
+        // Session 1's event 3 arrives at global 10; its event 2 was missed.
+        assert!(matches!(
+            replica
+                .receive(
+                    &envelope(10, session, 3, Uuid::from_u128(30), &renamed),
+                    Source::Feed
+                )
+                .unwrap(),
+            Received::Gap { .. }
+        ));
+        // Another session's event after it does not move the cursor past 9.
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
+        replica
+            .receive(
+                &envelope(11, other, 1, Uuid::from_u128(31), &created),
+                Source::Feed,
+            )
+            .unwrap();
+        assert_eq!(replica.last_global_sequence(), 9);
+        assert_eq!(
+            replica.gaps(),
+            vec![(
+                session,
+                Gap {
+                    global_sequence: 10,
+                    aggregate_sequence: 3
+                }
+            )]
+        );
+
+        // Restored from storage, the ledger still holds the cursor back.
+        let mut restored = Replica::<QuerySession>::new();
+        restored
+            .receive(
+                &envelope(
+                    1,
+                    session,
+                    1,
+                    Uuid::from_u128(2),
+                    &SessionEvent::SessionCreated {
+                        title: title("a"),
+                        owner: crate::access::UserId::OWNER,
+                    },
+                ),
+                Source::Fetch,
+            )
+            .unwrap();
+        restored.resume(11, replica.gaps(), replica.witness());
+        assert_eq!(restored.last_global_sequence(), 9);
+
+        // The fetch fills the gap: the cursor moves to what the feed delivered.
+        replica
+            .receive(
+                &envelope(8, session, 2, Uuid::from_u128(29), &renamed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert_eq!(replica.last_global_sequence(), 9, "one event still missing");
+        replica
+            .receive(
+                &envelope(10, session, 3, Uuid::from_u128(30), &renamed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert!(replica.gaps().is_empty());
+        assert_eq!(replica.last_global_sequence(), 11);
+
+        // A ledger entry already filled is dropped on resume.
+        restored.resume(
+            11,
+            [(
+                session,
+                Gap {
+                    global_sequence: 10,
+                    aggregate_sequence: 1,
+                },
+            )],
+            None,
+        );
+        assert!(restored.gaps().is_empty());
+        assert_eq!(restored.last_global_sequence(), 11);
+    }
+
+    #[test]
+    fn the_witness_is_the_highest_event_held_from_any_source() {
+        let (mut replica, session) = confirmed_session();
+        assert_eq!(
+            replica.witness(),
+            Some(Witness {
+                global_sequence: 1,
+                event_id: Uuid::from_u128(1001)
+            })
+        );
+        let renamed = SessionEvent::SessionRenamed { title: title("b") };
+        replica
+            .receive(
+                &envelope(7, session, 2, Uuid::from_u128(3), &renamed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        // A lower event of another aggregate does not lower it.
+        let other = Uuid::from_u128(5);
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
+        replica
+            .receive(
+                &envelope(4, other, 1, Uuid::from_u128(4), &created),
+                Source::Feed,
+            )
+            .unwrap();
+        assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        assert_eq!(replica.last_global_sequence(), 4);
+        // Duplicates and gaps are not held.
+        replica
+            .receive(
+                &envelope(9, other, 3, Uuid::from_u128(6), &renamed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        // A resumed witness never lowers the one rebuilt from events.
+        replica.resume(
+            4,
+            [],
+            Some(Witness {
+                global_sequence: 2,
+                event_id: Uuid::nil(),
+            }),
+        );
+        assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        replica.resume(
+            4,
+            [],
+            Some(Witness {
+                global_sequence: 8,
+                event_id: Uuid::nil(),
+            }),
+        );
+        assert_eq!(replica.witness().unwrap().global_sequence, 8);
+    }
+
+    #[test]
+    fn stored_rows_without_a_base_get_one() {
+        let (mut source, session) = confirmed_session();
+        source
+            .submit(Uuid::from_u128(10), session, rename("b"))
+            .unwrap();
+        source
+            .submit(Uuid::from_u128(11), session, rename("c"))
+            .unwrap();
+        let mut old_rows: Vec<PendingCommand<SessionCommand>> =
+            source.outbox().iter().cloned().collect();
+        for row in &mut old_rows {
+            row.base_command = None;
+        }
+        // A row of an older build, as JSON without the field.
+        let json = serde_json::to_value(&old_rows[0]).unwrap();
+        let mut json = json.as_object().unwrap().clone();
+        json.remove("base_command");
+        let parsed: PendingCommand<SessionCommand> =
+            serde_json::from_value(serde_json::Value::Object(json)).unwrap();
+        assert_eq!(parsed, old_rows[0]);
+
+        let (mut replica, _) = confirmed_session();
+        let mut stale = old_rows[1].clone();
+        stale.expected_version = 7;
+        let stale_id = Uuid::from_u128(12);
+        stale.command_id = stale_id;
+        replica.replace_outbox(old_rows.into_iter().chain([stale]));
+        let bases: Vec<_> = replica.outbox().iter().map(|p| p.base_command).collect();
+        assert_eq!(
+            bases,
+            vec![Some(Uuid::from_u128(2)), Some(Uuid::from_u128(10)), None],
+            "a row whose version does not fit keeps no base until its rebase"
+        );
+    }
+
+    #[test]
+    fn starting_at_a_cursor_holds_nothing() {
+        let replica = Replica::<QuerySession>::starting_at(42);
+        assert_eq!(replica.last_global_sequence(), 42);
+        assert!(replica.aggregate_ids().is_empty());
+        assert!(replica.confirmed_all().next().is_none());
+    }
+
+    #[test]
+    fn another_event_at_a_held_position_means_the_histories_diverged() {
+        let (mut replica, session) = confirmed_session();
+        assert_eq!(replica.fetch_from(session), 0);
+        let renamed = SessionEvent::SessionRenamed { title: title("b") };
+        replica
+            .receive(
+                &envelope(3, session, 2, Uuid::from_u128(3), &renamed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert_eq!(replica.fetch_from(session), 1, "one event of overlap");
+        assert_eq!(replica.fetch_from(Uuid::from_u128(42)), 0);
+        // The overlap from the same history is a duplicate ...
+        assert_eq!(
+            replica
+                .receive(
+                    &envelope(3, session, 2, Uuid::from_u128(3), &renamed),
+                    Source::Fetch
+                )
+                .unwrap(),
+            Received::Duplicate
+        );
+        // ... from another history, a divergence; nothing changes.
+        assert_eq!(
+            replica
+                .receive(
+                    &envelope(3, session, 2, Uuid::from_u128(4), &renamed),
+                    Source::Fetch
+                )
+                .unwrap(),
+            Received::Diverged
+        );
+        assert_eq!(replica.head(session), Some(Uuid::from_u128(3)));
+        assert_eq!(replica.confirmed(session).unwrap().version(), 2);
     }
 }

@@ -70,7 +70,7 @@ async fn walk_through_a_session(b: &Browser) -> anyhow::Result<()> {
 
     // Submitting SELECT 42: one history entry, and the version the aggregate
     // computes for its state (1 + QuerySubmitted [+ QueryStarted [+ QueryCompleted]]).
-    b.fill(&testid("sql-input"), "SELECT 42").await?;
+    b.fill_editor(&testid("sql-input"), "SELECT 42").await?;
     b.click(&testid("submit-query")).await?;
     b.wait_for_count(&testid("history-entry"), 1).await?;
     b.wait_for_text(&testid("query-sql"), "SELECT 42").await?;

@@ -58,7 +58,7 @@ async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
 }
 
 async fn run_query(b: &Browser, sql: &str) -> Result<()> {
-    b.fill(&testid("sql-input"), sql).await?;
+    b.fill_editor(&testid("sql-input"), sql).await?;
     let editor = b.wait_for(&testid("sql-input")).await?;
     let chord: String = [Key::Control, Key::Enter, Key::Null]
         .into_iter()
@@ -113,7 +113,8 @@ async fn wait_newest_done(b: &Browser, count: usize) -> Result<(String, String, 
     bail!("query {count} did not finish: {last:?}")
 }
 
-/// The result table's rows as cell texts.
+/// The result table's rows as cell values (`data-value`: the exact value
+/// as the JSON page has it, while the cell shows it formatted).
 async fn table_rows(b: &Browser) -> Result<Vec<Vec<String>>> {
     let mut rows = Vec::new();
     for row in b
@@ -123,7 +124,7 @@ async fn table_rows(b: &Browser) -> Result<Vec<Vec<String>>> {
     {
         let mut cells = Vec::new();
         for cell in row.find_all(Locator::Css("td")).await? {
-            cells.push(cell.text().await?);
+            cells.push(cell.attr("data-value").await?.unwrap_or_default());
         }
         rows.push(cells);
     }

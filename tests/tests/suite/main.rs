@@ -19,4 +19,6 @@ mod sse;
 mod store;
 mod store_failure;
 mod sync_client;
+mod sync_edges;
+mod sync_protocol;
 mod workbench;

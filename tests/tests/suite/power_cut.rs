@@ -42,7 +42,9 @@ async fn acknowledged_commands_survive_a_power_cut_with_full_durability() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_power_cut_check_catches_lost_commands_with_normal_durability() {
     let mut reports = Vec::new();
-    for _ in 0..5 {
+    // About two cuts in three lose acknowledged commands under `normal`
+    // (the bench's 100 cycles); the first such cut ends the test.
+    for _ in 0..12 {
         let ops = random_in(500..3000);
         let report = run_cycle(binary(), "normal", ops, ISSUERS).await.unwrap();
         if !report.violations.is_empty() {
@@ -57,5 +59,5 @@ async fn the_power_cut_check_catches_lost_commands_with_normal_durability() {
         }
         reports.push((ops, report));
     }
-    panic!("five power cuts under `normal` lost no acknowledged command: {reports:?}");
+    panic!("twelve power cuts under `normal` lost no acknowledged command: {reports:?}");
 }

@@ -34,6 +34,7 @@ fn command(
         aggregate_type: QuerySession::TYPE.into(),
         aggregate_id: session,
         expected_version,
+        base_command: None,
         command,
     }
     .to_json()

@@ -35,8 +35,12 @@ fn start_server(data: &std::path::Path) -> ServerProcess {
 
 /// Runs a scenario; on failure saves a screenshot of each browser and
 /// panics with the server log.
-async fn run_scenario<F>(name: &str, browsers: &[&Browser], logs: impl Fn() -> String, scenario: F)
-where
+pub(crate) async fn run_scenario<F>(
+    name: &str,
+    browsers: &[&Browser],
+    logs: impl Fn() -> String,
+    scenario: F,
+) where
     F: std::future::Future<Output = Result<()>>,
 {
     if let Err(error) = scenario.await {
@@ -65,7 +69,7 @@ async fn save_screenshot(b: &Browser, name: &str) -> Result<()> {
 }
 
 /// Creates a session from the sessions page; returns its id once the server confirmed it.
-async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
+pub(crate) async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
     b.wait_for(&testid("new-session")).await?;
     b.fill(&testid("session-title-input"), title).await?;
     b.click(&testid("create-session")).await?;
@@ -76,7 +80,7 @@ async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
 }
 
 /// Waits until the indicator says Online with nothing pending.
-async fn wait_synced(b: &Browser) -> Result<()> {
+pub(crate) async fn wait_synced(b: &Browser) -> Result<()> {
     b.wait_for_attr(&testid("sync-status"), "data-pending", "0")
         .await?;
     b.wait_for_attr(&testid("sync-status"), "data-sync", "online")
@@ -92,7 +96,7 @@ async fn run_query(b: &Browser, sql: &str) -> Result<()> {
     .await?
     .click()
     .await?;
-    b.fill(&testid("sql-input"), sql).await?;
+    b.fill_editor(&testid("sql-input"), sql).await?;
     let editor = b.wait_for(&testid("sql-input")).await?;
     let chord: String = [
         char::from(Key::Control),
@@ -106,7 +110,7 @@ async fn run_query(b: &Browser, sql: &str) -> Result<()> {
 }
 
 /// The states of the history entries, newest first.
-async fn history_states(b: &Browser) -> Result<Vec<String>> {
+pub(crate) async fn history_states(b: &Browser) -> Result<Vec<String>> {
     let mut states = Vec::new();
     for entry in b
         .client
@@ -283,14 +287,9 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
         // Clicking a past query loads it back; "Run again" runs it anew.
         let entries = b.wait_for_count(&testid("history-entry"), 3).await?;
         entries[2].click().await?;
-        let sql = b
-            .wait_for(&testid("sql-input"))
-            .await?
-            .prop("value")
-            .await?;
+        let sql = b.editor_text(&testid("sql-input")).await?;
         ensure!(
-            sql.as_deref()
-                .is_some_and(|s| s.contains("GROUP BY borough")),
+            sql.contains("GROUP BY borough"),
             "the first query is back in the editor: {sql:?}"
         );
         b.wait_for_count(&testid("result-row"), 6).await?;
@@ -760,6 +759,502 @@ async fn clearing_local_data_drops_unsent_changes_and_resyncs_from_the_server() 
             Ok(())
         },
     )
+    .await;
+    b.close().await.unwrap();
+}
+
+// ---- Issue 13: the analyst's workbench ----
+
+/// Types `keys` (text and WebDriver key chars) into the element matching `css`.
+async fn press(b: &Browser, css: &str, keys: &[Key]) -> Result<()> {
+    let text: String = keys.iter().map(|k| char::from(*k)).collect();
+    b.wait_for(css).await?.send_keys(&text).await?;
+    Ok(())
+}
+
+/// Chooses `engine` (auto, server, local) in the editor's selector.
+async fn choose_engine(b: &Browser, engine: &str) -> Result<()> {
+    b.wait_for(&format!(
+        "{} option[value=\"{engine}\"]",
+        testid("engine-select")
+    ))
+    .await?
+    .click()
+    .await?;
+    Ok(())
+}
+
+/// Types `sql` into the editor and runs it with Ctrl+Enter on the chosen engine.
+async fn run_on(b: &Browser, engine: &str, sql: &str) -> Result<()> {
+    choose_engine(b, engine).await?;
+    b.fill_editor(&testid("sql-input"), sql).await?;
+    press(
+        b,
+        &testid("sql-input"),
+        &[Key::Control, Key::Enter, Key::Null],
+    )
+    .await
+}
+
+/// The `data-value` of each cell of the first result row.
+async fn first_row_values(b: &Browser) -> Result<Vec<String>> {
+    let row = b.wait_for(&testid("result-row")).await?;
+    let mut values = Vec::new();
+    for cell in row.find_all(Locator::Css("td")).await? {
+        values.push(cell.attr("data-value").await?.unwrap_or_default());
+    }
+    Ok(values)
+}
+
+/// Waits until the first result row's values are `expected`.
+async fn wait_first_row(b: &Browser, expected: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(values) = first_row_values(b).await {
+            if values == expected {
+                return Ok(());
+            }
+            last = values;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("first row {last:?}, expected {expected:?}")
+}
+
+/// Clicks the sort button of column `name`.
+async fn sort_by(b: &Browser, name: &str) -> Result<()> {
+    b.click(&format!(
+        "{}[data-column=\"{name}\"] {}",
+        testid("column-header"),
+        testid("sort-column")
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn the_editor_completes_columns_runs_the_statement_at_the_cursor_and_keeps_the_draft() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("editor", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        create_session(&b, "Editor").await?;
+        b.wait_for(&format!(
+            "{} option[value=\"demo\"]",
+            testid("dataset-select")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.click(&testid("attach-dataset")).await?;
+        b.wait_for_text(&testid("attached-dataset"), "demo").await?;
+
+        // CodeMirror (not the plain text area) offers a column of the attached dataset.
+        b.wait_for(&format!(
+            "{}[data-editor=\"codemirror\"]",
+            testid("sql-input")
+        ))
+        .await?;
+        b.fill_editor(&testid("sql-input"), "SELECT boro").await?;
+        b.wait_for_text(
+            ".cm-tooltip-autocomplete li[aria-selected] .cm-completionLabel",
+            "borough",
+        )
+        .await?;
+        press(&b, &testid("sql-input"), &[Key::Escape]).await?;
+
+        // Two statements: Ctrl+Enter runs the one under the cursor (the last).
+        b.fill_editor(&testid("sql-input"), "SELECT 1 AS a;")
+            .await?;
+        press(&b, &testid("sql-input"), &[Key::Escape, Key::Enter]).await?;
+        b.wait_for(&testid("sql-input"))
+            .await?
+            .send_keys("SELECT 2 AS b")
+            .await?;
+        press(&b, &testid("sql-input"), &[Key::Escape]).await?;
+        choose_engine(&b, "server").await?;
+        press(
+            &b,
+            &testid("sql-input"),
+            &[Key::Control, Key::Enter, Key::Null],
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        b.wait_for_text(&testid("query-sql"), "SELECT 2 AS b")
+            .await?;
+        save_screenshot(&b, "editor").await?;
+
+        // The draft survives a reload.
+        let draft = "SELECT 1 AS a;\nSELECT 2 AS b";
+        ensure!(
+            b.editor_text(&testid("sql-input")).await? == draft,
+            "editor text before reload"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.reload().await?;
+        b.wait_for(&format!(
+            "{}[data-editor=\"codemirror\"]",
+            testid("sql-input")
+        ))
+        .await?;
+        let after = b.editor_text(&testid("sql-input")).await?;
+        ensure!(after == draft, "draft after reload: {after:?}");
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_grid_sorts_filters_and_profiles_a_whole_local_result_and_scrolls_10000_rows() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("grid", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        create_session(&b, "Grid").await?;
+
+        // 25,000 rows on the local engine: the tab keeps 10,000, the sort
+        // runs over all of them in duckdb-wasm, so the true maximum is first.
+        run_on(
+            &b,
+            "local",
+            "SELECT i, CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1000 END AS big FROM range(25000) t(i)",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        wait_first_row(&b, &["0", "NULL"]).await?;
+        let types = b.texts(&testid("column-type")).await?;
+        ensure!(types == ["BIGINT", "BIGINT"], "types in the header: {types:?}");
+        // NULL is distinct from text, numbers are right-aligned and grouped.
+        let null_cell = b.wait_for(&format!("{} td[data-null]", testid("result-row"))).await?;
+        ensure!(null_cell.text().await? == "NULL");
+        let number = b
+            .wait_for(&format!("{} td.numeric[data-value=\"1000\"]", testid("result-row")))
+            .await?;
+        ensure!(number.text().await? == "1,000", "grouped digits");
+        ensure!(
+            number.css_value("text-align").await? == "right",
+            "numbers are right-aligned"
+        );
+
+        sort_by(&b, "i").await?;
+        sort_by(&b, "i").await?;
+        wait_first_row(&b, &["24999", "24999000"]).await?;
+        b.wait_for_attr(
+            &format!("{}[data-column=\"i\"]", testid("column-header")),
+            "aria-sort",
+            "descending",
+        )
+        .await?;
+
+        // A filter over the whole result, then the column's profile.
+        b.wait_for(&format!("{} option[value=\"ge\"]", testid("filter-op")))
+            .await?
+            .click()
+            .await?;
+        b.fill(&testid("filter-value"), "24990").await?;
+        b.click(&testid("filter-add")).await?;
+        b.wait_for_count(&testid("filter-chip"), 1).await?;
+        b.wait_for_count(&testid("result-row"), 10).await?;
+        let range = b.text(&testid("result-range")).await?;
+        ensure!(range.contains("of 10 (filtered from 25000)"), "{range}");
+        b.click(&testid("filter-remove")).await?;
+        b.wait_for_count(&testid("filter-chip"), 0).await?;
+        b.click(&format!(
+            "{}[data-column=\"big\"] {}",
+            testid("column-header"),
+            testid("profile-column")
+        ))
+        .await?;
+        b.wait_for_text(&testid("profile-rows"), "25000").await?;
+        b.wait_for_text(&testid("profile-max"), "24999000").await?;
+        b.wait_for_text(&testid("profile-nulls"), "3572").await?;
+        save_screenshot(&b, "grid").await?;
+
+        // Virtual scrolling: 10,000 rows, few in the DOM; the last one is reachable.
+        run_on(&b, "local", "SELECT i FROM range(10000) t(i)").await?;
+        wait_history_states(&b, &["completed", "completed"]).await?;
+        wait_first_row(&b, &["0"]).await?;
+        let in_dom = b.texts(&testid("result-row")).await?.len();
+        ensure!(in_dom < 100, "{in_dom} rows in the DOM");
+        b.click(&testid("result-grid")).await?;
+        press(&b, &testid("result-grid"), &[Key::Control, Key::End, Key::Null]).await?;
+        b.wait_for(&format!("{} td.active[data-value=\"9999\"]", testid("result-row")))
+            .await?;
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_list_newest_first_with_search_and_time_travel_shows_earlier_titles() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("sessions", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        let alpha = create_session(&b, "Alpha").await?;
+        run_query(&b, "SELECT 'needle' AS n").await?;
+        wait_history_states(&b, &["completed"]).await?;
+        b.click(&testid("new-session-button")).await?;
+        let beta = create_session(&b, "Beta").await?;
+
+        // Time travel: renamed twice, version 2 still shows its title.
+        b.fill(&testid("rename-input"), "Beta two").await?;
+        b.click(&testid("rename-session")).await?;
+        wait_synced(&b).await?;
+        b.fill(&testid("rename-input"), "Beta three").await?;
+        b.click(&testid("rename-session")).await?;
+        wait_synced(&b).await?;
+        b.click(&testid("time-travel-toggle")).await?;
+        b.wait_for_text(&testid("time-travel-version"), "3").await?;
+        b.wait_for_text(&testid("time-travel-title"), "Beta three")
+            .await?;
+        b.click(&testid("time-travel-slider")).await?;
+        b.wait_for(&testid("time-travel-slider"))
+            .await?
+            .send_keys(
+                &[Key::Home, Key::Right]
+                    .into_iter()
+                    .map(char::from)
+                    .collect::<String>(),
+            )
+            .await?;
+        b.wait_for_text(&testid("time-travel-version"), "2").await?;
+        b.wait_for_text(&testid("time-travel-title"), "Beta two")
+            .await?;
+        let changes = b.texts(&testid("time-travel-change")).await?;
+        ensure!(
+            changes == ["Title: Beta two → Beta three"],
+            "diff of versions 2 and 3: {changes:?}"
+        );
+        save_screenshot(&b, "time-travel").await?;
+
+        // The list: most recently changed first, each with its last activity.
+        b.click(&testid("new-session-button")).await?;
+        b.wait_for_count(&testid("session-row"), 2).await?;
+        // The last activity is read from IndexedDB after the list renders;
+        // the order settles once it is known.
+        b.wait_for_attr(&testid("session-row"), "data-session-id", &beta.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("newest first (beta {beta}): {e:#}"))?;
+        let activity = b.texts(&testid("last-activity")).await?;
+        ensure!(
+            activity.iter().all(|a| a == "just now"),
+            "last activity {activity:?}"
+        );
+        // Searching by SQL finds the session whose query mentions it.
+        b.fill(&testid("session-search"), "needle").await?;
+        let rows = b.wait_for_count(&testid("session-row"), 1).await?;
+        let found = rows[0].attr("data-session-id").await?.unwrap_or_default();
+        ensure!(found == alpha.to_string(), "search by SQL found {found}");
+        b.fill(&testid("session-search"), "beta THREE").await?;
+        b.wait_for_attr(&testid("session-row"), "data-session-id", &beta.to_string())
+            .await?;
+        b.fill(&testid("session-search"), "nothing like it").await?;
+        b.wait_for(&testid("no-search-match")).await?;
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+/// axe-core (npm, from our node_modules, injected by the test) on the
+/// current page: the serious and critical violations, as "rule: target" lines.
+async fn axe_violations(b: &Browser) -> Result<Vec<String>> {
+    let source = std::fs::read_to_string(
+        sextant_tests::repo_root().join("node_modules/axe-core/axe.min.js"),
+    )
+    .context("node_modules/axe-core/axe.min.js (npm ci)")?;
+    b.eval(&format!("{source}\nreturn true;"), vec![]).await?;
+    let result = b
+        .eval_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, { resultTypes: ['violations'] })\
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ')))))\
+               .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await?;
+    Ok(result
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_chart_over_a_million_local_rows_aggregates_all_of_them_and_axe_finds_no_serious_violations(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("chart", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        b.wait_for(&testid("new-session")).await?;
+        let on_list = axe_violations(&b).await?;
+        ensure!(on_list.is_empty(), "sessions page: {on_list:?}");
+        create_session(&b, "Million").await?;
+
+        // 1,000,000 rows in duckdb-wasm (the tab keeps 10,000): the bars
+        // count every row of each of the five groups.
+        run_on(
+            &b,
+            "local",
+            "SELECT CAST(i % 5 AS VARCHAR) AS k, i FROM range(1000000) t(i)",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        b.wait_for_count(&testid("chart-bar"), 5).await?;
+        // The data table is the chart's text alternative (in a <details>).
+        b.click(".chart-data summary").await?;
+        let values = b
+            .texts(&format!(
+                "{} {}",
+                testid("chart-data"),
+                testid("chart-value")
+            ))
+            .await?;
+        ensure!(
+            values
+                == [
+                    "99999500000",
+                    "99999700000",
+                    "99999900000",
+                    "100000100000",
+                    "100000300000"
+                ],
+            "sum of i per group over all rows: {values:?}"
+        );
+        let label = b
+            .wait_for(&testid("chart-box"))
+            .await?
+            .attr("aria-label")
+            .await?
+            .unwrap_or_default();
+        ensure!(
+            label.contains("over all rows"),
+            "text alternative {label:?}"
+        );
+
+        // Saved with the query as a ChartConfigured event.
+        b.wait_for(&format!(
+            "{} option[value=\"count\"]",
+            testid("chart-aggregate")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for_text(
+            &format!("{} {}", testid("chart-data"), testid("chart-value")),
+            "200000",
+        )
+        .await?;
+        b.click(&testid("chart-save")).await?;
+        b.wait_for_text(&testid("chart-save"), "Saved").await?;
+        wait_synced(&b).await?;
+        let session = Uuid::parse_str(&b.text(&testid("session-id")).await?)?;
+        let events = server_events(&server.url(), session).await?;
+        let chart = events
+            .iter()
+            .find(|e| e["event_type"] == "ChartConfigured")
+            .context("a ChartConfigured event")?;
+        ensure!(chart["event_version"] == 1, "{chart}");
+        ensure!(chart["payload"]["chart"]["aggregate"] == "count", "{chart}");
+        save_screenshot(&b, "workbench").await?;
+
+        let on_session = axe_violations(&b).await?;
+        ensure!(on_session.is_empty(), "session page: {on_session:?}");
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_25000_row_server_result_sorts_by_its_true_maximum_and_charts_all_rows() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    run_scenario("server-grid", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        create_session(&b, "Server grid").await?;
+        // hash() scatters the maximum somewhere in the middle of the result.
+        run_on(
+            &b,
+            "server",
+            "SELECT i, hash(i) % 1000000 AS h FROM range(25000) t(i)",
+        )
+        .await?;
+        wait_history_states(&b, &["completed"]).await?;
+        let expected = reqwest::get(format!(
+            "{}/api/queries/{}/result?limit=1&sort=h:desc",
+            server.url(),
+            b.wait_for(&testid("history-entry"))
+                .await?
+                .attr("data-query-id")
+                .await?
+                .unwrap_or_default()
+        ))
+        .await?
+        .json::<Value>()
+        .await?;
+        // The maximum of h (several rows may share it: only h is compared).
+        let max_h = expected["rows"][0][1].to_string();
+        sort_by(&b, "h").await?;
+        sort_by(&b, "h").await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let first = first_row_values(&b).await.unwrap_or_default();
+            if first.get(1) == Some(&max_h) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "first row {first:?}, expected h = {max_h}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A histogram of i over all 25,000 rows, aggregated by the server.
+        b.wait_for(&format!(
+            "{} option[value=\"histogram\"]",
+            testid("chart-kind")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for(&format!("{} option[value=\"i\"]", testid("chart-x")))
+            .await?
+            .click()
+            .await?;
+        b.wait_for(&format!(
+            "{} option[value=\"count\"]",
+            testid("chart-aggregate")
+        ))
+        .await?
+        .click()
+        .await?;
+        b.wait_for_count(&testid("chart-bin"), 30).await?;
+        b.click(".chart-data summary").await?;
+        let counts = b
+            .texts(&format!(
+                "{} {}",
+                testid("chart-data"),
+                testid("chart-value")
+            ))
+            .await?;
+        let total: u64 = counts.iter().filter_map(|c| c.parse::<u64>().ok()).sum();
+        ensure!(total == 25_000, "the bins count every row: {counts:?}");
+        Ok(())
+    })
     .await;
     b.close().await.unwrap();
 }
