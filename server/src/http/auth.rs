@@ -223,6 +223,9 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
         if let Err(limited) = guard.state.limits().requests.check(user.id, 1, "requests") {
             return limited.into_response();
         }
+        if let Err(mismatch) = check_expected_user(&request, user.id) {
+            return unauthorized_response(mismatch);
+        }
         request.extensions_mut().insert(Authenticated(user));
         return next.run(request).await;
     }
@@ -237,6 +240,46 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
     }
     next.run(request).await
 }
+
+/// The browser names the user whose local data a request writes or fills
+/// (`X-Sextant-User`, or `as_user=` on the feed, which cannot send
+/// headers). When another user signed in meanwhile (the cookie changed in
+/// another tab), the request is refused: the first user's pending commands
+/// are never sent as the second, nor the second's events stored as the
+/// first's. The client keeps its commands and reopens the right data.
+fn check_expected_user(request: &Request, signed_in: uuid::Uuid) -> Result<(), AppError> {
+    let from_header = request
+        .headers()
+        .get(EXPECTED_USER_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let from_query = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("as_user="))
+            .map(str::to_owned)
+    });
+    let Some(expected) = from_header.or(from_query) else {
+        return Ok(());
+    };
+    match uuid::Uuid::parse_str(expected.trim()) {
+        Ok(expected) if expected == signed_in => Ok(()),
+        Ok(expected) => Err(AppError::new(
+            ErrorKind::Unauthorized,
+            format!(
+                "this page holds the local data of user {expected}, but another user is signed in; \
+                 reload the page (its pending changes are kept for that user)"
+            ),
+        )
+        .with("signed_in_user", signed_in.to_string())),
+        Err(_) => Err(AppError::new(
+            ErrorKind::Unauthorized,
+            format!("{EXPECTED_USER_HEADER} must be a user id"),
+        )),
+    }
+}
+
+/// The header that names the user a request is made for.
+pub const EXPECTED_USER_HEADER: &str = "x-sextant-user";
 
 /// Splits `token=…` out of a query string: the token and the remaining query.
 fn take_token(query: &str) -> Option<(String, String)> {

@@ -893,3 +893,148 @@ async fn a_viewer_sees_a_share_appear_live_and_no_rename_controls() {
     let (_, view) = owner.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["title"], "Shared revenue");
 }
+
+#[tokio::test]
+async fn a_request_for_another_users_local_data_is_refused_and_appends_nothing() {
+    let (_dir, server, owner) = start();
+    let (_, bob_token) = add_user(&server, &owner, "bob").await;
+    let (_, me) = owner.get("/api/me").await;
+    let owner_id = me["id"].as_str().unwrap().to_owned();
+    let session = Uuid::new_v4();
+    owner.accept(&envelope(session, 0, create("owner's"))).await;
+    let (_, before) = owner.get("/api/sessions").await;
+    let http = sextant_tests::client_with_token(&bob_token);
+
+    // A page holding the owner's local data while bob's cookie is current.
+    let batch = json!({ "commands": [envelope(Uuid::new_v4(), 0, create("sent as bob"))] });
+    let response = http
+        .post(format!("{}/api/commands/batch", server.url()))
+        .header("x-sextant-user", &owner_id)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["error_id"].is_string(), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("reload"),
+        "{problem}"
+    );
+    for path in [
+        format!("/api/events?hello=1&after=0&as_user={owner_id}"),
+        format!("/api/aggregates/QuerySession/{session}/events?as_user={owner_id}"),
+    ] {
+        let status = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{path}");
+    }
+    let (_, after) = owner.get("/api/sessions").await;
+    assert_eq!(before, after, "nothing was appended");
+
+    // Naming the signed-in user itself is fine, and so is naming nobody.
+    let (_, bob_me) = Api::with_token(server.url(), &bob_token)
+        .get("/api/me")
+        .await;
+    let response = http
+        .post(format!("{}/api/commands/batch", server.url()))
+        .header("x-sextant-user", bob_me["id"].as_str().unwrap())
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user() {
+    use fantoccini::cookies::Cookie;
+    use sextant_tests::browser::{dist_dir, testid};
+    use sextant_tests::proxy::Relay;
+    let data = tempfile::tempdir().unwrap();
+    let dist = dist_dir();
+    let server = ServerProcess::start(
+        data.path(),
+        &["--no-demo", "--static-dir", dist.to_str().unwrap()],
+    )
+    .unwrap();
+    let owner = Api::new(server.url());
+    let bob = server.add_user("bob").unwrap();
+    wait_for_status(&server, &bob, 200).await;
+    let relay = Relay::start(server.addr).await.expect("relay starts");
+    let base = relay.url();
+    let owner_token = server.token.clone();
+    let session = in_browser_returning(&server, |b| async move {
+        b.goto(&base).await?;
+        b.wait_for_text(&testid("signed-in-user"), "owner").await?;
+        let session = crate::workbench::create_session(&b, "Owner's draft").await?;
+        crate::workbench::wait_synced(&b).await?;
+        // Offline, the owner renames: one pending command.
+        relay.go_offline();
+        b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+            .await?;
+        b.fill(&testid("rename-input"), "Owner's offline rename")
+            .await?;
+        b.click(&testid("rename-session")).await?;
+        b.wait_for_attr(&testid("sync-status"), "data-pending", "1")
+            .await?;
+        // Meanwhile bob signs in in this browser (another tab would do the same).
+        let mut cookie = Cookie::new("sextant_token", bob.clone());
+        cookie.set_path("/");
+        cookie.set_http_only(true);
+        b.client.add_cookie(cookie).await?;
+        relay.go_online().await?;
+        // The page notices bob and opens bob's data: no owner's session.
+        b.wait_for_text(&testid("signed-in-user"), "bob").await?;
+        b.wait_for(&testid("new-session")).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::ensure!(
+            b.texts(&testid("session-link")).await?.is_empty(),
+            "bob sees the owner's sessions"
+        );
+        // The owner signs in again: the pending rename is still there and lands.
+        let mut cookie = Cookie::new("sextant_token", owner_token.clone());
+        cookie.set_path("/");
+        cookie.set_http_only(true);
+        b.client.add_cookie(cookie).await?;
+        b.reload().await?;
+        b.wait_for_text(&testid("signed-in-user"), "owner").await?;
+        crate::workbench::wait_synced(&b).await?;
+        Ok((b, session))
+    })
+    .await;
+    let (_, view) = owner.get(&format!("/api/sessions/{session}")).await;
+    assert_eq!(view["title"], "Owner's offline rename", "{view}");
+    assert!(
+        !server.log().contains("no session"),
+        "nothing was sent as bob:\n{}",
+        server.log()
+    );
+}
+
+/// [`in_browser`] for a scenario that also returns a value.
+async fn in_browser_returning<T, F, Fut>(server: &ServerProcess, scenario: F) -> T
+where
+    F: FnOnce(sextant_tests::browser::Browser) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(sextant_tests::browser::Browser, T)>>,
+{
+    let browser = sextant_tests::browser::Browser::launch()
+        .await
+        .expect("headless Chromium starts");
+    let profile = browser.profile_dir().to_path_buf();
+    match scenario(browser).await {
+        Ok((browser, value)) => {
+            let _ = browser.close().await;
+            value
+        }
+        Err(error) => panic!(
+            "{error:#}\n(profile {}; server log:\n{})",
+            profile.display(),
+            server.log()
+        ),
+    }
+}
