@@ -93,7 +93,7 @@ pub fn AccountBadge() -> impl IntoView {
     let account = account();
     view! {
         <Show
-            when=move || !account.signed_out.get()
+            when=move || !(account.signed_out.get() || engine().signed_out())
             fallback=|| {
                 view! {
                     <span class="badge warn" data-testid="sign-in-required">
@@ -246,10 +246,12 @@ pub fn MembersPanel(session_id: Uuid) -> impl IntoView {
                         type="text"
                         data-testid="share-user-input"
                         placeholder="User name"
+                        aria-label="User to share with"
                         bind:value=user
                     />
                     <select
                         data-testid="share-role"
+                        aria-label="Role"
                         prop:value=move || role.get()
                         on:change=move |ev| role.set(event_target_value(&ev))
                     >

@@ -128,6 +128,8 @@ struct EngineState {
     unwritten: HashSet<Uuid>,
     feed_open: bool,
     feed_failed: bool,
+    /// The server answered 401 for this page's user (revoked, cookie gone).
+    signed_out: bool,
     /// A loop is asking `/api/health` whether the server is back.
     probing: bool,
     /// The browser's answer to `navigator.storage.persist()`.
@@ -201,6 +203,7 @@ impl SyncEngine {
                 unwritten: HashSet::new(),
                 feed_open: false,
                 feed_failed: false,
+                signed_out: false,
                 probing: false,
                 persistent: None,
                 problems: Vec::new(),
@@ -706,7 +709,15 @@ impl SyncEngine {
     /// commands stay stored under this user and are never sent as the other.
     async fn check_signed_in_user(&self) -> bool {
         let local = self.local_user();
-        match super::owner::signed_in_user().await {
+        let answer = super::owner::signed_in_user().await;
+        if let Ok(user) = answer {
+            let signed_out = user.is_none();
+            if self.state.borrow().signed_out != signed_out {
+                self.state.borrow_mut().signed_out = signed_out;
+                self.changed();
+            }
+        }
+        match answer {
             Ok(Some(user)) if local.is_some_and(|local| local != user) => {
                 if let Some(window) = web_sys::window() {
                     let _ = window.location().reload();
@@ -716,6 +727,13 @@ impl SyncEngine {
             Ok(Some(_)) | Err(()) => true,
             Ok(None) => false,
         }
+    }
+
+    /// Whether the server said this page's user is signed out (its pending
+    /// work is kept and goes out once signed in again).
+    pub fn signed_out(&self) -> bool {
+        self.revision.track();
+        self.state.borrow().signed_out
     }
 
     /// Opens the SSE feed after the cursor, naming the store and the witness

@@ -952,7 +952,6 @@ async fn a_request_for_another_users_local_data_is_refused_and_appends_nothing()
 
 #[tokio::test]
 async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user() {
-    use fantoccini::cookies::Cookie;
     use sextant_tests::browser::{dist_dir, testid};
     use sextant_tests::proxy::Relay;
     let data = tempfile::tempdir().unwrap();
@@ -968,6 +967,7 @@ async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user()
     let relay = Relay::start(server.addr).await.expect("relay starts");
     let base = relay.url();
     let owner_token = server.token.clone();
+    let server_url = server.url();
     let session = in_browser_returning(&server, |b| async move {
         b.goto(&base).await?;
         b.wait_for_text(&testid("signed-in-user"), "owner").await?;
@@ -982,14 +982,25 @@ async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user()
         b.click(&testid("rename-session")).await?;
         b.wait_for_attr(&testid("sync-status"), "data-pending", "1")
             .await?;
-        // Meanwhile bob signs in in this browser (another tab would do the same).
-        let mut cookie = Cookie::new("sextant_token", bob.clone());
-        cookie.set_path("/");
-        cookie.set_http_only(true);
-        b.client.add_cookie(cookie).await?;
-        relay.go_online().await?;
-        // The page notices bob and opens bob's data: no owner's session.
+        // Meanwhile bob signs in in another tab of this browser.
+        let owner_tab = b.client.window().await?;
+        let bob_tab = b.client.new_window(true).await?.handle;
+        b.client.switch_to_window(bob_tab.clone()).await?;
+        b.client
+            .goto(&format!("{}/?token={bob}", server_url))
+            .await?;
         b.wait_for_text(&testid("signed-in-user"), "bob").await?;
+        b.client.close_window().await?;
+        b.client.switch_to_window(owner_tab).await?;
+        relay.go_online().await?;
+        // The page notices bob and reloads into bob's data: nothing of the
+        // owner's, on this session's page nor in the list.
+        b.wait_for_text(&testid("signed-in-user"), "bob").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for title in b.texts(&testid("session-title")).await? {
+            anyhow::ensure!(!title.contains("Owner"), "bob sees {title:?}");
+        }
+        b.client.goto(&base).await?;
         b.wait_for(&testid("new-session")).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         anyhow::ensure!(
@@ -997,11 +1008,9 @@ async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user()
             "bob sees the owner's sessions"
         );
         // The owner signs in again: the pending rename is still there and lands.
-        let mut cookie = Cookie::new("sextant_token", owner_token.clone());
-        cookie.set_path("/");
-        cookie.set_http_only(true);
-        b.client.add_cookie(cookie).await?;
-        b.reload().await?;
+        b.client
+            .goto(&format!("{base}/?token={owner_token}"))
+            .await?;
         b.wait_for_text(&testid("signed-in-user"), "owner").await?;
         crate::workbench::wait_synced(&b).await?;
         Ok((b, session))

@@ -1194,7 +1194,7 @@ async fn a_25000_row_server_result_sorts_by_its_true_maximum_and_charts_all_rows
         )
         .await?;
         wait_history_states(&b, &["completed"]).await?;
-        let expected = reqwest::get(format!(
+        let expected = sextant_tests::get(&format!(
             "{}/api/queries/{}/result?limit=1&sort=h:desc",
             server.url(),
             b.wait_for(&testid("history-entry"))
