@@ -332,3 +332,14 @@ fn names_roles_and_ids_show_their_text() {
         "{debug}"
     );
 }
+
+#[test]
+fn share_events_name_the_member_they_change_and_others_name_none() {
+    assert_eq!(shared(BOB, "bob", Role::Viewer).member_changed(), Some(BOB));
+    let unshared = E::SessionUnshared {
+        user: CAROL,
+        name: name("carol"),
+    };
+    assert_eq!(unshared.member_changed(), Some(CAROL));
+    assert_eq!(created_by(ANN).member_changed(), None);
+}
