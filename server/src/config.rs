@@ -97,6 +97,11 @@ pub struct Config {
     /// Bytes kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub result_max_bytes: u64,
+
+    /// Tests only: serve `POST /api/faults`, which kills the event store
+    /// writer or the query executor (to test health supervision).
+    #[arg(long, env = "SEXTANT_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -124,6 +129,7 @@ impl Config {
             result_store_bytes: 1024 * 1024 * 1024,
             result_max_rows: 100_000,
             result_max_bytes: 64 * 1024 * 1024,
+            fault_injection: false,
         }
     }
 

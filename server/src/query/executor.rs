@@ -212,6 +212,9 @@ struct ExecutorReactor(Arc<QueryService>);
 
 impl Reactor for ExecutorReactor {
     fn react(&self, events: &[EventEnvelope]) {
+        if self.0.faults.executor_dies() {
+            panic!("injected fault: the query executor was told to die");
+        }
         for envelope in events {
             let Ok(event) = envelope.decode::<QuerySession>() else {
                 continue;
@@ -296,6 +299,12 @@ impl QueryService {
     /// What the query slots are doing (for metrics and tests).
     pub fn slots(&self) -> SlotSnapshot {
         self.slots.snapshot()
+    }
+
+    /// Whether the executor still receives committed events (health): it
+    /// runs as the pipeline's reactor, so it dies with the dispatcher.
+    pub fn is_alive(&self) -> bool {
+        self.pipeline.reactors_alive()
     }
 
     /// The fault injector of the commands this service issues (tests).
