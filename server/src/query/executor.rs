@@ -480,9 +480,7 @@ impl QueryService {
             tracing::warn!(error = %error, "could not rescan the datasets directory");
         }
         let fingerprint = self.catalog.fingerprint();
-        let prepared = connection
-            .prepare_single(sql, sandbox::allows)
-            .map_err(|e| ExecError::Refused(sandbox::refusal_message(&e)))?;
+        let prepared = sandbox::prepare(connection, sql).map_err(ExecError::Refused)?;
         let columns: Vec<Column> = prepared
             .columns()
             .into_iter()
@@ -1089,11 +1087,16 @@ type Opened = (
 fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.datasets_dir)?;
     let results = open_result_store(settings)?;
-    // Half-written exports of a previous run.
+    // Half-written exports and spill files of a previous run.
     let _ = std::fs::remove_dir_all(settings.work_dir.join("exports"));
+    remove_spill_dirs(&settings.work_dir);
     let sandbox_settings = sandbox::SandboxSettings {
         catalog_dir: settings.datasets_dir.clone(),
-        temp_dir: settings.work_dir.join("duckdb-tmp"),
+        // DuckDB lets SQL read its temp directory: a fresh random name per
+        // start keeps it unknown (see `sandbox`).
+        temp_dir: settings
+            .work_dir
+            .join(format!("{SPILL_PREFIX}{}", Uuid::new_v4().simple())),
         threads: settings.threads,
         memory_limit_bytes: settings.memory_limit_bytes,
         spill_limit_bytes: settings.spill_limit_bytes,
@@ -1113,6 +1116,27 @@ fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
         }
     }
     Ok((database, connections, catalog, results))
+}
+
+/// The spill directories' name prefix (a random suffix follows).
+pub const SPILL_PREFIX: &str = "spill-";
+
+/// Removes the spill directories of earlier runs (and the fixed-name one
+/// older versions used).
+fn remove_spill_dirs(work_dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(work_dir.join("duckdb-tmp"));
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Opens the result store, refusing a directory user SQL could read.

@@ -112,9 +112,7 @@ pub fn write_blocking(
     let (sender, receiver) = sync_channel::<Message>(8);
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
-            let prepared = connection
-                .prepare_single(sql, sandbox::allows)
-                .map_err(|e| sandbox::refusal_message(&e))?;
+            let prepared = sandbox::prepare(connection, sql)?;
             prepared
                 .run(&mut Forward { sender, control })
                 .map(|_| ())
