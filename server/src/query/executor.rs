@@ -955,24 +955,37 @@ impl QueryService {
         let path = target.clone();
         let results = self.results.clone();
         let catalog = self.catalog.clone();
+        let cap = self.settings.export_max_bytes;
         let outcome = self
             .slots
             .run(
                 JobControl::new(),
                 Limit::Until(deadline),
                 move |connection, control| {
-                    let written = export_blocking(
-                        connection,
-                        control,
-                        &results,
-                        &catalog,
-                        query_id,
-                        row_count,
-                        fingerprint.as_deref(),
-                        &sql,
-                        format,
-                        &path,
-                    );
+                    let written = super::export::within_size_cap(&path, cap, control, || {
+                        export_blocking(
+                            connection,
+                            control,
+                            &results,
+                            &catalog,
+                            query_id,
+                            row_count,
+                            fingerprint.as_deref(),
+                            &sql,
+                            format,
+                            &path,
+                        )
+                    })
+                    .unwrap_or_else(|written| {
+                        Err(Problem::new(
+                            ErrorKind::PayloadTooLarge,
+                            format!(
+                                "the export is larger than the server's limit of {} for downloads (it passed {}): select fewer rows or columns, or download Parquet, which is smaller than CSV",
+                                super::export::human_bytes(cap),
+                                super::export::human_bytes(written)
+                            ),
+                        ))
+                    });
                     if written.is_err() {
                         let _ = std::fs::remove_file(&path);
                     }
