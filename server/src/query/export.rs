@@ -65,7 +65,7 @@ impl RunControl for Forward<'_> {
         }
         Ok(())
     }
-    fn progress(&mut self, _percent: Option<f64>) {}
+    fn progress(&mut self, _progress: crate::query::duck::Progress) {}
     fn schema(&mut self, schema: &SchemaRef) {
         let _ = self.sender.send(Message::Schema(schema.clone()));
     }

@@ -283,7 +283,7 @@ mod tests {
         fn check(&mut self) -> Result<(), String> {
             Ok(())
         }
-        fn progress(&mut self, _percent: Option<f64>) {}
+        fn progress(&mut self, _progress: crate::query::duck::Progress) {}
         fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
             self.0 += batch.num_rows();
             Ok(())

@@ -588,6 +588,55 @@ async fn user_sql_learns_no_server_path_and_cannot_read_the_spill_directory() {
 }
 
 #[tokio::test]
+async fn progress_frames_move_when_duckdb_has_no_estimate() {
+    let fx = start(|_| {}).await;
+    let (session, _) = session_on(&fx.api, "sales").await;
+    let mut stream = fx.api.sse(None, &format!("?session={session}")).await;
+    // Generated rows: DuckDB has no estimate for `range`, so the percentage
+    // stays where it is, but the rows streamed so far and the time move.
+    let query_id = submit(
+        &fx.api,
+        session,
+        "SELECT range AS n, md5(range::VARCHAR) AS h FROM range(400000000)",
+    )
+    .await;
+    let mut frames: Vec<Value> = Vec::new();
+    while frames.len() < 4 {
+        let frame = stream.next(WAIT).await.expect("progress frames");
+        if frame.event.as_deref() == Some("progress") {
+            let json = frame.json();
+            assert_eq!(json["query_id"], json!(query_id));
+            assert!(json["elapsed_ms"].is_u64(), "{json}");
+            assert!(json["rows_returned"].is_u64(), "{json}");
+            assert!(
+                json["percent"].is_null() || json["percent"].as_f64().unwrap() < 1.0,
+                "DuckDB estimated after all: {json}"
+            );
+            frames.push(json);
+        }
+    }
+    let first = &frames[0];
+    let last = frames.last().unwrap();
+    assert!(
+        last["elapsed_ms"].as_u64() > first["elapsed_ms"].as_u64(),
+        "{frames:?}"
+    );
+    assert!(
+        last["rows_returned"].as_u64().unwrap() > first["rows_returned"].as_u64().unwrap(),
+        "the rows returned did not move: {frames:?}"
+    );
+    let version = version_of(&fx.api, session).await;
+    fx.api
+        .accept(&envelope(
+            session,
+            version,
+            json!({"type": "CancelQuery", "query_id": query_id}),
+        ))
+        .await;
+    fx.running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_query_interrupted_by_a_crash_is_failed_at_restart() {
     let dir = tempfile::tempdir().unwrap();
     write_datasets(&dir.path().join("datasets"));
