@@ -165,6 +165,7 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<u64> {
 /// the request as a whole failed.
 pub async fn post_batch(
     envelopes: &[CommandEnvelope<SessionCommand>],
+    user: Option<Uuid>,
 ) -> Result<BatchAnswers, BatchFailure> {
     let failure =
         |status: Option<u16>, retry_after_ms: Option<u64>, message: String| BatchFailure {
@@ -173,7 +174,7 @@ pub async fn post_batch(
             message,
         };
     let body = serde_json::json!({ "commands": envelopes });
-    let response = Request::post("/api/commands/batch")
+    let response = for_user(Request::post("/api/commands/batch"), user)
         .header("content-type", "application/json")
         .body(body.to_string())
         .map_err(|e| failure(None, None, e.to_string()))?
@@ -214,6 +215,17 @@ pub async fn post_batch(
     })
 }
 
+/// Names the user whose local data the request is for (see `owner`).
+fn for_user(
+    request: gloo_net::http::RequestBuilder,
+    user: Option<Uuid>,
+) -> gloo_net::http::RequestBuilder {
+    match user {
+        Some(user) => request.header(super::owner::USER_HEADER, &user.to_string()),
+        None => request,
+    }
+}
+
 /// The store id `GET /api/health` names once the server is up and ready;
 /// `None` while it is down or starting.
 pub async fn server_is_up() -> Option<Option<Uuid>> {
@@ -235,10 +247,11 @@ pub async fn server_is_up() -> Option<Option<Uuid>> {
 pub async fn fetch_events(
     aggregate_id: Uuid,
     after_version: u64,
+    user: Option<Uuid>,
 ) -> Result<(Vec<EventEnvelope>, Option<Uuid>), NetError> {
     let url =
         format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
-    let response = Request::get(&url)
+    let response = for_user(Request::get(&url), user)
         .send()
         .await
         .map_err(|e| NetError::Unreachable(e.to_string()))?;

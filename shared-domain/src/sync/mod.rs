@@ -678,7 +678,10 @@ mod tests {
                 SessionCommand::CreateSession { title: title("a") },
             )
             .unwrap();
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         let e1 = envelope(5, session, 1, cmd, &created);
         assert_eq!(
             replica.receive(&e1, Source::Feed).unwrap(),
@@ -716,7 +719,10 @@ mod tests {
     fn fetched_events_do_not_move_the_feed_cursor() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(7, session, 1, Uuid::from_u128(3), &created),
@@ -730,7 +736,10 @@ mod tests {
     fn conflicts_rebase_or_reject_pending_commands() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(2), &created),
@@ -808,7 +817,10 @@ mod tests {
     fn confirmed_session() -> (Replica<QuerySession>, Uuid) {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(2), &created),
@@ -1013,7 +1025,10 @@ mod tests {
             Received::Gap { .. }
         ));
         // Another session's event after it does not move the cursor past 9.
-        let created = SessionEvent::SessionCreated { title: title("o") };
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(11, other, 1, Uuid::from_u128(31), &created),
@@ -1041,7 +1056,10 @@ mod tests {
                     session,
                     1,
                     Uuid::from_u128(2),
-                    &SessionEvent::SessionCreated { title: title("a") },
+                    &SessionEvent::SessionCreated {
+                        title: title("a"),
+                        owner: crate::access::UserId::OWNER,
+                    },
                 ),
                 Source::Fetch,
             )
@@ -1102,7 +1120,10 @@ mod tests {
         assert_eq!(replica.witness().unwrap().global_sequence, 7);
         // A lower event of another aggregate does not lower it.
         let other = Uuid::from_u128(5);
-        let created = SessionEvent::SessionCreated { title: title("o") };
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(4, other, 1, Uuid::from_u128(4), &created),

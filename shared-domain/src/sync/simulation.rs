@@ -36,6 +36,7 @@ use super::base::{check_base, Head};
 use super::identity::{judge_resume, same_store, ResumeRequest, ResumeVerdict, StoreFacts};
 use super::mutants::{self, Mutant};
 use super::*;
+use crate::access::{Actor, UserId};
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
 use crate::envelope::EventMetadata;
 use crate::session::tests::properties::arb_command;
@@ -107,7 +108,10 @@ impl Authority {
         let needs = DecisionContext::needs(command);
         DecisionContext {
             issuer: Issuer::Client,
+            // One user, the owner of every session (the multi-user rules have their own specs).
+            actor: Actor::User(UserId::OWNER),
             aggregate_id,
+            share_target: None,
             server_dataset_exists: needs
                 .server_dataset
                 .map(|name| CATALOG.contains(&name.as_str())),
