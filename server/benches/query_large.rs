@@ -22,7 +22,8 @@
 //! (`cargo xtask gen-data --rows 60000000 --out …`), or generates it there
 //! once when it does not exist yet; `SEXTANT_BENCH_RUNS`
 //! the timed runs per side (default 3); `SEXTANT_BENCH_FIXED_RUNS` the
-//! fixed-cost samples (default 50).
+//! fixed-cost samples (default 50); `SEXTANT_BENCH_QUERIES` a comma-separated
+//! filter on the query names (`none` for the fixed cost only).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -357,8 +358,15 @@ async fn main() {
     let mut client = Client::connect(format!("http://{}", running.addr), &token).await;
     let sextant_queries = queries("trips", "zones");
 
+    // `SEXTANT_BENCH_QUERIES=top-k,group-by`: only the queries whose names contain one of these.
+    let only: Vec<String> = std::env::var("SEXTANT_BENCH_QUERIES")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let mut table = Vec::new();
     for ((name, direct_sql), (_, sextant_sql)) in direct_queries.iter().zip(&sextant_queries) {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         // Warm-up (file cache, metadata), then alternate so both see the same conditions.
         let (_, direct_rows) = direct(&direct_connection, direct_sql);
         let warm = client.end_to_end(sextant_sql).await;
