@@ -444,6 +444,43 @@ impl Projections {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_domain::{Role, SessionTitle, UserName};
+
+    #[test]
+    fn readers_are_the_owner_and_the_members_while_they_may_read() {
+        let mut model = ReadModel::default();
+        let session = Uuid::now_v7();
+        let (owner, bob) = (UserId::OWNER, UserId(Uuid::now_v7()));
+        assert!(model.readers(session).is_empty(), "no session, no readers");
+        let at = Utc::now();
+        let events = [
+            SessionEvent::SessionCreated {
+                title: SessionTitle::new("t").unwrap(),
+                owner,
+            },
+            SessionEvent::SessionShared {
+                user: bob,
+                name: UserName::new("bob").unwrap(),
+                role: Role::Viewer,
+            },
+            SessionEvent::SessionUnshared {
+                user: bob,
+                name: UserName::new("bob").unwrap(),
+            },
+        ];
+        let mut seen = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            model.apply(index as u64 + 1, session, event, at);
+            seen.push(model.readers(session));
+        }
+        assert_eq!(seen, vec![vec![owner], vec![owner, bob], vec![owner]]);
+        let audience = Audience {
+            member_changed: Some(bob),
+            readers: vec![owner],
+        };
+        assert!(audience.admits(bob) && audience.admits(owner));
+        assert!(!audience.admits(UserId(Uuid::now_v7())));
+    }
 
     #[test]
     fn store_timestamps_parse_like_rfc3339_and_other_forms_are_left_to_chrono() {
