@@ -12,20 +12,39 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 
 use serde::Serialize;
-use shared_domain::{EventEnvelope, QueryId};
-use tokio::sync::broadcast;
+use shared_domain::{EventEnvelope, QueryId, UserId};
+use tokio::sync::{broadcast, OnceCell};
 use uuid::Uuid;
 
 /// How many messages a subscriber may fall behind before it lags.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
 /// A committed event with its JSON, serialized once however many SSE
-/// subscribers send it.
+/// subscribers send it, and its [`Audience`], decided once however many
+/// per-user streams filter it.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub envelope: EventEnvelope,
     json: OnceLock<String>,
     frame: OnceLock<Bytes>,
+    audience: OnceCell<Audience>,
+}
+
+/// Who may receive an event on a per-user feed: the readers of its session
+/// once the event was applied to the projections, plus the user a
+/// `SessionShared` / `SessionUnshared` names. Decided once per event (by the
+/// projections right after they apply it, or by the first stream that needs
+/// it), so a stream's filter is a lookup, not a decode and a wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audience {
+    pub member_changed: Option<UserId>,
+    pub readers: Vec<UserId>,
+}
+
+impl Audience {
+    pub fn admits(&self, user: UserId) -> bool {
+        self.member_changed == Some(user) || self.readers.contains(&user)
+    }
 }
 
 impl StoredEvent {
@@ -34,7 +53,23 @@ impl StoredEvent {
             envelope,
             json: OnceLock::new(),
             frame: OnceLock::new(),
+            audience: OnceCell::new(),
         }
+    }
+
+    /// Records the audience unless it was decided already (both deciders
+    /// judge with the projections at or past this event).
+    pub fn set_audience(&self, audience: Audience) {
+        let _ = self.audience.set(audience);
+    }
+
+    /// The audience, deciding it with `decide` if nobody has: concurrent
+    /// callers wait for the one decision instead of each deciding.
+    pub async fn audience<E, F>(&self, decide: impl FnOnce() -> F) -> Result<&Audience, E>
+    where
+        F: std::future::Future<Output = Result<Audience, E>>,
+    {
+        self.audience.get_or_try_init(decide).await
     }
 
     /// The envelope's JSON (one line), computed on first use.
