@@ -224,12 +224,16 @@ impl ServerProcess {
         let stdout_log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Logged before it is announced: a test that reads the log
+                // once the server is up finds the line there.
+                {
+                    let mut log = stdout_log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let Some(url) = line.strip_prefix("Sextant listening on http://") {
                     let _ = tx.send(url.trim().to_owned());
                 }
-                let mut log = stdout_log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         // `Sextant listening on http://ADDR/?token=TOKEN`
