@@ -211,16 +211,7 @@ impl LocalDb {
     /// (which refuses anything but a query), then its rows through the
     /// presentation wrapper (see [`sql`]). One query at a time.
     pub async fn query(&self, user_sql: &str) -> Result<LocalResult, LocalError> {
-        // A cancelled query takes a moment to unwind in the worker: wait
-        // for it rather than refusing the next one.
-        let mut waited_ms = 0;
-        while self.running.get() {
-            if waited_ms >= BUSY_WAIT_MS {
-                return Err(LocalError::Busy);
-            }
-            gloo_timers::future::TimeoutFuture::new(20).await;
-            waited_ms += 20;
-        }
+        self.wait_idle().await?;
         self.running.set(true);
         self.cancel_requested.set(false);
         let started = now_ms();
@@ -241,6 +232,58 @@ impl LocalDb {
         })
     }
 
+    /// The result columns of `user_sql` (names and DuckDB type names), from
+    /// `DESCRIBE`, which binds the query without running it.
+    async fn describe(&self, user_sql: &str) -> Result<Vec<Column>, LocalError> {
+        let described = self.run_raw(&sql::describe_sql(user_sql), u32::MAX).await?;
+        Ok(described
+            .rows
+            .iter()
+            .map(|row| {
+                let text = |i: usize| row.get(i).and_then(Value::as_str).unwrap_or_default();
+                Column::new(text(0), text(1))
+            })
+            .collect())
+    }
+
+    /// Waits until the connection is free: a cancelled query takes a moment
+    /// to unwind in the worker, so the next one waits rather than being refused.
+    async fn wait_idle(&self) -> Result<(), LocalError> {
+        let mut waited_ms = 0;
+        while self.running.get() {
+            if waited_ms >= BUSY_WAIT_MS {
+                return Err(LocalError::Busy);
+            }
+            gloo_timers::future::TimeoutFuture::new(20).await;
+            waited_ms += 20;
+        }
+        Ok(())
+    }
+
+    /// The whole result of `user_sql` (every row, not only those kept) as
+    /// Parquet file bytes, written by parquet-wasm from DuckDB's Arrow.
+    pub async fn export_parquet(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
+        self.wait_idle().await?;
+        self.running.set(true);
+        let outcome = self.export_parquet_inner(user_sql).await;
+        self.running.set(false);
+        outcome
+    }
+
+    async fn export_parquet_inner(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
+        self.db
+            .check_single_statement(sql::trim_statement(user_sql))
+            .await
+            .map_err(duck_error)?;
+        let columns = self.describe(user_sql).await?;
+        let bytes = self
+            .db
+            .export_parquet(&sql::parquet_export_sql(user_sql, &columns))
+            .await
+            .map_err(duck_error)?;
+        Ok(bytes.unchecked_into())
+    }
+
     async fn query_inner(&self, user_sql: &str) -> Result<(Vec<Column>, RunOutput), LocalError> {
         // One statement, checked before anything runs; DESCRIBE then
         // refuses anything that is not a query.
@@ -248,15 +291,7 @@ impl LocalDb {
             .check_single_statement(sql::trim_statement(user_sql))
             .await
             .map_err(duck_error)?;
-        let described = self.run_raw(&sql::describe_sql(user_sql), u32::MAX).await?;
-        let columns: Vec<Column> = described
-            .rows
-            .iter()
-            .map(|row| {
-                let text = |i: usize| row.get(i).and_then(Value::as_str).unwrap_or_default();
-                Column::new(text(0), text(1))
-            })
-            .collect();
+        let columns = self.describe(user_sql).await?;
         if self.cancel_requested.get() {
             return Err(LocalError::Cancelled);
         }
@@ -333,6 +368,15 @@ impl LocalDb {
     pub async fn insert_arrow_ipc(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
         self.db
             .insert_arrow_ipc(table, bytes)
+            .await
+            .map(drop)
+            .map_err(duck_error)
+    }
+
+    /// Creates table `table` from Parquet file bytes (read by parquet-wasm).
+    pub async fn insert_parquet(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
+        self.db
+            .insert_parquet(table, bytes)
             .await
             .map(drop)
             .map_err(duck_error)
