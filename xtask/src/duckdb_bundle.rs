@@ -98,7 +98,10 @@ pub fn run() -> Result<()> {
     }
     bundle(&bridge_source(), &out.join("duckdb-bridge.js"))?;
     copy_if_changed(&parquet_wasm(), &out.join(PARQUET_WASM))?;
-    bundle(&root().join("client/js/parquet.js"), &out.join("parquet.js"))?;
+    bundle(
+        &root().join("client/js/parquet.js"),
+        &out.join("parquet.js"),
+    )?;
     let bundles = bundles_dir();
     fs::create_dir_all(&bundles).with_context(|| format!("creating {}", bundles.display()))?;
     for name in APP_BUNDLES {

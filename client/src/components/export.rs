@@ -60,7 +60,8 @@ pub fn local_parquet(query_id: QueryId, sql: String, busy: leptos::prelude::RwSi
         };
         busy.set(false);
         if let Err(error) = outcome {
-            crate::offline::engine::engine().report_input(format!("Parquet export failed: {error}"));
+            crate::offline::engine::engine()
+                .report_input(format!("Parquet export failed: {error}"));
         }
     });
 }

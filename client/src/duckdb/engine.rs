@@ -263,11 +263,7 @@ impl LocalDb {
     /// The whole result of `user_sql` (every row, not only those kept) as
     /// Parquet file bytes, written by parquet-wasm from DuckDB's Arrow.
     pub async fn export_parquet(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
-        self.wait_idle().await?;
-        self.running.set(true);
-        let outcome = self.export_parquet_inner(user_sql).await;
-        self.running.set(false);
-        outcome
+        self.exclusive(self.export_parquet_inner(user_sql)).await
     }
 
     async fn export_parquet_inner(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
@@ -305,7 +301,24 @@ impl LocalDb {
     /// Runs any statement and returns its rows as they come (no wrapper):
     /// for the engine's own setup statements.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Vec<Value>>, LocalError> {
-        Ok(self.run_raw(sql, MAX_KEPT_ROWS).await?.rows)
+        self.exclusive(self.run_raw(sql, MAX_KEPT_ROWS))
+            .await
+            .map(|output| output.rows)
+    }
+
+    /// Runs `work` on the connection alone: one statement at a time, so an
+    /// autocomplete lookup or a file load never interleaves with a query's
+    /// stream (duckdb-wasm closes an open stream when the connection runs
+    /// something else).
+    async fn exclusive<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, LocalError>>,
+    ) -> Result<T, LocalError> {
+        self.wait_idle().await?;
+        self.running.set(true);
+        let outcome = work.await;
+        self.running.set(false);
+        outcome
     }
 
     /// Interrupts the running query; `false` when none was running.
@@ -329,11 +342,14 @@ impl LocalDb {
         file_name: &str,
         file: &web_sys::File,
     ) -> Result<(), LocalError> {
-        self.db
-            .register_file(file_name, file)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .register_file(file_name, file)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Makes bytes readable by SQL as `file_name`.
@@ -349,46 +365,61 @@ impl LocalDb {
     /// Makes the remote file at `url` readable by SQL as `file_name`
     /// (duckdb-wasm fetches it; CORS applies).
     pub async fn register_url(&self, file_name: &str, url: &str) -> Result<(), LocalError> {
-        self.db
-            .register_url(file_name, url)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .register_url(file_name, url)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     pub async fn drop_file(&self, file_name: &str) -> Result<(), LocalError> {
-        self.db
-            .drop_file(file_name)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .drop_file(file_name)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Creates table `table` from an Arrow IPC stream.
     pub async fn insert_arrow_ipc(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
-        self.db
-            .insert_arrow_ipc(table, bytes)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .insert_arrow_ipc(table, bytes)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Creates table `table` from Parquet file bytes (read by parquet-wasm).
     pub async fn insert_parquet(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
-        self.db
-            .insert_parquet(table, bytes)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .insert_parquet(table, bytes)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Creates table `table` from a registered JSON file (array of objects
     /// or column object), read by duckdb-wasm's JS API without any extension.
     pub async fn insert_json_file(&self, table: &str, file_name: &str) -> Result<(), LocalError> {
-        self.db
-            .insert_json_file(table, file_name)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .insert_json_file(table, file_name)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 }

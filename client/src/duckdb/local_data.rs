@@ -107,7 +107,9 @@ pub fn sql_name(file_name: &str) -> String {
 fn preferred_name(file_name: &str) -> String {
     if is_offline_file(file_name) {
         let file = file_name.strip_prefix(OFFLINE_DIR).unwrap_or(file_name);
-        file.rsplit_once('.').map_or(file, |(stem, _)| stem).to_owned()
+        file.rsplit_once('.')
+            .map_or(file, |(stem, _)| stem)
+            .to_owned()
     } else {
         sql_name(file_name)
     }
@@ -263,7 +265,10 @@ async fn forget_stale(db: &LocalDb, current: &[LocalDataset]) -> Result<(), Loca
 /// Loads one stored dataset into `db` under its name (once per page).
 async fn ensure_loaded(db: &LocalDb, dataset: &LocalDataset) -> Result<(), LocalError> {
     let loaded = LOADED.with(|l| l.borrow().get(&dataset.file_name).cloned());
-    if loaded.as_ref().is_some_and(|(name, _)| *name == dataset.name) {
+    if loaded
+        .as_ref()
+        .is_some_and(|(name, _)| *name == dataset.name)
+    {
         return Ok(());
     }
     let module = db.module();
@@ -390,7 +395,10 @@ pub async fn take_offline(server_name: &str) -> Result<LocalDataset, LocalError>
     let ipc = Uint8Array::new(&buffer);
     let module = bridge().await?;
     let parquet = module.ipc_to_parquet(&ipc).await.map_err(|e| {
-        LocalError::Duck(format!("the copy could not be written as Parquet: {}", js_message(&e)))
+        LocalError::Duck(format!(
+            "the copy could not be written as Parquet: {}",
+            js_message(&e)
+        ))
     })?;
     let file_name = offline_file_name(server_name);
     module

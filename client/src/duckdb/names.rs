@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn lone_files_keep_their_stem() {
-        let names = assign(&[local("trips.csv", "trips"), offline("offline/demo.parquet", "demo")]);
+        let names = assign(&[
+            local("trips.csv", "trips"),
+            offline("offline/demo.parquet", "demo"),
+        ]);
         assert_eq!(names, ["trips", "demo"]);
     }
 
@@ -193,10 +196,16 @@ mod tests {
 
     #[test]
     fn an_offline_copy_keeps_the_server_name_and_the_local_file_yields() {
-        let names = assign(&[local("demo.csv", "demo"), offline("offline/demo.parquet", "demo")]);
+        let names = assign(&[
+            local("demo.csv", "demo"),
+            offline("offline/demo.parquet", "demo"),
+        ]);
         assert_eq!(names, ["demo_csv", "demo"]);
         // Case-insensitive, like DuckDB.
-        let names = assign(&[local("Demo.parquet", "demo"), offline("offline/Demo.parquet", "Demo")]);
+        let names = assign(&[
+            local("Demo.parquet", "demo"),
+            offline("offline/Demo.parquet", "Demo"),
+        ]);
         assert_eq!(names, ["demo_parquet", "Demo"]);
     }
 
@@ -228,6 +237,9 @@ mod tests {
         assert_eq!(referenced("SELECT 42", &names), Vec::<usize>::new());
         assert_eq!(referenced("select * from demo;", &names), [2]);
         // A longer word that merely contains a name is not a reference.
-        assert_eq!(referenced("SELECT * FROM demography", &names), Vec::<usize>::new());
+        assert_eq!(
+            referenced("SELECT * FROM demography", &names),
+            Vec::<usize>::new()
+        );
     }
 }

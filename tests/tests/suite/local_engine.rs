@@ -601,7 +601,8 @@ async fn local_rows(b: &Browser, sql: &str, count: usize, rows: usize) -> Result
     wait_table(b, rows).await
 }
 
-const PARQUET_SALES_SQL: &str = "SELECT region, sum(amount) AS total, count(*) AS n, max(day) AS last_day \
+const PARQUET_SALES_SQL: &str =
+    "SELECT region, sum(amount) AS total, count(*) AS n, max(day) AS last_day \
      FROM sales_parquet GROUP BY region ORDER BY region";
 
 fn expected_parquet_sales() -> Vec<Vec<String>> {
@@ -700,8 +701,9 @@ async fn a_parquet_file_opens_and_queries_offline_and_colliding_names_stay_disti
         .await?;
         ensure!(both == [["6", "true"]], "{both:?}");
 
-        // Offline, after a reload: nothing is loaded until a query names it,
-        // then only what it names.
+        // Offline, after a reload: a stored file is loaded when a query names
+        // it, and only then. (The shown query 4 names demo and demo_csv: its
+        // chart aggregates it again, so those may be loaded already.)
         let running = server.take().expect("running");
         log.lock().unwrap().push_str(&running.log());
         running.stop()?;
@@ -716,16 +718,14 @@ async fn a_parquet_file_opens_and_queries_offline_and_colliding_names_stay_disti
             &["demo", "demo_csv", "sales_csv", "sales_json", "sales_parquet"],
         )
         .await?;
-        b.eval("window.__errs = []; const e = console.error; console.error = (...a) => { window.__errs.push(a.map(String).join(' ')); e(...a); }; window.addEventListener('error', (ev) => window.__errs.push('E ' + ev.message));", vec![]).await?;
         choose_engine(&b, "local").await?;
-        let tables = "SELECT count(*) AS loaded, string_agg(table_name, ',' ORDER BY table_name) AS names \
-                      FROM information_schema.tables";
-        let first = local_rows(&b, tables, 5, 1).await;
-        eprintln!("ERRS {}", b.eval("return window.__errs", vec![]).await?);
-        ensure!(first? == [["0", "NULL"]]);
+        let tables = "SELECT string_agg(table_name, ',' ORDER BY table_name) AS names \
+                      FROM information_schema.tables WHERE table_name NOT IN ('demo', 'demo_csv')";
+        let before = local_rows(&b, tables, 5, 1).await?;
+        ensure!(before == [["NULL"]], "loaded before any query named them: {before:?}");
         ensure!(local_rows(&b, PARQUET_SALES_SQL, 6, 3).await? == expected_parquet_sales());
-        let loaded = local_rows(&b, tables, 7, 1).await?;
-        ensure!(loaded == [["1", "sales_parquet"]], "{loaded:?}");
+        let after = local_rows(&b, tables, 7, 1).await?;
+        ensure!(after == [["sales_parquet"]], "{after:?}");
         Ok(())
     })
     .await;
@@ -863,4 +863,3 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
-
