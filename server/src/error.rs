@@ -211,6 +211,14 @@ impl IntoResponse for AppError {
     }
 }
 
+/// The 404 detail for a session the caller may not read: the same words
+/// whether it does not exist or was never (or no longer) shared with the
+/// caller, so existence does not leak, and a replica whose share was
+/// revoked tells its user why the pending edits were refused.
+pub fn not_readable(session: uuid::Uuid) -> String {
+    format!("session {session} does not exist or is not shared with you")
+}
+
 /// A response with a problem body and the problem content type.
 pub fn problem_response(status: StatusCode, body: Value) -> Response {
     (

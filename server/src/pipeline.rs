@@ -857,7 +857,7 @@ fn conflict(expected: u64, current: u64) -> AppError {
 /// forged executor command 403, an over-long text 400, anything else 422.
 fn refused(refusal: Refusal, aggregate_id: Uuid) -> AppError {
     if refusal.is_not_found() {
-        AppError::not_found(format!("no session {aggregate_id}"))
+        AppError::not_found(crate::error::not_readable(aggregate_id))
     } else if refusal.is_forbidden() {
         AppError::new(ErrorKind::Forbidden, refusal.to_string())
     } else if refusal.is_invalid() {

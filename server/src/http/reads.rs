@@ -65,7 +65,9 @@ pub async fn aggregate_events(
         })
         .await?;
     if !readable {
-        return Err(AppError::not_found(format!("no session {aggregate_id}")));
+        return Err(AppError::not_found(crate::error::not_readable(
+            aggregate_id,
+        )));
     }
     Ok(Json(json!({
         "aggregate_id": aggregate_id,
@@ -94,7 +96,7 @@ pub async fn get_session(
     let (view, global_sequence) = state.projections().session(id);
     let view = view
         .filter(|view| view.session.can_read(UserId(user.id)))
-        .ok_or_else(|| AppError::not_found(format!("no session {id}")))?;
+        .ok_or_else(|| AppError::not_found(crate::error::not_readable(id)))?;
     let mut body = serde_json::to_value(view).map_err(AppError::internal)?;
     body["global_sequence"] = json!(global_sequence);
     Ok(Json(body))

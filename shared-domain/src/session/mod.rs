@@ -44,7 +44,7 @@ pub enum SessionError {
     #[error("a {dataset_kind} dataset lives in the browser; run the query on the local engine")]
     EngineNotAllowed { dataset_kind: &'static str },
     /// The actor may not read the session: as far as it knows, there is none.
-    #[error("no such session")]
+    #[error("the session does not exist or is not shared with you")]
     NotFound,
     #[error("a {role} of this session may not {command}; ask its owner")]
     Forbidden { role: Role, command: &'static str },

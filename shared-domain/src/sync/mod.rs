@@ -47,6 +47,8 @@ use crate::upcast::UpcastError;
 pub use identity::Witness;
 
 #[cfg(test)]
+mod multi_user;
+#[cfg(test)]
 mod simulation;
 
 /// A command the authority has not confirmed yet.

@@ -1019,7 +1019,7 @@ async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user()
     let (_, view) = owner.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["title"], "Owner's offline rename", "{view}");
     assert!(
-        !server.log().contains("no session"),
+        !server.log().contains("not shared with you"),
         "nothing was sent as bob:\n{}",
         server.log()
     );
