@@ -15,11 +15,39 @@
 // 2^53 as a string) and non-finite floats need care.
 
 import * as duckdb from "@duckdb/duckdb-wasm";
+import { tableToIPC } from "apache-arrow";
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 function asset(file) {
   return new URL(file, import.meta.url).href;
+}
+
+let parquetModule = null;
+
+/**
+ * parquet-wasm's reader and writer (client/js/parquet.js, bundled next to
+ * this file), imported on first use only. The URL is computed so that
+ * esbuild leaves the import alone instead of bundling it in here.
+ */
+function parquet() {
+  if (parquetModule === null) {
+    parquetModule = import(asset("./parquet.js")).catch((error) => {
+      parquetModule = null;
+      throw error;
+    });
+  }
+  return parquetModule;
+}
+
+/** Parquet file bytes to an Arrow IPC stream (parquet-wasm). */
+export async function parquetToIpc(bytes) {
+  return await (await parquet()).parquetToIpc(bytes);
+}
+
+/** An Arrow IPC stream to Parquet file bytes (parquet-wasm). */
+export async function ipcToParquet(bytes) {
+  return await (await parquet()).ipcToParquet(bytes);
 }
 
 /** The bundles, all local: never duckdb.getJsDelivrBundles(). */
@@ -172,6 +200,21 @@ class LocalDuckDb {
     await duck(this.conn.insertArrowFromIPCStream(bytes, { name: table, create: true }));
   }
 
+  /** Creates table `table` from Parquet file bytes, read by parquet-wasm. */
+  async insertParquet(table, bytes) {
+    const ipc = await parquetToIpc(bytes);
+    await duck(this.conn.insertArrowFromIPCStream(ipc, { name: table, create: true }));
+  }
+
+  /**
+   * The whole result of `sql` as Parquet file bytes: DuckDB's Arrow result
+   * (all rows, exact types) written by parquet-wasm.
+   */
+  async exportParquet(sql) {
+    const table = await duck(this.conn.query(sql));
+    return await ipcToParquet(tableToIPC(table, "stream"));
+  }
+
   /** Creates table `table` from a registered JSON file (the JS API's reader, no extension). */
   async insertJsonFile(table, fileName) {
     await duck(this.conn.insertJSONFromPath(fileName, { name: table, create: true }));
@@ -220,29 +263,49 @@ export async function start() {
 // ---- Persistence of browser-local data (OPFS), so it survives a reload ----
 
 const STORE_DIR = "sextant-local-data";
+// Offline copies of server datasets live in a folder of their own, so a
+// user's file can never overwrite one (names are "offline/<file>").
+const SUBDIRS = ["offline"];
 
 async function storeDir() {
   const root = await navigator.storage.getDirectory();
   return await root.getDirectoryHandle(STORE_DIR, { create: true });
 }
 
+/** The directory holding `fileName` ("x.csv" or "offline/x.parquet") and the file's own name. */
+async function locate(fileName) {
+  const dir = await storeDir();
+  const slash = fileName.indexOf("/");
+  if (slash < 0) return [dir, fileName];
+  const sub = fileName.slice(0, slash);
+  if (!SUBDIRS.includes(sub)) throw new Error(`no such store folder: ${sub}`);
+  return [await dir.getDirectoryHandle(sub, { create: true }), fileName.slice(slash + 1)];
+}
+
 /** Saves `data` (Blob, File or Uint8Array) as `fileName` in the origin-private file system. */
 export async function storeSave(fileName, data) {
-  const dir = await storeDir();
-  const handle = await dir.getFileHandle(fileName, { create: true });
+  const [dir, name] = await locate(fileName);
+  const handle = await dir.getFileHandle(name, { create: true });
   const writable = await handle.createWritable();
   await writable.write(data);
   await writable.close();
 }
 
-/** JSON `[{"file_name", "size_bytes"}]` of the stored files. */
+/** JSON `[{"file_name", "size_bytes"}]` of the stored files (subfolders' as "folder/name"). */
 export async function storeList() {
   const dir = await storeDir();
   const files = [];
   for await (const [name, handle] of dir.entries()) {
-    if (handle.kind !== "file") continue;
-    const file = await handle.getFile();
-    files.push({ file_name: name, size_bytes: file.size });
+    if (handle.kind === "file") {
+      const file = await handle.getFile();
+      files.push({ file_name: name, size_bytes: file.size });
+    } else if (SUBDIRS.includes(name)) {
+      for await (const [inner, innerHandle] of handle.entries()) {
+        if (innerHandle.kind !== "file") continue;
+        const file = await innerHandle.getFile();
+        files.push({ file_name: `${name}/${inner}`, size_bytes: file.size });
+      }
+    }
   }
   files.sort((a, b) => (a.file_name < b.file_name ? -1 : a.file_name > b.file_name ? 1 : 0));
   return JSON.stringify(files);
@@ -250,12 +313,12 @@ export async function storeList() {
 
 /** The stored file `fileName` as a File. */
 export async function storeLoad(fileName) {
-  const dir = await storeDir();
-  const handle = await dir.getFileHandle(fileName);
+  const [dir, name] = await locate(fileName);
+  const handle = await dir.getFileHandle(name);
   return await handle.getFile();
 }
 
 export async function storeDelete(fileName) {
-  const dir = await storeDir();
-  await dir.removeEntry(fileName);
+  const [dir, name] = await locate(fileName);
+  await dir.removeEntry(name);
 }

@@ -8,7 +8,11 @@
 //!   browser module imports `apache-arrow` by bare name, so it needs a
 //!   bundler or an import map);
 //! - the exception-handling build (`duckdb-eh.wasm`, `duckdb-browser-eh.worker.js`)
-//!   and the MVP build as fallback, copied from `node_modules`.
+//!   and the MVP build as fallback, copied from `node_modules`;
+//! - `parquet.js`: `client/js/parquet.js` bundled with npm's `parquet-wasm`,
+//!   and its `parquet_wasm_bg.wasm`: Parquet for the local engine (duckdb-wasm's
+//!   own Parquet support is an extension it would download at run time). The
+//!   bridge imports it only when a Parquet file is read or written.
 //!
 //! It also bundles the app's other lazily loaded JavaScript into
 //! `client/bundles/` (gitignored, copied to `/bundles/`), each one file with
@@ -70,6 +74,15 @@ fn duckdb_dist() -> PathBuf {
     root().join("node_modules/@duckdb/duckdb-wasm/dist")
 }
 
+/// parquet-wasm's WebAssembly, copied next to `parquet.js`.
+const PARQUET_WASM: &str = "parquet_wasm_bg.wasm";
+
+fn parquet_wasm() -> PathBuf {
+    root()
+        .join("node_modules/parquet-wasm/esm")
+        .join(PARQUET_WASM)
+}
+
 pub fn run() -> Result<()> {
     let dist = duckdb_dist();
     if !dist.join("duckdb-browser.mjs").is_file() {
@@ -84,6 +97,11 @@ pub fn run() -> Result<()> {
         copy_if_changed(&dist.join(file), &out.join(file))?;
     }
     bundle(&bridge_source(), &out.join("duckdb-bridge.js"))?;
+    copy_if_changed(&parquet_wasm(), &out.join(PARQUET_WASM))?;
+    bundle(
+        &root().join("client/js/parquet.js"),
+        &out.join("parquet.js"),
+    )?;
     let bundles = bundles_dir();
     fs::create_dir_all(&bundles).with_context(|| format!("creating {}", bundles.display()))?;
     for name in APP_BUNDLES {

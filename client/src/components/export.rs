@@ -1,5 +1,6 @@
 //! Downloads of local results, made in this tab (their rows never left
-//! it): CSV of the rows kept in the tab.
+//! it): CSV of the rows kept in the tab, and Parquet of the whole result
+//! (the query runs again in duckdb-wasm; parquet-wasm writes the file).
 
 use shared_domain::QueryId;
 use wasm_bindgen::JsCast;
@@ -41,4 +42,26 @@ pub fn local_csv(query_id: QueryId) {
     if let Err(error) = save(&format!("{query_id}.csv"), "text/csv", &parts) {
         crate::offline::engine::engine().report_input(format!("CSV export failed: {error}"));
     }
+}
+
+/// Downloads the whole result of local query `query_id` (its SQL `sql`) as
+/// Parquet: every row with DuckDB's exact types. `busy` is set meanwhile.
+pub fn local_parquet(query_id: QueryId, sql: String, busy: leptos::prelude::RwSignal<bool>) {
+    use leptos::prelude::Set;
+    busy.set(true);
+    leptos::task::spawn_local(async move {
+        let outcome = match crate::duckdb::runner::parquet(&sql).await {
+            Ok(bytes) => save(
+                &format!("{query_id}.parquet"),
+                "application/vnd.apache.parquet",
+                &js_sys::Array::of1(&bytes),
+            ),
+            Err(error) => Err(error.to_string()),
+        };
+        busy.set(false);
+        if let Err(error) = outcome {
+            crate::offline::engine::engine()
+                .report_input(format!("Parquet export failed: {error}"));
+        }
+    });
 }

@@ -58,6 +58,8 @@ pub fn ResultPanel() -> impl IntoView {
     let page = RwSignal::new(None::<Result<ResultPage, ApiError>>);
     // The grid's sort and filters (the chart follows the filters).
     let view = RwSignal::new(GridView::default());
+    // A local Parquet export is being written.
+    let exporting = RwSignal::new(false);
     Effect::new(move |_| {
         shown.track();
         page.set(None);
@@ -91,7 +93,7 @@ pub fn ResultPanel() -> impl IntoView {
                         }
                             .into_any()
                     }
-                    Shown::Completed(GridSource { query_id, engine: Engine::Local, .. }, _) => {
+                    Shown::Completed(GridSource { query_id, engine: Engine::Local, sql, .. }, _) => {
                         view! {
                             <span class="downloads small">
                                 <button
@@ -101,6 +103,18 @@ pub fn ResultPanel() -> impl IntoView {
                                     on:click=move |_| export::local_csv(query_id)
                                 >
                                     "CSV"
+                                </button>
+                                " · "
+                                <button
+                                    type="button"
+                                    class="ghost small"
+                                    data-testid="download-local-parquet"
+                                    title="The whole result, every row, with exact types"
+                                    disabled=move || exporting.get()
+                                    data-busy=move || exporting.get().to_string()
+                                    on:click=move |_| export::local_parquet(query_id, sql.clone(), exporting)
+                                >
+                                    "Parquet"
                                 </button>
                             </span>
                         }

@@ -78,6 +78,18 @@ extern "C" {
         bytes: Uint8Array,
     ) -> Result<JsValue, JsValue>;
 
+    /// Creates table `table` from Parquet file bytes (parquet-wasm).
+    #[wasm_bindgen(method, catch, js_name = insertParquet)]
+    pub async fn insert_parquet(
+        this: &JsLocalDuckDb,
+        table: &str,
+        bytes: Uint8Array,
+    ) -> Result<JsValue, JsValue>;
+
+    /// The whole result of `sql` as Parquet file bytes (a Uint8Array).
+    #[wasm_bindgen(method, catch, js_name = exportParquet)]
+    pub async fn export_parquet(this: &JsLocalDuckDb, sql: &str) -> Result<JsValue, JsValue>;
+
     #[wasm_bindgen(method, catch, js_name = insertJsonFile)]
     pub async fn insert_json_file(
         this: &JsLocalDuckDb,
@@ -116,6 +128,11 @@ impl BridgeModule {
     /// Starts duckdb-wasm in a worker (the bridge's `start()`).
     pub async fn start(&self) -> Result<JsLocalDuckDb, JsValue> {
         Ok(self.call("start", &[]).await?.unchecked_into())
+    }
+
+    /// An Arrow IPC stream as Parquet file bytes (parquet-wasm, loaded on first use).
+    pub async fn ipc_to_parquet(&self, ipc: &Uint8Array) -> Result<Uint8Array, JsValue> {
+        Ok(self.call("ipcToParquet", &[ipc]).await?.unchecked_into())
     }
 
     /// Saves `data` (a Blob/File or Uint8Array) in the origin-private file system.

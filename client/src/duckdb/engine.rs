@@ -211,16 +211,7 @@ impl LocalDb {
     /// (which refuses anything but a query), then its rows through the
     /// presentation wrapper (see [`sql`]). One query at a time.
     pub async fn query(&self, user_sql: &str) -> Result<LocalResult, LocalError> {
-        // A cancelled query takes a moment to unwind in the worker: wait
-        // for it rather than refusing the next one.
-        let mut waited_ms = 0;
-        while self.running.get() {
-            if waited_ms >= BUSY_WAIT_MS {
-                return Err(LocalError::Busy);
-            }
-            gloo_timers::future::TimeoutFuture::new(20).await;
-            waited_ms += 20;
-        }
+        self.wait_idle().await?;
         self.running.set(true);
         self.cancel_requested.set(false);
         let started = now_ms();
@@ -241,6 +232,54 @@ impl LocalDb {
         })
     }
 
+    /// The result columns of `user_sql` (names and DuckDB type names), from
+    /// `DESCRIBE`, which binds the query without running it.
+    async fn describe(&self, user_sql: &str) -> Result<Vec<Column>, LocalError> {
+        let described = self.run_raw(&sql::describe_sql(user_sql), u32::MAX).await?;
+        Ok(described
+            .rows
+            .iter()
+            .map(|row| {
+                let text = |i: usize| row.get(i).and_then(Value::as_str).unwrap_or_default();
+                Column::new(text(0), text(1))
+            })
+            .collect())
+    }
+
+    /// Waits until the connection is free: a cancelled query takes a moment
+    /// to unwind in the worker, so the next one waits rather than being refused.
+    async fn wait_idle(&self) -> Result<(), LocalError> {
+        let mut waited_ms = 0;
+        while self.running.get() {
+            if waited_ms >= BUSY_WAIT_MS {
+                return Err(LocalError::Busy);
+            }
+            gloo_timers::future::TimeoutFuture::new(20).await;
+            waited_ms += 20;
+        }
+        Ok(())
+    }
+
+    /// The whole result of `user_sql` (every row, not only those kept) as
+    /// Parquet file bytes, written by parquet-wasm from DuckDB's Arrow.
+    pub async fn export_parquet(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
+        self.exclusive(self.export_parquet_inner(user_sql)).await
+    }
+
+    async fn export_parquet_inner(&self, user_sql: &str) -> Result<Uint8Array, LocalError> {
+        self.db
+            .check_single_statement(sql::trim_statement(user_sql))
+            .await
+            .map_err(duck_error)?;
+        let columns = self.describe(user_sql).await?;
+        let bytes = self
+            .db
+            .export_parquet(&sql::parquet_export_sql(user_sql, &columns))
+            .await
+            .map_err(duck_error)?;
+        Ok(bytes.unchecked_into())
+    }
+
     async fn query_inner(&self, user_sql: &str) -> Result<(Vec<Column>, RunOutput), LocalError> {
         // One statement, checked before anything runs; DESCRIBE then
         // refuses anything that is not a query.
@@ -248,15 +287,7 @@ impl LocalDb {
             .check_single_statement(sql::trim_statement(user_sql))
             .await
             .map_err(duck_error)?;
-        let described = self.run_raw(&sql::describe_sql(user_sql), u32::MAX).await?;
-        let columns: Vec<Column> = described
-            .rows
-            .iter()
-            .map(|row| {
-                let text = |i: usize| row.get(i).and_then(Value::as_str).unwrap_or_default();
-                Column::new(text(0), text(1))
-            })
-            .collect();
+        let columns = self.describe(user_sql).await?;
         if self.cancel_requested.get() {
             return Err(LocalError::Cancelled);
         }
@@ -270,7 +301,24 @@ impl LocalDb {
     /// Runs any statement and returns its rows as they come (no wrapper):
     /// for the engine's own setup statements.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Vec<Value>>, LocalError> {
-        Ok(self.run_raw(sql, MAX_KEPT_ROWS).await?.rows)
+        self.exclusive(self.run_raw(sql, MAX_KEPT_ROWS))
+            .await
+            .map(|output| output.rows)
+    }
+
+    /// Runs `work` on the connection alone: one statement at a time, so an
+    /// autocomplete lookup or a file load never interleaves with a query's
+    /// stream (duckdb-wasm closes an open stream when the connection runs
+    /// something else).
+    async fn exclusive<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, LocalError>>,
+    ) -> Result<T, LocalError> {
+        self.wait_idle().await?;
+        self.running.set(true);
+        let outcome = work.await;
+        self.running.set(false);
+        outcome
     }
 
     /// Interrupts the running query; `false` when none was running.
@@ -294,11 +342,14 @@ impl LocalDb {
         file_name: &str,
         file: &web_sys::File,
     ) -> Result<(), LocalError> {
-        self.db
-            .register_file(file_name, file)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .register_file(file_name, file)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Makes bytes readable by SQL as `file_name`.
@@ -314,37 +365,61 @@ impl LocalDb {
     /// Makes the remote file at `url` readable by SQL as `file_name`
     /// (duckdb-wasm fetches it; CORS applies).
     pub async fn register_url(&self, file_name: &str, url: &str) -> Result<(), LocalError> {
-        self.db
-            .register_url(file_name, url)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .register_url(file_name, url)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     pub async fn drop_file(&self, file_name: &str) -> Result<(), LocalError> {
-        self.db
-            .drop_file(file_name)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .drop_file(file_name)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Creates table `table` from an Arrow IPC stream.
     pub async fn insert_arrow_ipc(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
-        self.db
-            .insert_arrow_ipc(table, bytes)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .insert_arrow_ipc(table, bytes)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
+    }
+
+    /// Creates table `table` from Parquet file bytes (read by parquet-wasm).
+    pub async fn insert_parquet(&self, table: &str, bytes: Uint8Array) -> Result<(), LocalError> {
+        self.exclusive(async {
+            self.db
+                .insert_parquet(table, bytes)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 
     /// Creates table `table` from a registered JSON file (array of objects
     /// or column object), read by duckdb-wasm's JS API without any extension.
     pub async fn insert_json_file(&self, table: &str, file_name: &str) -> Result<(), LocalError> {
-        self.db
-            .insert_json_file(table, file_name)
-            .await
-            .map(drop)
-            .map_err(duck_error)
+        self.exclusive(async {
+            self.db
+                .insert_json_file(table, file_name)
+                .await
+                .map(drop)
+                .map_err(duck_error)
+        })
+        .await
     }
 }

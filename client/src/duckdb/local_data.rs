@@ -1,15 +1,18 @@
-//! Browser-local data: files the user opened (CSV, JSON) and server
-//! datasets taken offline (Arrow IPC), kept in the origin-private file
-//! system so they survive a reload without the network, and loaded into
-//! duckdb-wasm on demand, each as a view or table named after its file.
+//! Browser-local data: files the user opened (CSV, JSON, Parquet) and
+//! server datasets taken offline (kept as Parquet, about a third of their
+//! Arrow size), kept in the origin-private file system so they survive a
+//! reload without the network. A stored file is loaded into duckdb-wasm
+//! only when a statement names it (see [`ensure_named`]), each as a view or
+//! table under its SQL name.
 //!
-//! Naming is pure (and tested natively): a stored file `trips.csv` is the
-//! SQL name `trips`; a server dataset `demo` taken offline is stored as
-//! `demo.arrow` and queried under the same name as on the server, so the
-//! same SQL runs on both engines.
+//! Naming is pure (and tested natively, in `names`): a stored file
+//! `trips.csv` is the SQL name `trips`; a server dataset `demo` taken
+//! offline is stored as `offline/demo.parquet` and queried under the same
+//! name as on the server, so the same SQL runs on both engines. Files that
+//! would share a name get distinct ones (`sales_csv`, `sales_json`).
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use js_sys::Uint8Array;
 use serde::Deserialize;
@@ -17,6 +20,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::engine::{bridge, js_message, LocalDb, LocalError};
+use super::names::{self, NameRequest};
 use super::sql::{quote_identifier, quote_literal};
 
 /// How a stored file becomes a table.
@@ -26,14 +30,20 @@ pub enum Kind {
     Csv,
     /// duckdb-wasm's JSON import (array of objects), into a table.
     Json,
-    /// A server dataset taken offline: Arrow IPC, into a table.
+    /// Read by parquet-wasm into Arrow, into a table (duckdb-wasm's own
+    /// Parquet reader is an extension it would download).
+    Parquet,
+    /// A server dataset taken offline by an older version: Arrow IPC, into a table.
     Arrow,
 }
+
+/// The store folder of offline copies of server datasets (`offline/demo.parquet`).
+const OFFLINE_DIR: &str = "offline/";
 
 /// One stored browser-local dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalDataset {
-    /// The SQL name (view or table).
+    /// The SQL name (view or table), distinct among the stored files.
     pub name: String,
     /// The stored file's name (also its name inside duckdb-wasm).
     pub file_name: String,
@@ -44,8 +54,14 @@ pub struct LocalDataset {
 impl LocalDataset {
     /// Whether this is a server dataset taken offline.
     pub fn is_offline_copy(&self) -> bool {
-        self.kind == Kind::Arrow
+        is_offline_file(&self.file_name)
     }
+}
+
+/// Offline copies live in [`OFFLINE_DIR`]; older versions stored them as
+/// `<name>.arrow` beside the user's files (which cannot be `.arrow`).
+fn is_offline_file(file_name: &str) -> bool {
+    file_name.starts_with(OFFLINE_DIR) || kind_of(file_name) == Some(Kind::Arrow)
 }
 
 /// The kind of a file, from its extension.
@@ -55,6 +71,8 @@ pub fn kind_of(file_name: &str) -> Option<Kind> {
         Some(Kind::Csv)
     } else if lower.ends_with(".json") {
         Some(Kind::Json)
+    } else if lower.ends_with(".parquet") || lower.ends_with(".parq") {
+        Some(Kind::Parquet)
     } else if lower.ends_with(".arrow") {
         Some(Kind::Arrow)
     } else {
@@ -84,8 +102,26 @@ pub fn sql_name(file_name: &str) -> String {
     name
 }
 
+/// The name a stored file asks for: an offline copy its server dataset's
+/// name, verbatim (a valid identifier already); a user's file [`sql_name`].
+fn preferred_name(file_name: &str) -> String {
+    if is_offline_file(file_name) {
+        let file = file_name.strip_prefix(OFFLINE_DIR).unwrap_or(file_name);
+        file.rsplit_once('.')
+            .map_or(file, |(stem, _)| stem)
+            .to_owned()
+    } else {
+        sql_name(file_name)
+    }
+}
+
 /// The stored file name of a server dataset taken offline.
 pub fn offline_file_name(server_name: &str) -> String {
+    format!("{OFFLINE_DIR}{server_name}.parquet")
+}
+
+/// Where older versions kept it (removed when the copy is refreshed).
+fn legacy_offline_file_name(server_name: &str) -> String {
     format!("{server_name}.arrow")
 }
 
@@ -109,7 +145,7 @@ pub fn url_sql_name(url: &str) -> String {
 pub async fn ensure_url(db: &LocalDb, url: &str) -> Result<String, LocalError> {
     let name = url_sql_name(url);
     let file_name = format!("url_{name}.csv");
-    if LOADED.with(|l| !l.borrow().contains(url)) {
+    if URLS.with(|u| !u.borrow().contains(url)) {
         db.register_url(&file_name, url).await?;
         db.execute(&format!(
             "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_csv({})",
@@ -117,7 +153,7 @@ pub async fn ensure_url(db: &LocalDb, url: &str) -> Result<String, LocalError> {
             quote_literal(&file_name)
         ))
         .await?;
-        LOADED.with(|l| l.borrow_mut().insert(url.to_owned()));
+        URLS.with(|u| u.borrow_mut().insert(url.to_owned()));
     }
     Ok(name)
 }
@@ -125,8 +161,8 @@ pub async fn ensure_url(db: &LocalDb, url: &str) -> Result<String, LocalError> {
 /// Why opening a file was refused.
 pub fn unsupported_message(file_name: &str) -> String {
     format!(
-        "{file_name}: only CSV (.csv, .tsv, .txt) and JSON (.json) files can be queried in the \
-         browser; Parquet files must go to the server's datasets directory"
+        "{file_name}: only CSV (.csv, .tsv, .txt), JSON (.json) and Parquet (.parquet) files \
+         can be queried in the browser"
     )
 }
 
@@ -136,7 +172,17 @@ struct StoredFile {
     size_bytes: u64,
 }
 
-/// The datasets in the browser's store, by name.
+thread_local! {
+    /// URL datasets already registered in this page's duckdb-wasm.
+    static URLS: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+    /// Stored files loaded into this page's duckdb-wasm: file name → the
+    /// SQL name and kind of the view or table made of it.
+    static LOADED: RefCell<BTreeMap<String, (String, Kind)>> = const { RefCell::new(BTreeMap::new()) };
+    /// The SQL names of the last listing, by file name (for [`table_name_of`]).
+    static NAMES: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The datasets in the browser's store, with distinct SQL names.
 pub async fn list() -> Result<Vec<LocalDataset>, LocalError> {
     let module = bridge().await?;
     let json = module
@@ -145,22 +191,36 @@ pub async fn list() -> Result<Vec<LocalDataset>, LocalError> {
         .map_err(|e| LocalError::Duck(js_message(&e)))?;
     let files: Vec<StoredFile> = serde_json::from_str(&json)
         .map_err(|e| LocalError::Duck(format!("unreadable local store listing: {e}")))?;
-    Ok(files
+    let files: Vec<(StoredFile, Kind)> = files
         .into_iter()
-        .filter_map(|f| {
-            kind_of(&f.file_name).map(|kind| LocalDataset {
-                name: sql_name(&f.file_name),
-                file_name: f.file_name,
-                kind,
-                size_bytes: f.size_bytes,
-            })
+        .filter_map(|f| kind_of(&f.file_name).map(|kind| (f, kind)))
+        .collect();
+    let requests: Vec<NameRequest<'_>> = files
+        .iter()
+        .map(|(f, _)| NameRequest {
+            file_name: &f.file_name,
+            preferred: preferred_name(&f.file_name),
+            offline_copy: is_offline_file(&f.file_name),
         })
-        .collect())
-}
-
-thread_local! {
-    /// Stored files already loaded into this page's duckdb-wasm.
-    static LOADED: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+        .collect();
+    let assigned = names::assign(&requests);
+    let datasets: Vec<LocalDataset> = files
+        .into_iter()
+        .zip(assigned)
+        .map(|((f, kind), name)| LocalDataset {
+            name,
+            file_name: f.file_name,
+            kind,
+            size_bytes: f.size_bytes,
+        })
+        .collect();
+    NAMES.with(|n| {
+        *n.borrow_mut() = datasets
+            .iter()
+            .map(|d| (d.file_name.clone(), d.name.clone()))
+            .collect();
+    });
+    Ok(datasets)
 }
 
 async fn file_bytes(file: &web_sys::File) -> Result<Uint8Array, LocalError> {
@@ -170,9 +230,45 @@ async fn file_bytes(file: &web_sys::File) -> Result<Uint8Array, LocalError> {
     Ok(Uint8Array::new(&buffer))
 }
 
-/// Loads one stored dataset into `db` (once per page).
-pub async fn ensure_loaded(db: &LocalDb, dataset: &LocalDataset) -> Result<(), LocalError> {
-    if LOADED.with(|l| l.borrow().contains(&dataset.file_name)) {
+/// Drops the view or table `name` of a `kind` made from a stored file.
+async fn drop_object(db: &LocalDb, name: &str, kind: Kind) -> Result<(), LocalError> {
+    let name = quote_identifier(name);
+    let sql = match kind {
+        Kind::Csv => format!("DROP VIEW IF EXISTS {name}"),
+        Kind::Json | Kind::Parquet | Kind::Arrow => format!("DROP TABLE IF EXISTS {name}"),
+    };
+    db.execute(&sql).await.map(drop)
+}
+
+/// Drops what this page loaded under a name that is no longer its file's
+/// (another file now shares the stem) or of a file no longer stored, so a
+/// stale view can never answer for a renamed one.
+async fn forget_stale(db: &LocalDb, current: &[LocalDataset]) -> Result<(), LocalError> {
+    let stale: Vec<(String, String, Kind)> = LOADED.with(|l| {
+        l.borrow()
+            .iter()
+            .filter(|(file_name, (name, _))| {
+                !current
+                    .iter()
+                    .any(|d| &d.file_name == *file_name && &d.name == name)
+            })
+            .map(|(file_name, (name, kind))| (file_name.clone(), name.clone(), *kind))
+            .collect()
+    });
+    for (file_name, name, kind) in stale {
+        drop_object(db, &name, kind).await?;
+        LOADED.with(|l| l.borrow_mut().remove(&file_name));
+    }
+    Ok(())
+}
+
+/// Loads one stored dataset into `db` under its name (once per page).
+async fn ensure_loaded(db: &LocalDb, dataset: &LocalDataset) -> Result<(), LocalError> {
+    let loaded = LOADED.with(|l| l.borrow().get(&dataset.file_name).cloned());
+    if loaded
+        .as_ref()
+        .is_some_and(|(name, _)| *name == dataset.name)
+    {
         return Ok(());
     }
     let module = db.module();
@@ -196,26 +292,47 @@ pub async fn ensure_loaded(db: &LocalDb, dataset: &LocalDataset) -> Result<(), L
             db.insert_json_file(&dataset.name, &dataset.file_name)
                 .await?;
         }
+        Kind::Parquet => {
+            let bytes = file_bytes(&file).await?;
+            db.execute(&format!("DROP TABLE IF EXISTS {name}")).await?;
+            db.insert_parquet(&dataset.name, bytes)
+                .await
+                .map_err(|e| LocalError::Duck(format!("{}: {e}", dataset.file_name)))?;
+        }
         Kind::Arrow => {
             let bytes = file_bytes(&file).await?;
             db.execute(&format!("DROP TABLE IF EXISTS {name}")).await?;
             db.insert_arrow_ipc(&dataset.name, bytes).await?;
         }
     }
-    LOADED.with(|l| l.borrow_mut().insert(dataset.file_name.clone()));
+    LOADED.with(|l| {
+        l.borrow_mut().insert(
+            dataset.file_name.clone(),
+            (dataset.name.clone(), dataset.kind),
+        )
+    });
     Ok(())
 }
 
-/// Loads every stored dataset into `db` (cheap once loaded).
-pub async fn ensure_all_loaded(db: &LocalDb) -> Result<(), LocalError> {
-    for dataset in list().await? {
-        ensure_loaded(db, &dataset).await?;
+/// Loads the stored datasets that `sql` names (by SQL name, or by file name
+/// in a string literal) and no others: a query that names none reads no
+/// stored file. Names that changed since they were loaded are dropped first.
+pub async fn ensure_named(db: &LocalDb, sql: &str) -> Result<(), LocalError> {
+    let datasets = list().await?;
+    forget_stale(db, &datasets).await?;
+    let pairs: Vec<(&str, &str)> = datasets
+        .iter()
+        .map(|d| (d.name.as_str(), d.file_name.as_str()))
+        .collect();
+    for i in names::referenced(sql, &pairs) {
+        ensure_loaded(db, &datasets[i]).await?;
     }
     Ok(())
 }
 
-/// Stores a file the user opened and loads it; its content never leaves
-/// the browser.
+/// Stores a file the user opened and loads it (which checks that it can
+/// be read); its content never leaves the browser. Returns it with its
+/// SQL name, distinct from every other stored file's.
 pub async fn open_file(file: &web_sys::File) -> Result<LocalDataset, LocalError> {
     let file_name = file.name();
     let kind =
@@ -228,25 +345,27 @@ pub async fn open_file(file: &web_sys::File) -> Result<LocalDataset, LocalError>
         .store_save(&file_name, file.as_ref())
         .await
         .map_err(|e| LocalError::Duck(js_message(&e)))?;
+    // The same file name again replaces the stored file: load it afresh.
     LOADED.with(|l| l.borrow_mut().remove(&file_name));
-    let dataset = LocalDataset {
-        name: sql_name(&file_name),
-        file_name,
-        kind,
-        size_bytes: file.size() as u64,
-    };
+    let datasets = list().await?;
+    let dataset = datasets
+        .iter()
+        .find(|d| d.file_name == file_name)
+        .cloned()
+        .ok_or_else(|| LocalError::Duck(format!("{file_name} was not stored")))?;
     let db = LocalDb::shared().await?;
+    forget_stale(&db, &datasets).await?;
     ensure_loaded(&db, &dataset).await?;
     Ok(dataset)
 }
 
 /// Downloads server dataset `server_name` as Arrow IPC
-/// (`GET /api/datasets/{name}/download`), stores it and loads it as a table
-/// of the same name.
+/// (`GET /api/datasets/{name}/download`) and stores it as Parquet
+/// (parquet-wasm, zstd), to be loaded when a query names it.
 pub async fn take_offline(server_name: &str) -> Result<LocalDataset, LocalError> {
     let url = format!("/api/datasets/{server_name}/download");
     let window = web_sys::window().ok_or_else(|| LocalError::Duck("no window".into()))?;
-    // Plain fetch: the bytes stay a JS ArrayBuffer on their way to the worker.
+    // Plain fetch: the bytes stay a JS ArrayBuffer on their way to parquet-wasm.
     let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&url))
         .await
         .map_err(|e| {
@@ -273,38 +392,48 @@ pub async fn take_offline(server_name: &str) -> Result<LocalDataset, LocalError>
     )
     .await
     .map_err(|e| LocalError::Duck(format!("the download broke off: {}", js_message(&e))))?;
-    let bytes = Uint8Array::new(&buffer);
-    let file_name = offline_file_name(server_name);
+    let ipc = Uint8Array::new(&buffer);
     let module = bridge().await?;
+    let parquet = module.ipc_to_parquet(&ipc).await.map_err(|e| {
+        LocalError::Duck(format!(
+            "the copy could not be written as Parquet: {}",
+            js_message(&e)
+        ))
+    })?;
+    let file_name = offline_file_name(server_name);
     module
-        .store_save(&file_name, bytes.unchecked_ref())
+        .store_save(&file_name, parquet.unchecked_ref())
         .await
         .map_err(|e| LocalError::Duck(js_message(&e)))?;
+    // A copy kept by an older version is superseded.
+    let legacy = legacy_offline_file_name(server_name);
+    if list().await?.iter().any(|d| d.file_name == legacy) {
+        let _ = module.store_delete(&legacy).await;
+    }
     LOADED.with(|l| l.borrow_mut().remove(&file_name));
-    let dataset = LocalDataset {
-        name: sql_name(&file_name),
-        size_bytes: bytes.length() as u64,
+    // Reconcile now, so a refreshed copy is read again by the next query.
+    if LocalDb::is_started() {
+        let db = LocalDb::shared().await?;
+        forget_stale(&db, &list().await?).await?;
+    }
+    Ok(LocalDataset {
+        name: server_name.to_owned(),
+        size_bytes: parquet.length() as u64,
         file_name,
-        kind: Kind::Arrow,
-    };
-    let db = LocalDb::shared().await?;
-    ensure_loaded(&db, &dataset).await?;
-    Ok(dataset)
+        kind: Kind::Parquet,
+    })
 }
 
 /// Removes a stored dataset (and its table or view in this page).
 pub async fn remove(dataset: &LocalDataset) -> Result<(), LocalError> {
+    let loaded = LOADED.with(|l| l.borrow_mut().remove(&dataset.file_name));
     if LocalDb::is_started() {
         let db = LocalDb::shared().await?;
-        let name = quote_identifier(&dataset.name);
-        let drop_sql = match dataset.kind {
-            Kind::Csv => format!("DROP VIEW IF EXISTS {name}"),
-            Kind::Json | Kind::Arrow => format!("DROP TABLE IF EXISTS {name}"),
-        };
-        db.execute(&drop_sql).await?;
+        if let Some((name, kind)) = loaded {
+            drop_object(&db, &name, kind).await?;
+        }
         let _ = db.drop_file(&dataset.file_name).await;
     }
-    LOADED.with(|l| l.borrow_mut().remove(&dataset.file_name));
     let module = bridge().await?;
     module
         .store_delete(&dataset.file_name)
@@ -313,11 +442,14 @@ pub async fn remove(dataset: &LocalDataset) -> Result<(), LocalError> {
 }
 
 /// The SQL name under which the local engine reads `dataset` (a server
-/// dataset and its offline copy share the server's name).
+/// dataset and its offline copy share the server's name; a local file has
+/// the name the last listing gave it).
 pub fn table_name_of(dataset: &shared_domain::DatasetRef) -> String {
     match dataset {
         shared_domain::DatasetRef::Server { name } => name.as_str().to_owned(),
-        shared_domain::DatasetRef::Local { name, .. } => sql_name(name.as_str()),
+        shared_domain::DatasetRef::Local { name, .. } => NAMES
+            .with(|n| n.borrow().get(name.as_str()).cloned())
+            .unwrap_or_else(|| sql_name(name.as_str())),
         shared_domain::DatasetRef::Url { url } => url_sql_name(url.as_str()),
     }
 }
@@ -367,7 +499,10 @@ mod tests {
         assert_eq!(sql_name("My Sales-2024.csv"), "my_sales_2024");
         assert_eq!(sql_name("2024.json"), "t_2024");
         assert_eq!(sql_name(".csv"), "t_");
-        assert_eq!(sql_name(&offline_file_name("demo")), "demo");
+        assert_eq!(offline_file_name("demo"), "offline/demo.parquet");
+        assert_eq!(preferred_name(&offline_file_name("Demo_2")), "Demo_2");
+        assert_eq!(preferred_name("demo.arrow"), "demo");
+        assert_eq!(preferred_name("My Sales.parquet"), "my_sales");
     }
 
     #[test]
@@ -386,7 +521,10 @@ mod tests {
         assert_eq!(kind_of("a.tsv"), Some(Kind::Csv));
         assert_eq!(kind_of("a.json"), Some(Kind::Json));
         assert_eq!(kind_of("demo.arrow"), Some(Kind::Arrow));
-        assert_eq!(kind_of("a.parquet"), None);
-        assert!(unsupported_message("a.parquet").contains("server"));
+        assert_eq!(kind_of("a.parquet"), Some(Kind::Parquet));
+        assert_eq!(kind_of("a.xlsx"), None);
+        assert!(is_offline_file("offline/demo.parquet"));
+        assert!(is_offline_file("demo.arrow"));
+        assert!(!is_offline_file("demo.parquet"));
     }
 }

@@ -7,7 +7,14 @@
 //! - `engine`: [`LocalDb`], one duckdb-wasm per page in a Web Worker:
 //!   queries with DuckDB's type names and the server's JSON conventions,
 //!   cancellation, files and Arrow IPC.
+//! - `local_data`: files opened in the browser and offline copies, kept in
+//!   OPFS and loaded when a statement names them; `names`: their distinct
+//!   SQL names and which ones a statement mentions (pure).
 //! - `sql`: the pure SQL wrapping (native unit tests).
+//!
+//! Parquet is read and written by parquet-wasm (`client/js/parquet.js`,
+//! loaded on first use): duckdb-wasm's Parquet support is an extension it
+//! would download from extensions.duckdb.org at run time.
 //!
 //! Results cross from JavaScript as one JSON string of plain values: DuckDB
 //! already did the exact conversions (see `sql`), so the Rust side needs no
@@ -17,6 +24,7 @@ pub mod bridge;
 pub mod choice;
 pub mod engine;
 pub mod local_data;
+pub mod names;
 pub mod panel;
 pub mod runner;
 pub mod sql;

@@ -1,4 +1,4 @@
-//! The session view's "Local data" card: open a CSV or JSON file (picker or
+//! The session view's "Local data" card: open a CSV, JSON or Parquet file (picker or
 //! drag and drop) into duckdb-wasm and attach it as a browser-local dataset,
 //! take the attached server dataset offline, see what the browser keeps,
 //! and the local engine's state.
@@ -224,11 +224,11 @@ pub fn LocalDataPanel(
                 on:drop=on_drop
             >
                 <label class="file-pick">
-                    "Open a CSV or JSON file "
+                    "Open a CSV, JSON or Parquet file "
                     <input
                         type="file"
                         data-testid="local-file-input"
-                        accept=".csv,.tsv,.txt,.json"
+                        accept=".csv,.tsv,.txt,.json,.parquet,.parq"
                         multiple=true
                         on:change=on_pick
                     />

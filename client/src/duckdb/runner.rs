@@ -94,7 +94,8 @@ fn cancelled(query_id: QueryId) -> bool {
 
 async fn run(query_id: QueryId, sql: &str, url: Option<&str>) -> Result<LocalResult, LocalError> {
     let db = LocalDb::shared().await?;
-    local_data::ensure_all_loaded(&db).await?;
+    // Only the stored files this statement names are read into duckdb-wasm.
+    local_data::ensure_named(&db, sql).await?;
     if let Some(url) = url {
         local_data::ensure_url(&db, url).await?;
     }
@@ -175,6 +176,7 @@ pub async fn view_page(
         Some(result) => result,
         None => {
             let db = LocalDb::shared().await?;
+            local_data::ensure_named(&db, sql).await?;
             let result = Rc::new(db.query(&grid::local_sql(sql, view)).await?);
             VIEW.with(|v| *v.borrow_mut() = Some((query_id, view.clone(), result.clone())));
             result
@@ -190,6 +192,7 @@ pub async fn profile(
     column: &str,
 ) -> Result<crate::api::ColumnProfile, LocalError> {
     let db = LocalDb::shared().await?;
+    local_data::ensure_named(&db, sql).await?;
     let result = db
         .query(&grid::local_profile_sql(sql, view, column))
         .await?;
@@ -216,6 +219,7 @@ pub async fn profile(
 /// Runs the chart aggregation `sql` (see `crate::chart::local_sql`) in duckdb-wasm.
 pub async fn aggregate(sql: &str) -> Result<crate::api::Aggregated, LocalError> {
     let db = LocalDb::shared().await?;
+    local_data::ensure_named(&db, sql).await?;
     let result = db.query(sql).await?;
     Ok(crate::api::Aggregated {
         columns: result.columns,
@@ -235,6 +239,14 @@ fn page_of(result: &LocalResult, offset: u64, limit: u64) -> ResultPage {
         available_rows: Some(kept),
         truncated: kept < result.total_rows,
     }
+}
+
+/// The whole result of local query `sql` (all rows, run again in
+/// duckdb-wasm) as Parquet file bytes, written by parquet-wasm.
+pub async fn parquet(sql: &str) -> Result<js_sys::Uint8Array, LocalError> {
+    let db = LocalDb::shared().await?;
+    local_data::ensure_named(&db, sql).await?;
+    db.export_parquet(sql).await
 }
 
 /// The rows of local result `query_id` kept in this tab (for exports).

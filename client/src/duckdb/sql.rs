@@ -83,6 +83,35 @@ pub fn presentation_sql(sql: &str, columns: &[Column]) -> String {
     )
 }
 
+/// Wraps `sql` for a Parquet export of its whole result: every column keeps
+/// its name and DuckDB type, except INTERVAL, which becomes text (Arrow JS
+/// writes month-day-nano intervals that parquet-wasm's reader refuses, and
+/// Parquet has no exact equivalent).
+pub fn parquet_export_sql(sql: &str, columns: &[Column]) -> String {
+    if columns.is_empty() {
+        return trim_statement(sql).to_owned();
+    }
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let select: Vec<String> = columns
+        .iter()
+        .zip(&aliases)
+        .map(|(column, alias)| {
+            let value = if column.data_type.trim().eq_ignore_ascii_case("INTERVAL") {
+                format!("CAST({alias} AS VARCHAR)")
+            } else {
+                alias.clone()
+            };
+            format!("{value} AS {}", quote_identifier(&column.name))
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM ({}\n) AS sextant_q({})",
+        select.join(", "),
+        trim_statement(sql),
+        aliases.join(", ")
+    )
+}
+
 /// An SQL identifier, quoted for DuckDB.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -121,6 +150,19 @@ mod tests {
     #[test]
     fn no_columns_leaves_the_statement_alone() {
         assert_eq!(presentation_sql("SELECT 1;", &[]), "SELECT 1");
+    }
+
+    #[test]
+    fn parquet_exports_keep_names_and_types_but_intervals_become_text() {
+        let columns = vec![
+            Column::new("n", "BIGINT"),
+            Column::new("my \"gap\"", "INTERVAL"),
+        ];
+        assert_eq!(
+            parquet_export_sql("SELECT 1, INTERVAL 1 DAY;", &columns),
+            "SELECT c0 AS \"n\", CAST(c1 AS VARCHAR) AS \"my \"\"gap\"\"\" \
+             FROM (SELECT 1, INTERVAL 1 DAY\n) AS sextant_q(c0, c1)"
+        );
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! 3. a long local query is cancelled and the engine stays usable; a local
 //!    failure shows DuckDB's message and an error id;
 //! 4. a URL dataset (CSV on another origin, with CORS) runs locally:
-//!    duckdb-wasm fetches it itself.
+//!    duckdb-wasm fetches it itself;
+//! 5. a Parquet file opened in the browser (parquet-wasm) keeps DuckDB's
+//!    exact types; files sharing a stem, and a local file named like an
+//!    offline copy, get distinct names; after an offline reload only the
+//!    stored files a query names are loaded;
+//! 6. a local result downloads as Parquet with every row (not only those
+//!    kept in the tab), read back by native DuckDB.
 
 use std::time::{Duration, Instant};
 
@@ -533,4 +539,327 @@ async fn a_url_dataset_is_fetched_and_queried_by_duckdb_wasm() {
     })
     .await;
     b.close().await.unwrap();
+}
+
+/// Writes `sales.parquet` (with DuckDB's DECIMAL and DATE), `sales.csv`,
+/// `sales.json` and `demo.csv` into `dir`, native DuckDB writing the Parquet.
+fn write_sales_files(dir: &std::path::Path) -> Result<()> {
+    std::fs::write(dir.join("sales.csv"), SALES_CSV)?;
+    std::fs::write(
+        dir.join("sales.json"),
+        r#"[{"id": 1, "region": "north"}, {"id": 2, "region": "south"}]"#,
+    )?;
+    std::fs::write(dir.join("demo.csv"), "x\n1\n2\n3\n")?;
+    let parquet = dir.join("sales.parquet");
+    let db = duckdb::Connection::open_in_memory()?;
+    db.execute_batch(&format!(
+        "COPY (SELECT * FROM (VALUES \
+            (1, 'north', 10.50::DECIMAL(10,2), DATE '2024-01-02'), \
+            (2, 'south', 7.25::DECIMAL(10,2), DATE '2024-01-03'), \
+            (3, 'north', 1.00::DECIMAL(10,2), DATE '2024-02-01'), \
+            (4, 'east', 99.99::DECIMAL(10,2), DATE '2024-03-15')) t(id, region, amount, day)) \
+         TO '{}' (FORMAT parquet)",
+        parquet.display()
+    ))?;
+    Ok(())
+}
+
+async fn open_local_file(b: &Browser, path: &std::path::Path) -> Result<()> {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    b.wait_for(&testid("local-file-input"))
+        .await?
+        .send_keys(path.to_str().unwrap())
+        .await?;
+    b.wait_for_text(&testid("attached-dataset"), name).await?;
+    Ok(())
+}
+
+/// Waits until the local data list shows exactly `expected` names.
+async fn wait_local_names(b: &Browser, expected: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let mut names = Vec::new();
+    while Instant::now() < deadline {
+        names = b.texts(&testid("local-dataset-name")).await?;
+        names.sort();
+        if names == expected {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("local data shows {names:?}, expected {expected:?}")
+}
+
+/// Runs `sql` as query number `count` and returns its rows (it must complete).
+async fn local_rows(b: &Browser, sql: &str, count: usize, rows: usize) -> Result<Vec<Vec<String>>> {
+    run_query(b, sql).await?;
+    let (state, engine, _) = wait_newest_done(b, count).await?;
+    if state != "completed" {
+        let message = b.text(&testid("error-message")).await.unwrap_or_default();
+        bail!("`{sql}` {state} on {engine}: {message}");
+    }
+    ensure!(engine == "local", "`{sql}` ran on {engine}");
+    wait_table(b, rows).await
+}
+
+const PARQUET_SALES_SQL: &str =
+    "SELECT region, sum(amount) AS total, count(*) AS n, max(day) AS last_day \
+     FROM sales_parquet GROUP BY region ORDER BY region";
+
+fn expected_parquet_sales() -> Vec<Vec<String>> {
+    [
+        ("east", "99.99", "1", "2024-03-15"),
+        ("north", "11.50", "2", "2024-02-01"),
+        ("south", "7.25", "1", "2024-01-03"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| vec![a.to_string(), b.to_string(), c.to_string(), d.to_string()])
+    .collect()
+}
+
+#[tokio::test]
+async fn a_parquet_file_opens_and_queries_offline_and_colliding_names_stay_distinct() {
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    write_sales_files(files.path()).expect("test files written");
+    let server = start_server(data.path());
+    let base = server.url();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(server.log()));
+    let log_view = log.clone();
+    let mut server = Some(server);
+    scenario("parquet", &b, move || log_view.lock().unwrap().clone(), async {
+        b.goto(&base).await?;
+        b.wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+            .await?;
+        let session = create_session(&b, "Local parquet").await?;
+
+        // A Parquet file alone is `sales`, with DuckDB's own types.
+        open_local_file(&b, &files.path().join("sales.parquet")).await?;
+        wait_local_names(&b, &["sales"]).await?;
+        run_query(&b, &PARQUET_SALES_SQL.replace("sales_parquet", "sales")).await?;
+        let (state, engine, query_id) = wait_newest_done(&b, 1).await?;
+        ensure!(state == "completed" && engine == "local", "{state} on {engine}");
+        ensure!(wait_table(&b, 3).await? == expected_parquet_sales());
+        let completed = completed_on_server(&base, session, &query_id).await?;
+        ensure!(
+            completed["columns"]
+                == serde_json::json!([
+                    {"name": "region", "type": "VARCHAR"},
+                    {"name": "total", "type": "DECIMAL(38,2)"},
+                    {"name": "n", "type": "BIGINT"},
+                    {"name": "last_day", "type": "DATE"}
+                ]),
+            "{completed}"
+        );
+
+        // sales.csv and sales.json beside it: three distinct names, and the
+        // old name `sales` is gone rather than silently meaning one of them.
+        open_local_file(&b, &files.path().join("sales.csv")).await?;
+        open_local_file(&b, &files.path().join("sales.json")).await?;
+        wait_local_names(&b, &["sales_csv", "sales_json", "sales_parquet"]).await?;
+        let counts = local_rows(
+            &b,
+            "SELECT (SELECT count(*) FROM sales_csv) AS csv, \
+             (SELECT count(*) FROM sales_json) AS json, \
+             (SELECT sum(amount) FROM sales_parquet) AS parquet",
+            2,
+            1,
+        )
+        .await?;
+        ensure!(counts == [["4", "2", "118.74"]], "{counts:?}");
+        run_query(&b, "SELECT * FROM sales").await?;
+        let (state, _, _) = wait_newest_done(&b, 3).await?;
+        ensure!(state == "failed", "`sales` still answers: {state}");
+        let message = b.text(&testid("error-message")).await?;
+        ensure!(message.contains("sales"), "{message}");
+
+        // A local demo.csv and the server's demo taken offline: the offline
+        // copy keeps the server's name, the file yields.
+        open_local_file(&b, &files.path().join("demo.csv")).await?;
+        wait_local_names(&b, &["demo", "sales_csv", "sales_json", "sales_parquet"]).await?;
+        b.wait_for(&format!("{} option[value=\"demo\"]", testid("dataset-select")))
+            .await?
+            .click()
+            .await?;
+        b.click(&testid("attach-dataset")).await?;
+        b.wait_for_text(&testid("attached-dataset"), "demo").await?;
+        b.click(&testid("take-offline")).await?;
+        b.wait_for_text(&testid("offline-state"), "demo is available offline")
+            .await?;
+        wait_local_names(
+            &b,
+            &["demo", "demo_csv", "sales_csv", "sales_json", "sales_parquet"],
+        )
+        .await?;
+        choose_engine(&b, "local").await?;
+        let both = local_rows(
+            &b,
+            "SELECT (SELECT sum(x) FROM demo_csv) AS from_file, (SELECT count(*) > 3 FROM demo) AS from_copy",
+            4,
+            1,
+        )
+        .await?;
+        ensure!(both == [["6", "true"]], "{both:?}");
+
+        // Offline, after a reload: a stored file is loaded when a query names
+        // it, and only then. (The shown query 4 names demo and demo_csv: its
+        // chart aggregates it again, so those may be loaded already.)
+        let running = server.take().expect("running");
+        log.lock().unwrap().push_str(&running.log());
+        running.stop()?;
+        b.wait_for_attr(&testid("sync-status"), "data-sync", "offline")
+            .await?;
+        b.reload().await?;
+        b.wait_for(&testid("app-ready")).await?;
+        b.wait_for_text(&testid("session-title"), "Local parquet")
+            .await?;
+        wait_local_names(
+            &b,
+            &["demo", "demo_csv", "sales_csv", "sales_json", "sales_parquet"],
+        )
+        .await?;
+        choose_engine(&b, "local").await?;
+        let tables = "SELECT string_agg(table_name, ',' ORDER BY table_name) AS names \
+                      FROM information_schema.tables WHERE table_name NOT IN ('demo', 'demo_csv')";
+        let before = local_rows(&b, tables, 5, 1).await?;
+        ensure!(before == [["NULL"]], "loaded before any query named them: {before:?}");
+        ensure!(local_rows(&b, PARQUET_SALES_SQL, 6, 3).await? == expected_parquet_sales());
+        let after = local_rows(&b, tables, 7, 1).await?;
+        ensure!(after == [["sales_parquet"]], "{after:?}");
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_local_result_downloads_as_parquet_with_every_row_and_exact_types() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path());
+    let base = server.url();
+    let b = Browser::launch().await.expect("headless Chromium starts");
+    scenario("parquet-export", &b, || server.log(), async {
+        b.goto(&base).await?;
+        create_session(&b, "Parquet export").await?;
+        choose_engine(&b, "local").await?;
+        // 25,000 rows, of which the tab keeps 10,000: the file has them all.
+        let sql = "SELECT i AS id, (i * 0.25)::DECIMAL(10,2) AS amount, \
+                   DATE '2024-01-01' + i::INTEGER AS day, 'row ' || i AS label, \
+                   CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS sparse, \
+                   INTERVAL (i) MINUTE AS gap FROM range(25000) t(i)";
+        run_query(&b, sql).await?;
+        let (state, engine, _) = wait_newest_done(&b, 1).await?;
+        ensure!(state == "completed" && engine == "local", "{state} on {engine}");
+        // Keep the Blob the export hands to the download link.
+        b.eval(
+            "window.__sextantBlobs = []; const original = URL.createObjectURL; \
+             URL.createObjectURL = (blob) => { window.__sextantBlobs.push(blob); return original.call(URL, blob); };",
+            vec![],
+        )
+        .await?;
+        b.click(&testid("download-local-parquet")).await?;
+        let bytes = {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let encoded = b
+                    .eval_async(
+                        "const done = arguments[arguments.length - 1]; \
+                         const blob = window.__sextantBlobs[0]; \
+                         if (!blob) { done(null); } else { \
+                           const reader = new FileReader(); \
+                           reader.onload = () => done([blob.type, reader.result.split(',')[1]]); \
+                           reader.readAsDataURL(blob); }",
+                        vec![],
+                    )
+                    .await?;
+                if let Some([mime, data]) = encoded.as_array().map(Vec::as_slice) {
+                    ensure!(mime == "application/vnd.apache.parquet", "{mime}");
+                    break base64_decode(data.as_str().unwrap_or_default())?;
+                }
+                ensure!(Instant::now() < deadline, "no Parquet download");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        ensure!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("export.parquet");
+        std::fs::write(&path, &bytes)?;
+
+        // Native DuckDB reads every row back, with the same types and values.
+        let db = duckdb::Connection::open_in_memory()?;
+        let source = format!("read_parquet('{}')", path.display());
+        let types: Vec<(String, String)> = db
+            .prepare(&format!("DESCRIBE SELECT * FROM {source}"))?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let types: Vec<(&str, &str)> = types.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        ensure!(
+            types
+                == [
+                    ("id", "BIGINT"),
+                    ("amount", "DECIMAL(10,2)"),
+                    ("day", "DATE"),
+                    ("label", "VARCHAR"),
+                    ("sparse", "BIGINT"),
+                    ("gap", "VARCHAR")
+                ],
+            "{types:?}"
+        );
+        let summary: (i64, String, String, i64, String, String) = db.query_row(
+            &format!(
+                "SELECT count(*), sum(amount)::VARCHAR, max(day)::VARCHAR, count(sparse), \
+                 max_by(label, id), max_by(gap, id) FROM {source}"
+            ),
+            [],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            },
+        )?;
+        ensure!(
+            summary
+                == (
+                    25_000,
+                    "78121875.00".to_owned(),
+                    "2092-06-11".to_owned(),
+                    25_000 - 3_572,
+                    "row 24999".to_owned(),
+                    "416:39:00".to_owned()
+                ),
+            "{summary:?}"
+        );
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+/// Standard base64 (the data URL of the download) to bytes.
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let value = |c: u8| -> Result<u32> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("not base64: {c}"),
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Ok(out)
 }
