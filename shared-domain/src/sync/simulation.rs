@@ -33,14 +33,17 @@ use uuid::Uuid;
 
 use super::answers::{batch_verdict, command_verdict, BatchVerdict, CommandVerdict};
 use super::base::{check_base, Head};
-use super::identity::{judge_resume, same_store, ResumeRequest, ResumeVerdict, StoreFacts};
+use super::identity::{
+    check_store, judge_resume, judge_witness, take_answer, ResetReason, ResumeRequest,
+    ResumeVerdict, StoreCheck, StoreFacts, TakeAnswer,
+};
 use super::mutants::{self, Mutant};
 use super::*;
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
 use crate::envelope::EventMetadata;
 use crate::session::tests::properties::arb_command;
-use crate::session::{QuerySession, SessionCommand};
-use crate::values::DatasetRef;
+use crate::session::{ChartAggregate, ChartKind, ChartSettings, QuerySession, SessionCommand};
+use crate::values::{Column, DatasetRef, QueryId, SessionTitle};
 
 const NODES: usize = 3;
 const AGGREGATES: u128 = 2;
@@ -83,6 +86,9 @@ struct Authority {
     processed: HashMap<Uuid, (Uuid, SessionCommand, Vec<EventEnvelope>)>,
     /// False for an older server that ignores `base_command`.
     exact_bases: bool,
+    /// The logs of the stores this one replaced (restored or recreated):
+    /// a replica may have decided on them before it noticed.
+    past_logs: Vec<Vec<EventEnvelope>>,
 }
 
 /// Server datasets the authority's catalog has (the replicas do not know).
@@ -96,6 +102,7 @@ impl Authority {
             states: BTreeMap::new(),
             processed: HashMap::new(),
             exact_bases: true,
+            past_logs: Vec::new(),
         }
     }
 
@@ -104,6 +111,15 @@ impl Authority {
     }
 
     fn context(&self, aggregate_id: Uuid, command: &SessionCommand) -> DecisionContext {
+        Self::context_in(&self.log, aggregate_id, command)
+    }
+
+    /// The decision context a store with `log` gives.
+    fn context_in(
+        log: &[EventEnvelope],
+        aggregate_id: Uuid,
+        command: &SessionCommand,
+    ) -> DecisionContext {
         let needs = DecisionContext::needs(command);
         DecisionContext {
             issuer: Issuer::Client,
@@ -112,7 +128,7 @@ impl Authority {
                 .server_dataset
                 .map(|name| CATALOG.contains(&name.as_str())),
             query_id_owner: needs.query_id.and_then(|query_id| {
-                self.log.iter().find_map(|e| {
+                log.iter().find_map(|e| {
                     (e.event_type == "QuerySubmitted"
                         && e.payload["query_id"] == serde_json::json!(query_id))
                     .then_some(e.aggregate_id)
@@ -196,6 +212,18 @@ impl Authority {
         Reply::Ok(stored)
     }
 
+    fn event_id_at(&self, global_sequence: u64) -> Option<Uuid> {
+        self.log
+            .iter()
+            .find(|e| e.global_sequence == global_sequence)
+            .map(|e| e.id)
+    }
+
+    /// The server's judgement of the witness a request named.
+    fn judge(&self, witness: Option<Witness>) -> Option<Result<(), ResetReason>> {
+        witness.map(|w| judge_witness(w, self.event_id_at(w.global_sequence)))
+    }
+
     fn events_after(&self, aggregate_id: Uuid, version: u64) -> Vec<EventEnvelope> {
         self.log
             .iter()
@@ -204,19 +232,64 @@ impl Authority {
             .collect()
     }
 
-    /// The reference for "no spurious rejection": re-decide `command` on the
-    /// first `version` events of the aggregate in this log.
-    fn refuses(&self, aggregate_id: Uuid, version: u64, command: &SessionCommand) -> bool {
-        let mut state = QuerySession::default();
-        for e in self
-            .log
-            .iter()
-            .filter(|e| e.aggregate_id == aggregate_id && e.aggregate_sequence <= version)
-        {
-            state.apply(&e.decode::<QuerySession>().unwrap());
+    /// The reference for "no spurious rejection". A rejection is justified
+    /// if the authority refuses the command whatever its base (the
+    /// executor-only rule), or if the command does not decide on the state
+    /// it was refused on: a prefix of `version` events of the aggregate,
+    /// ending with `base`, of a log that existed (this store's, or one it
+    /// replaced: a replica may have decided on it before it noticed), or,
+    /// for a rebase, such a prefix followed by `earlier`, the replica's
+    /// pending commands before it (the rebase decides after them, as the
+    /// authority will). A version no log had is not a refusal: nothing was
+    /// decided on it. While an older server that checks numbers only
+    /// answered, the length alone counts (it decided on whatever prefix had
+    /// that length).
+    fn justifies(
+        &self,
+        pending: &PendingCommand<SessionCommand>,
+        earlier: &[PendingCommand<SessionCommand>],
+        number_only: bool,
+    ) -> bool {
+        let (aggregate_id, command) = (pending.aggregate_id, &pending.command);
+        let now = self.states.get(&aggregate_id).cloned().unwrap_or_default();
+        if authorize(&now, command, &self.context(aggregate_id, command)).is_err() {
+            return true;
         }
-        state.version() != version
-            || decide(&state, command, &self.context(aggregate_id, command)).is_err()
+        // The confirmed base the first of the chain was decided on.
+        let (version, base) = earlier
+            .first()
+            .map_or((pending.expected_version, pending.base_command), |first| {
+                (first.expected_version, first.base_command)
+            });
+        self.past_logs.iter().chain([&self.log]).any(|log| {
+            let events: Vec<&EventEnvelope> = log
+                .iter()
+                .filter(|e| e.aggregate_id == aggregate_id)
+                .collect();
+            let Some(prefix) = events.get(..version as usize) else {
+                return false;
+            };
+            let last = prefix.last().map(|e| e.metadata.command_id);
+            if !(number_only || base.is_none() || last == base) {
+                return false;
+            }
+            let mut state = QuerySession::default();
+            for e in prefix {
+                state.apply(&e.decode::<QuerySession>().unwrap());
+            }
+            for before in earlier {
+                if let Ok((next, _)) = state.execute(&before.command) {
+                    state = next;
+                }
+            }
+            state.version() == pending.expected_version
+                && decide(
+                    &state,
+                    command,
+                    &Self::context_in(log, aggregate_id, command),
+                )
+                .is_err()
+        })
     }
 }
 
@@ -227,6 +300,8 @@ struct Durable {
     events: BTreeMap<(Uuid, u64), EventEnvelope>,
     cursor: u64,
     gaps: Vec<(Uuid, Gap)>,
+    /// Rebuilt from the events, except a rejoined replica's (it holds none).
+    witness: Option<Witness>,
     outbox: Vec<PendingCommand<SessionCommand>>,
     store_id: Option<Uuid>,
 }
@@ -234,6 +309,8 @@ struct Durable {
 /// A request on the wire.
 struct InFlight {
     batch: Vec<Envelope>,
+    /// The sender's witness when it sent the request.
+    witness: Option<Witness>,
     /// The client stopped waiting: its answer, if any, is not read.
     abandoned: bool,
 }
@@ -259,6 +336,9 @@ struct Node {
     /// Started from the read model's cursor: it learns of older sessions
     /// only when the user opens them.
     rejoined: bool,
+    /// The feed position it started from (the read model's cursor after a
+    /// rejoin, 0 after a reset): it must apply every feed event after it.
+    feed_start: u64,
 }
 
 impl Node {
@@ -276,6 +356,7 @@ impl Node {
             reported: HashMap::new(),
             fetch_fails: false,
             rejoined: false,
+            feed_start: 0,
         }
     }
 
@@ -284,11 +365,14 @@ impl Node {
         let replica = &self.tabs[0];
         self.durable.cursor = replica.last_global_sequence();
         self.durable.gaps = replica.gaps();
+        self.durable.witness = replica.witness();
         self.durable.outbox = replica.outbox().iter().cloned().collect();
         self.durable.store_id = self.store_id;
     }
 
+    /// Stores the events held now, with the store they came from.
     fn persist_events(&mut self, events: &[EventEnvelope]) {
+        self.durable.store_id = self.store_id;
         for e in events {
             let held = self.tabs[0]
                 .confirmed(e.aggregate_id)
@@ -307,7 +391,11 @@ impl Node {
         for event in self.durable.events.values() {
             replica.receive(event, Source::Fetch).unwrap();
         }
-        replica.resume(self.durable.cursor, self.durable.gaps.clone(), None);
+        replica.resume(
+            self.durable.cursor,
+            self.durable.gaps.clone(),
+            self.durable.witness,
+        );
         replica.replace_outbox(self.durable.outbox.clone());
         self.tabs[0] = replica;
         self.store_id = self.durable.store_id;
@@ -326,18 +414,33 @@ impl Node {
         self.tabs[1].replace_outbox(outbox);
     }
 
-    fn reset(&mut self, store_id: Option<Uuid>, stats: &mut Stats) {
+    /// The replica found the authority (store `store_id`) is not what its
+    /// confirmed state came from, for `reason`, which the user is told.
+    fn reset(&mut self, store_id: Uuid, reason: ResetReason, stats: &mut Stats) {
         stats.resets += 1;
+        if self.store_id.is_some_and(|held| held != store_id) {
+            assert_eq!(
+                reason,
+                ResetReason::OtherStore,
+                "the user is told the store was restored; it was replaced"
+            );
+        }
         for tab in &mut self.tabs {
             tab.reset();
         }
-        self.store_id = store_id.or(self.store_id);
+        self.feed_start = 0;
+        self.store_id = Some(store_id);
         self.durable.events.clear();
         self.persist();
         self.connected = false;
     }
 
-    fn report(&mut self, rejections: Vec<Rejection<SessionCommand>>, authority: &Authority) {
+    fn report(
+        &mut self,
+        rejections: Vec<Rejection<SessionCommand>>,
+        authority: &Authority,
+        number_only: bool,
+    ) {
         for rejection in rejections {
             let pending = &rejection.pending;
             let count = self.reported.entry(pending.command_id).or_default();
@@ -347,15 +450,26 @@ impl Node {
                 "command {} reported rejected twice",
                 pending.command_id
             );
+            // A rebase decided it after the pending commands it names.
+            let outbox = self.tabs[0].outbox();
+            let earlier: Vec<PendingCommand<SessionCommand>> = match outbox
+                .iter()
+                .position(|p| Some(p.command_id) == pending.base_command)
+            {
+                Some(end) => outbox
+                    .iter()
+                    .take(end + 1)
+                    .filter(|p| p.aggregate_id == pending.aggregate_id)
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
             assert!(
-                authority.refuses(
-                    pending.aggregate_id,
-                    pending.expected_version,
-                    &pending.command
-                ),
-                "spurious rejection of {:?} at version {}: {}",
+                authority.justifies(pending, &earlier, number_only),
+                "spurious rejection of {:?} at version {} on {:?}: {}",
                 pending.command,
                 pending.expected_version,
+                pending.base_command,
                 rejection.reason
             );
         }
@@ -368,16 +482,28 @@ impl Node {
         if std::mem::take(&mut self.fetch_fails) || !self.online {
             return false;
         }
-        if !same_store(self.store_id, Some(authority.store_id)) {
-            self.reset(Some(authority.store_id), stats);
+        match check_store(self.store_id, Some(authority.store_id)) {
+            StoreCheck::Hold(store_id) => self.store_id = store_id,
+            StoreCheck::Reset => {
+                self.reset(authority.store_id, ResetReason::OtherStore, stats);
+                return false;
+            }
+        }
+        let witness = self.tabs[0].witness();
+        if let TakeAnswer::Reset(reason) = take_answer(witness, witness, authority.judge(witness)) {
+            self.reset(authority.store_id, reason, stats);
             return false;
         }
         let events = authority.events_after(aggregate_id, self.tabs[0].fetch_from(aggregate_id));
         for event in &events {
             if self.tabs[0].receive(event, Source::Fetch).unwrap() == Received::Diverged {
-                self.reset(Some(authority.store_id), stats);
+                self.reset(authority.store_id, ResetReason::WitnessDiffers, stats);
                 return false;
             }
+        }
+        if self.tabs[0].gap_lost(aggregate_id) {
+            self.reset(authority.store_id, ResetReason::WitnessMissing, stats);
+            return false;
         }
         self.persist_events(&events);
         true
@@ -438,6 +564,10 @@ enum Action {
     FailNextFetch {
         node: usize,
     },
+    /// The catch-ups of the gap ledger run (the browser's timer).
+    CatchUp {
+        node: usize,
+    },
     /// The other tab reloads the shared outbox.
     SyncTabs {
         node: usize,
@@ -473,6 +603,36 @@ enum Fault {
     Batch429,
 }
 
+/// A chart of the `answer` column the generated queries complete with;
+/// `second` picks the other of two settings.
+fn chart(second: bool) -> ChartSettings {
+    ChartSettings {
+        kind: if second {
+            ChartKind::Histogram
+        } else {
+            ChartKind::Bar
+        },
+        x: "answer".into(),
+        aggregate: ChartAggregate::Count,
+        y: None,
+        color: None,
+        bins: second.then_some(10),
+    }
+}
+
+/// The session's commands, plus charts: saving the chart a query already
+/// has is the one command that succeeds without events (a pending command
+/// the view shows as changing nothing).
+fn arb_sim_command() -> impl Strategy<Value = SessionCommand> {
+    prop_oneof![
+        10 => arb_command(),
+        1 => (0u128..4, any::<bool>()).prop_map(|(n, second)| SessionCommand::ConfigureChart {
+            query_id: QueryId(Uuid::from_u128(n)),
+            chart: chart(second),
+        }),
+    ]
+}
+
 fn arb_action() -> impl Strategy<Value = Action> {
     let node = 0..NODES;
     let fault = prop_oneof![
@@ -481,7 +641,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
         1 => Just(Fault::Batch429),
     ];
     prop_oneof![
-        32 => (node.clone(), 0..2usize, 0..AGGREGATES, arb_command()).prop_map(
+        32 => (node.clone(), 0..2usize, 0..AGGREGATES, arb_sim_command()).prop_map(
             |(node, tab, aggregate, command)| Action::Submit { node, tab, aggregate, command }
         ),
         6 => (node.clone(), 0..AGGREGATES)
@@ -495,11 +655,12 @@ fn arb_action() -> impl Strategy<Value = Action> {
         3 => node.clone().prop_map(|node| Action::Crash { node }),
         4 => node.clone().prop_map(|node| Action::Toggle { node }),
         4 => node.clone().prop_map(|node| Action::FailNextFetch { node }),
+        4 => node.clone().prop_map(|node| Action::CatchUp { node }),
         3 => node.clone().prop_map(|node| Action::SyncTabs { node }),
         4 => node.prop_map(|node| Action::Rejoin { node }),
         2 => prop::bool::weighted(0.5).prop_map(|exact_bases| Action::ServerVersion { exact_bases }),
-        2 => Just(Action::Backup),
-        1 => (0..3usize).prop_map(|pick| Action::Restore { pick }),
+        3 => Just(Action::Backup),
+        2 => (0..3usize).prop_map(|pick| Action::Restore { pick }),
         1 => Just(Action::Recreate),
         3 => (1usize..4).prop_map(|commands| Action::BodyLimit { commands }),
     ]
@@ -518,6 +679,8 @@ pub(super) struct Stats {
     pub splits: usize,
     pub backoffs: usize,
     pub restores: usize,
+    /// Answers dropped because the feed moved the witness meanwhile.
+    pub retried_answers: usize,
 }
 
 impl Stats {
@@ -532,6 +695,7 @@ impl Stats {
         self.splits += other.splits;
         self.backoffs += other.backoffs;
         self.restores += other.restores;
+        self.retried_answers += other.retried_answers;
     }
 }
 
@@ -625,15 +789,27 @@ impl World {
                 }
             }
             Action::FailNextFetch { node } => self.nodes[*node].fetch_fails = true,
+            Action::CatchUp { node } => {
+                let node = &mut self.nodes[*node];
+                if node.online {
+                    node.retry_gaps(&self.authority, &mut self.stats);
+                }
+            }
             Action::SyncTabs { node } => self.nodes[*node].sync_tabs(),
             Action::Rejoin { node } => {
                 let head = self.authority.head();
                 let store_id = self.authority.store_id;
                 let node = &mut self.nodes[*node];
                 if node.tabs[0].outbox().is_empty() && node.in_flight.is_empty() {
-                    node.tabs = [Replica::starting_at(head), Replica::starting_at(head)];
+                    // The read model says which event its cursor is at.
+                    let witness = self.authority.log.last().map(Witness::of);
+                    node.tabs = [
+                        Replica::starting_at(head, witness),
+                        Replica::starting_at(head, witness),
+                    ];
                     node.store_id = Some(store_id);
                     node.rejoined = true;
+                    node.feed_start = head;
                     node.durable = Durable::default();
                     node.persist();
                 }
@@ -665,8 +841,10 @@ impl World {
 
     /// The server restarts on `store`: every feed drops; what the old log
     /// had and the new one lacks is lost.
-    fn restart(&mut self, store: Authority) {
+    fn restart(&mut self, mut store: Authority) {
         self.stats.restores += 1;
+        store.past_logs = std::mem::take(&mut self.authority.past_logs);
+        store.past_logs.push(self.authority.log.clone());
         let kept: HashSet<Uuid> = store.processed.keys().copied().collect();
         self.lost.extend(
             self.authority
@@ -746,7 +924,9 @@ impl World {
         };
         match judge_resume(request, facts) {
             ResumeVerdict::Confirm => {}
-            ResumeVerdict::Reset(_) => node.reset(Some(self.authority.store_id), &mut self.stats),
+            ResumeVerdict::Reset(reason) => {
+                node.reset(self.authority.store_id, reason, &mut self.stats)
+            }
         }
         node.store_id = Some(self.authority.store_id);
         node.connected = true;
@@ -774,15 +954,20 @@ impl World {
         for event in events {
             let outcome = node.tabs[0].receive(&event, Source::Feed).unwrap();
             if outcome == Received::Diverged {
-                node.reset(Some(self.authority.store_id), &mut self.stats);
+                node.reset(
+                    self.authority.store_id,
+                    ResetReason::WitnessDiffers,
+                    &mut self.stats,
+                );
                 return;
             }
             node.persist_events(std::slice::from_ref(&event));
             node.persist();
-            if let Received::Gap { aggregate_id, .. } = outcome {
+            // The browser fetches the missing events asynchronously: the
+            // catch-up runs later (`Action::CatchUp`, or on reconnect), after
+            // more feed events or a crash perhaps; the ledger remembers it.
+            if let Received::Gap { .. } = outcome {
                 self.stats.gaps += 1;
-                node.catch_up(&self.authority, aggregate_id, &mut self.stats);
-                node.persist();
             }
         }
     }
@@ -803,6 +988,7 @@ impl World {
         if !batch.is_empty() {
             node.in_flight.push(InFlight {
                 batch,
+                witness: node.tabs[0].witness(),
                 abandoned: false,
             });
         }
@@ -817,7 +1003,8 @@ impl World {
         if request.abandoned {
             self.stats.late_requests += 1;
         }
-        let batch = request.batch;
+        let (batch, witness) = (request.batch, request.witness);
+        let judged = self.authority.judge(witness);
         // The whole request refused: body limit, or a proxy's 429.
         let batch_status = if batch.len() > self.body_limit {
             Some(413)
@@ -847,7 +1034,7 @@ impl World {
         }
         match replies {
             None => self.batch_failed(index, &batch, batch_status),
-            Some(replies) => self.settle(index, &batch, replies),
+            Some(replies) => self.settle(index, &batch, witness, judged, replies),
         }
         let node = &mut self.nodes[index];
         node.persist();
@@ -864,7 +1051,7 @@ impl World {
             BatchVerdict::RejectSingle => {
                 let rejections = node.tabs[0].rejected(&batch[0], "too large");
                 self.stats.rejections += rejections.len();
-                node.report(rejections, &self.authority);
+                node.report(rejections, &self.authority, self.number_only);
             }
             BatchVerdict::BackOff { .. } => {
                 self.stats.backoffs += 1;
@@ -873,25 +1060,54 @@ impl World {
             BatchVerdict::RejectAll => {
                 for envelope in batch {
                     let rejections = node.tabs[0].rejected(envelope, "batch refused");
-                    node.report(rejections, &self.authority);
+                    node.report(rejections, &self.authority, self.number_only);
                 }
             }
         }
     }
 
     /// The browser's `settle`: each answer by the table.
-    fn settle(&mut self, index: usize, batch: &[Envelope], replies: Vec<Reply>) {
+    fn settle(
+        &mut self,
+        index: usize,
+        batch: &[Envelope],
+        sent_witness: Option<Witness>,
+        judged: Option<Result<(), ResetReason>>,
+        replies: Vec<Reply>,
+    ) {
         let node = &mut self.nodes[index];
-        if !same_store(node.store_id, Some(self.authority.store_id)) {
-            node.reset(Some(self.authority.store_id), &mut self.stats);
-            return;
+        match check_store(node.store_id, Some(self.authority.store_id)) {
+            StoreCheck::Hold(store_id) => node.store_id = store_id,
+            StoreCheck::Reset => {
+                node.reset(
+                    self.authority.store_id,
+                    ResetReason::OtherStore,
+                    &mut self.stats,
+                );
+                return;
+            }
+        }
+        match take_answer(sent_witness, node.tabs[0].witness(), judged) {
+            TakeAnswer::Take => {}
+            TakeAnswer::Retry => {
+                self.stats.retried_answers += 1;
+                return;
+            }
+            TakeAnswer::Reset(reason) => {
+                node.reset(self.authority.store_id, reason, &mut self.stats);
+                return;
+            }
         }
         for (envelope, reply) in batch.iter().zip(replies) {
             match (command_verdict(reply.status()), reply) {
                 (CommandVerdict::Accepted, Reply::Ok(events)) => {
                     let outcomes = node.tabs[0].accepted(envelope, &events).unwrap();
                     if outcomes.contains(&Received::Diverged) {
-                        node.reset(Some(self.authority.store_id), &mut self.stats);
+                        node.reset(
+                            self.authority.store_id,
+                            ResetReason::WitnessDiffers,
+                            &mut self.stats,
+                        );
                         return;
                     }
                     node.persist_events(&events);
@@ -906,12 +1122,17 @@ impl World {
                             if node.catch_up(&self.authority, aggregate_id, &mut self.stats) {
                                 let rejections = node.tabs[0].rebase(aggregate_id);
                                 self.stats.rejections += rejections.len();
-                                node.report(rejections, &self.authority);
+                                node.report(rejections, &self.authority, self.number_only);
                             }
                         }
                         ConflictStep::Stale => self.stats.stale_answers += 1,
                         ConflictStep::Reset => {
-                            node.reset(None, &mut self.stats);
+                            // The authority lost events it confirmed.
+                            node.reset(
+                                self.authority.store_id,
+                                ResetReason::WitnessMissing,
+                                &mut self.stats,
+                            );
                             return;
                         }
                     }
@@ -922,7 +1143,7 @@ impl World {
                         self.stats.stale_answers += 1;
                     }
                     self.stats.rejections += rejections.len();
-                    node.report(rejections, &self.authority);
+                    node.report(rejections, &self.authority, self.number_only);
                 }
                 (CommandVerdict::Retry, _) => {}
                 (verdict, reply) => panic!("{verdict:?} for {reply:?}"),
@@ -1006,6 +1227,24 @@ impl World {
             self.feed(index, usize::MAX);
             let node = &mut self.nodes[index];
             node.retry_gaps(&self.authority, &mut self.stats);
+            // The feed cursor never passed an event the replica did not apply.
+            let replica = &node.tabs[0];
+            let cursor = replica.last_global_sequence();
+            for event in self
+                .authority
+                .log
+                .iter()
+                .filter(|e| e.global_sequence > node.feed_start && e.global_sequence <= cursor)
+            {
+                assert!(
+                    replica
+                        .confirmed(event.aggregate_id)
+                        .map_or(0, |s| s.version())
+                        >= event.aggregate_sequence,
+                    "node {index}: its cursor {cursor} passed event {} it did not apply",
+                    event.global_sequence
+                );
+            }
             // The user opens every session the server lists: a rejoined
             // replica fetches those it has not seen on its feed.
             let ids: Vec<Uuid> = self.authority.states.keys().copied().collect();
@@ -1196,4 +1435,177 @@ fn the_catalog_refuses_some_generated_datasets() {
             .server_dataset_exists,
         Some(false)
     );
+}
+
+fn submit(node: usize, aggregate: u128, command: SessionCommand) -> Action {
+    Action::Submit {
+        node,
+        tab: 0,
+        aggregate,
+        command,
+    }
+}
+
+fn deliver(node: usize, fault: Fault) -> Action {
+    Action::Deliver {
+        node,
+        pick: 0,
+        answer: true,
+        fault,
+    }
+}
+
+fn create_session() -> SessionCommand {
+    SessionCommand::CreateSession {
+        title: SessionTitle::new("a").unwrap(),
+    }
+}
+
+/// Schedule 486 of the 10,000-schedule campaign, reduced: a command that
+/// no longer decides on the view (closing a session the recreated store
+/// lost) stayed pending while a later command on the same session, decided
+/// past it, was applied first; the close was then rebased after it and
+/// applied out of the order made.
+#[test]
+fn a_command_made_after_one_that_no_longer_decides_waits_for_it() {
+    run(&[
+        submit(2, 1, create_session()),
+        Action::Send { node: 2 },
+        submit(2, 1, SessionCommand::CloseSession {}),
+        deliver(2, Fault::None),
+        Action::Recreate,
+        Action::Feed { node: 2, count: 1 },
+        submit(2, 1, create_session()),
+    ]);
+}
+
+/// The same with a command that succeeds without events: the chart saved
+/// again is refused a moment (503) while the next chart, decided past it,
+/// lands; rebased after it, the first chart would then overwrite it.
+#[test]
+fn a_command_made_after_one_that_changes_nothing_waits_for_it() {
+    let query_id = QueryId(Uuid::from_u128(0));
+    let configure = |second| SessionCommand::ConfigureChart {
+        query_id,
+        chart: chart(second),
+    };
+    run(&[
+        submit(0, 0, create_session()),
+        submit(
+            0,
+            0,
+            SessionCommand::SubmitQuery {
+                query_id,
+                sql: crate::values::SqlQuery::new("SELECT 42").unwrap(),
+                engine: crate::values::Engine::Local,
+            },
+        ),
+        submit(0, 0, SessionCommand::StartQuery { query_id }),
+        submit(
+            0,
+            0,
+            SessionCommand::CompleteQuery {
+                query_id,
+                row_count: 1,
+                columns: vec![Column::new("answer", "INTEGER")],
+                elapsed_ms: 1,
+                fingerprint: None,
+            },
+        ),
+        submit(0, 0, configure(false)),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        submit(
+            0,
+            0,
+            SessionCommand::RenameSession {
+                title: SessionTitle::new("x").unwrap(),
+            },
+        ),
+        // The same chart again: nothing changes on the view.
+        submit(0, 0, configure(false)),
+        submit(0, 0, configure(true)),
+        Action::Send { node: 0 },
+        // The rename lands, the repeated chart gets 503, the new chart lands.
+        deliver(0, Fault::Partial503),
+    ]);
+}
+
+/// Schedule 3583 of the campaign, reduced: a replica that had no feed hello
+/// yet (so no store id) took events from answers of one store, then, after
+/// the store was recreated, from answers of the new one; an event of the
+/// new store became its witness, the hello confirmed it, and the session
+/// of the old store stayed on screen for good.
+#[test]
+fn a_replica_holds_the_store_of_the_first_answer_it_takes_events_from() {
+    let rename = SessionCommand::RenameSession {
+        title: SessionTitle::new("x").unwrap(),
+    };
+    run(&[
+        submit(1, 1, create_session()),
+        Action::Send { node: 1 },
+        deliver(1, Fault::None),
+        Action::Recreate,
+        submit(0, 0, create_session()),
+        submit(0, 0, rename),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        // Conflicts, fetches the new store's events: the witness moves there.
+        submit(1, 0, create_session()),
+        Action::Send { node: 1 },
+        deliver(1, Fault::None),
+    ]);
+}
+
+/// Schedule 7548 of the campaign, reduced: a replica held a session the
+/// feed brought; the store was restored from an older backup and grew
+/// again. A conflict answer and its catch-up brought the new history's
+/// events, one of them above the held one, so it became the witness; the
+/// hello confirmed it, and the session the store lost stayed on screen.
+#[test]
+fn only_a_store_holding_the_witness_adds_to_what_a_replica_holds() {
+    let rename = || SessionCommand::RenameSession {
+        title: SessionTitle::new("x").unwrap(),
+    };
+    run(&[
+        Action::Backup,
+        Action::Toggle { node: 2 },
+        submit(2, 0, create_session()),
+        submit(0, 1, create_session()),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        Action::Toggle { node: 2 },
+        Action::Feed { node: 2, count: 1 },
+        Action::Restore { pick: 0 },
+        submit(1, 0, create_session()),
+        submit(1, 0, rename()),
+        Action::Send { node: 1 },
+        deliver(1, Fault::None),
+        submit(2, 0, rename()),
+    ]);
+}
+
+/// Schedule 5820 of the campaign, reduced: a replica's feed left a gap (an
+/// event of a session it had not seen); the store was then restored from a
+/// backup that has the replica's witness but not that event, and grew
+/// again. The hello confirmed, the catch-up found nothing to fill the gap
+/// with, and the gap (and the cursor below it) stayed for good.
+#[test]
+fn a_gap_the_store_no_longer_has_resets_the_replica() {
+    run(&[
+        submit(0, 1, create_session()),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        Action::Rejoin { node: 2 },
+        Action::Backup,
+        submit(0, 1, SessionCommand::CloseSession {}),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        // Node 2 has not seen session 1: its close leaves a gap.
+        Action::Feed { node: 2, count: 1 },
+        Action::Restore { pick: 0 },
+        submit(1, 0, create_session()),
+        Action::Send { node: 1 },
+        deliver(1, Fault::None),
+    ]);
 }
