@@ -33,6 +33,45 @@ impl Witness {
             event_id: event.id,
         }
     }
+
+    /// The request header's value: `<global_sequence>:<event_id>`.
+    pub fn to_header(self) -> String {
+        format!("{}:{}", self.global_sequence, self.event_id)
+    }
+
+    /// Reads a request header's value (`None` when malformed).
+    pub fn from_header(value: &str) -> Option<Self> {
+        let (sequence, id) = value.trim().split_once(':')?;
+        Some(Self {
+            global_sequence: sequence.parse().ok()?,
+            event_id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// The header that carries a replica's witness on a request whose answer
+/// brings events (the command batch, an aggregate's events), and the
+/// authority's judgement of it on the answer: `held`, `witness_missing` or
+/// `witness_differs` ([`judge_witness`]).
+pub const WITNESS_HEADER: &str = "x-sextant-witness";
+
+/// The answer header's value for a judgement.
+pub fn judgement_header(judged: Result<(), ResetReason>) -> &'static str {
+    match judged {
+        Ok(()) => "held",
+        Err(reason) => reason.code(),
+    }
+}
+
+/// Reads the answer header (`None`: absent or unknown, as from an older
+/// server: not judged).
+pub fn judgement_from_header(value: Option<&str>) -> Option<Result<(), ResetReason>> {
+    match value?.trim() {
+        "held" => Some(Ok(())),
+        "witness_missing" => Some(Err(ResetReason::WitnessMissing)),
+        "witness_differs" => Some(Err(ResetReason::WitnessDiffers)),
+        _ => None,
+    }
 }
 
 /// What a reconnecting replica tells the authority.
@@ -70,6 +109,16 @@ pub enum ResetReason {
 }
 
 impl ResetReason {
+    /// The wire name (as serialized).
+    pub fn code(self) -> &'static str {
+        match self {
+            ResetReason::OtherStore => "other_store",
+            ResetReason::WitnessMissing => "witness_missing",
+            ResetReason::WitnessDiffers => "witness_differs",
+            ResetReason::CursorAhead => "cursor_ahead",
+        }
+    }
+
     /// One line for the user.
     pub fn describe(self) -> &'static str {
         match self {
@@ -293,6 +342,40 @@ mod tests {
             take_answer(w, Some(moved), Some(Err(ResetReason::WitnessDiffers))),
             TakeAnswer::Reset(ResetReason::WitnessDiffers)
         );
+    }
+
+    #[test]
+    fn the_witness_and_its_judgement_travel_in_a_header() {
+        let witness = Witness {
+            global_sequence: 12,
+            event_id: EVENT,
+        };
+        assert_eq!(Witness::from_header(&witness.to_header()), Some(witness));
+        assert_eq!(Witness::from_header("12"), None);
+        assert_eq!(Witness::from_header("x:y"), None);
+        for judged in [
+            Ok(()),
+            Err(ResetReason::WitnessMissing),
+            Err(ResetReason::WitnessDiffers),
+        ] {
+            assert_eq!(
+                judgement_from_header(Some(judgement_header(judged))),
+                Some(judged)
+            );
+        }
+        assert_eq!(judgement_from_header(None), None, "an older server");
+        assert_eq!(judgement_from_header(Some("maybe")), None);
+        for reason in [
+            ResetReason::OtherStore,
+            ResetReason::WitnessMissing,
+            ResetReason::WitnessDiffers,
+            ResetReason::CursorAhead,
+        ] {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::json!(reason.code())
+            );
+        }
     }
 
     #[test]
