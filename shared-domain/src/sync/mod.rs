@@ -31,6 +31,7 @@ pub mod answers;
 pub mod base;
 pub mod identity;
 mod mutants;
+pub mod orphans;
 
 use mutants::{active, Mutant};
 

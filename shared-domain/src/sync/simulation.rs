@@ -41,12 +41,13 @@ use super::identity::{
     ResumeVerdict, StoreCheck, StoreFacts, TakeAnswer,
 };
 use super::mutants::{self, Mutant};
+use super::orphans::{settle_local_runs, LocalRun, Orphan};
 use super::*;
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
 use crate::envelope::EventMetadata;
 use crate::session::tests::properties::arb_command;
 use crate::session::{ChartAggregate, ChartKind, ChartSettings, QuerySession, SessionCommand};
-use crate::values::{Column, DatasetRef, QueryId, SessionTitle};
+use crate::values::{Column, DatasetRef, ErrorId, QueryId, SessionTitle};
 
 const NODES: usize = 3;
 const AGGREGATES: u128 = 2;
@@ -305,6 +306,8 @@ struct Durable {
     gaps: Vec<(Uuid, Gap)>,
     /// Rebuilt from the events, except a rejoined replica's (it holds none).
     witness: Option<Witness>,
+    /// The local queries this browser runs (stored while they run).
+    runs: Vec<LocalRun>,
     outbox: Vec<PendingCommand<SessionCommand>>,
     store_id: Option<Uuid>,
 }
@@ -342,6 +345,12 @@ struct Node {
     /// The feed position it started from (the read model's cursor after a
     /// rejoin, 0 after a reset): it must apply every feed event after it.
     feed_start: u64,
+    /// Local queries the sender tab runs now (lost when it crashes).
+    running: Vec<LocalRun>,
+    /// Every local query run here, for the property that each one ends,
+    /// with the command that ended it, if one was made.
+    started_runs: Vec<LocalRun>,
+    outcomes: HashMap<QueryId, Uuid>,
 }
 
 impl Node {
@@ -360,6 +369,9 @@ impl Node {
             fetch_fails: false,
             rejoined: false,
             feed_start: 0,
+            running: Vec::new(),
+            started_runs: Vec::new(),
+            outcomes: HashMap::new(),
         }
     }
 
@@ -407,6 +419,8 @@ impl Node {
             request.abandoned = true;
         }
         self.attempt = 0;
+        // The tab's local queries died with it.
+        self.running.clear();
     }
 
     /// The other tab follows its own feed (here: catches up with the
@@ -534,6 +548,11 @@ enum Action {
         node: usize,
         aggregate: u128,
     },
+    /// The sender tab's oldest local query ends (completes, or fails).
+    FinishLocal {
+        node: usize,
+        fail: bool,
+    },
     /// The sender puts its next batch on the wire.
     Send {
         node: usize,
@@ -649,6 +668,8 @@ fn arb_action() -> impl Strategy<Value = Action> {
         ),
         6 => (node.clone(), 0..AGGREGATES)
             .prop_map(|(node, aggregate)| Action::LocalQuery { node, aggregate }),
+        5 => (node.clone(), prop::bool::weighted(0.2))
+            .prop_map(|(node, fail)| Action::FinishLocal { node, fail }),
         16 => node.clone().prop_map(|node| Action::Send { node }),
         16 => (node.clone(), 0..4usize, prop::bool::weighted(0.85), fault)
             .prop_map(|(node, pick, answer, fault)| Action::Deliver { node, pick, answer, fault }),
@@ -684,6 +705,9 @@ pub(super) struct Stats {
     pub restores: usize,
     /// Answers dropped because the feed moved the witness meanwhile.
     pub retried_answers: usize,
+    /// Local runs settled after their tab: kept outcomes, or failures of
+    /// queries whose tab crashed.
+    pub orphans: usize,
 }
 
 impl Stats {
@@ -699,6 +723,7 @@ impl Stats {
         self.backoffs += other.backoffs;
         self.restores += other.restores;
         self.retried_answers += other.retried_answers;
+        self.orphans += other.orphans;
     }
 }
 
@@ -741,28 +766,33 @@ impl World {
                 tab,
                 aggregate: n,
                 command,
-            } => self.submit(*node, *tab, aggregate(*n), command.clone()),
+            } => {
+                self.submit(*node, *tab, aggregate(*n), command.clone());
+            }
             Action::LocalQuery { node, aggregate: n } => {
-                let query_id = crate::values::QueryId(Uuid::from_u128(0xC000 + self.next_command));
-                let commands = [
-                    SessionCommand::SubmitQuery {
+                // The tab submits and starts it, remembers the run, and
+                // runs it until `FinishLocal` (or its crash).
+                let query_id = QueryId(Uuid::from_u128(0xC000 + self.next_command));
+                let submit = SessionCommand::SubmitQuery {
+                    query_id,
+                    sql: crate::values::SqlQuery::new("SELECT 1").unwrap(),
+                    engine: crate::values::Engine::Local,
+                };
+                if self.submit(*node, 0, aggregate(*n), submit).is_some() {
+                    let run = LocalRun {
+                        aggregate_id: aggregate(*n),
                         query_id,
-                        sql: crate::values::SqlQuery::new("SELECT 1").unwrap(),
-                        engine: crate::values::Engine::Local,
-                    },
-                    SessionCommand::StartQuery { query_id },
-                    SessionCommand::CompleteQuery {
-                        query_id,
-                        row_count: 1,
-                        columns: Vec::new(),
-                        elapsed_ms: 1,
-                        fingerprint: None,
-                    },
-                ];
-                for command in commands {
-                    self.submit(*node, 0, aggregate(*n), command);
+                        outcome: None,
+                    };
+                    let node_state = &mut self.nodes[*node];
+                    node_state.running.push(run.clone());
+                    node_state.started_runs.push(run.clone());
+                    node_state.durable.runs.push(run);
+                    let start = SessionCommand::StartQuery { query_id };
+                    self.submit(*node, 0, aggregate(*n), start);
                 }
             }
+            Action::FinishLocal { node, fail } => self.finish_local(*node, *fail),
             Action::Send { node } => self.send(*node),
             Action::Deliver {
                 node,
@@ -803,7 +833,12 @@ impl World {
                 let head = self.authority.head();
                 let store_id = self.authority.store_id;
                 let node = &mut self.nodes[*node];
-                if node.tabs[0].outbox().is_empty() && node.in_flight.is_empty() {
+                // (Clearing local data while a local query runs would leave
+                // it to another device to cancel: not simulated.)
+                if node.tabs[0].outbox().is_empty()
+                    && node.in_flight.is_empty()
+                    && node.durable.runs.is_empty()
+                {
                     // The read model says which event its cursor is at.
                     let witness = self.authority.log.last().map(Witness::of);
                     node.tabs = [
@@ -839,6 +874,10 @@ impl World {
             }
             Action::BodyLimit { commands } => self.body_limit = *commands,
         }
+        // The browser settles its local runs on start and after each change.
+        for index in 0..NODES {
+            self.settle_runs(index);
+        }
         self.check_invariants();
     }
 
@@ -864,7 +903,94 @@ impl World {
         }
     }
 
-    fn submit(&mut self, index: usize, tab: usize, aggregate_id: Uuid, command: SessionCommand) {
+    /// The sender tab's oldest local query ends: its outcome is submitted
+    /// and the run forgotten with it.
+    fn finish_local(&mut self, index: usize, fail: bool) {
+        let node = &mut self.nodes[index];
+        if node.running.is_empty() {
+            return;
+        }
+        let run = node.running.remove(0);
+        let query_id = run.query_id;
+        let outcome = if fail {
+            SessionCommand::FailQuery {
+                query_id,
+                error_id: ErrorId(Uuid::from_u128(0xEE00 + self.next_command)),
+                message: "boom".into(),
+            }
+        } else {
+            SessionCommand::CompleteQuery {
+                query_id,
+                row_count: 1,
+                columns: Vec::new(),
+                elapsed_ms: 1,
+                fingerprint: None,
+            }
+        };
+        let made = self.submit(index, 0, run.aggregate_id, outcome.clone());
+        let node = &mut self.nodes[index];
+        match made {
+            Some(id) => {
+                node.outcomes.insert(query_id, id);
+                node.durable.runs.retain(|r| r.query_id != query_id);
+            }
+            // Not active on the view now (its start pending across a reset,
+            // say): the run keeps the outcome for `settle_runs`.
+            None => {
+                for kept in node.durable.runs.iter_mut() {
+                    if kept.query_id == query_id {
+                        kept.outcome = Some(outcome.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The runs no live tab runs: submit the outcome a tab kept, or fail a
+    /// query whose tab crashed, once it is active on the view; forget the
+    /// ended ones.
+    fn settle_runs(&mut self, index: usize) {
+        let mut next = self.next_command;
+        let orphans = {
+            let node = &self.nodes[index];
+            let running: Vec<QueryId> = node.running.iter().map(|r| r.query_id).collect();
+            settle_local_runs(&node.tabs[0], &node.durable.runs, &running, || {
+                next += 1;
+                ErrorId(Uuid::from_u128(0xEF00 + next))
+            })
+        };
+        for orphan in orphans {
+            let query_id = match orphan {
+                Orphan::Submit {
+                    aggregate_id,
+                    command,
+                } => {
+                    let query_id = match &command {
+                        SessionCommand::CompleteQuery { query_id, .. }
+                        | SessionCommand::FailQuery { query_id, .. } => *query_id,
+                        other => unreachable!("not an outcome: {other:?}"),
+                    };
+                    self.stats.orphans += 1;
+                    let made = self.submit(index, 0, aggregate_id, command);
+                    let node = &mut self.nodes[index];
+                    node.outcomes.extend(made.map(|id| (query_id, id)));
+                    query_id
+                }
+                Orphan::Forget(query_id) => query_id,
+            };
+            let node = &mut self.nodes[index];
+            node.durable.runs.retain(|r| r.query_id != query_id);
+        }
+    }
+
+    /// Decides `command` in a tab; the command id if it entered the outbox.
+    fn submit(
+        &mut self,
+        index: usize,
+        tab: usize,
+        aggregate_id: Uuid,
+        command: SessionCommand,
+    ) -> Option<Uuid> {
         let command_id = Uuid::from_u128(self.next_command);
         self.next_command += 1;
         let node = &mut self.nodes[index];
@@ -896,8 +1022,12 @@ impl World {
                     node.tabs[0].replace_outbox(outbox);
                     node.persist();
                 }
+                Some(command_id)
             }
-            Err(_) => assert!(!replica.outbox().iter().any(|p| p.command_id == command_id)),
+            Err(_) => {
+                assert!(!replica.outbox().iter().any(|p| p.command_id == command_id));
+                None
+            }
         }
     }
 
@@ -1200,6 +1330,12 @@ impl World {
     /// The network heals: everyone is online and talks until quiet.
     fn heal(&mut self) {
         self.body_limit = usize::MAX;
+        // The tabs still running local queries finish them.
+        for index in 0..NODES {
+            while !self.nodes[index].running.is_empty() {
+                self.finish_local(index, false);
+            }
+        }
         for node in &mut self.nodes {
             node.online = true;
             node.fetch_fails = false;
@@ -1217,12 +1353,11 @@ impl World {
                 self.deliver(index, 0, true, Fault::None);
                 self.feed(index, usize::MAX);
                 self.nodes[index].retry_gaps(&self.authority, &mut self.stats);
+                self.settle_runs(index);
             }
-            if self
-                .nodes
-                .iter()
-                .all(|n| n.tabs[0].outbox().is_empty() && n.in_flight.is_empty())
-            {
+            if self.nodes.iter().all(|n| {
+                n.tabs[0].outbox().is_empty() && n.in_flight.is_empty() && n.durable.runs.is_empty()
+            }) {
                 break;
             }
         }
@@ -1262,6 +1397,26 @@ impl World {
 
     fn check_converged(&self) {
         for (index, node) in self.nodes.iter().enumerate() {
+            // Every local query run here ended (its tab finished it, or the
+            // browser failed it on its next start), unless the server lost
+            // the command that ended it.
+            for run in &node.started_runs {
+                let active = self
+                    .authority
+                    .states
+                    .get(&run.aggregate_id)
+                    .and_then(|s| s.active_query())
+                    .is_some_and(|q| q.query_id == run.query_id);
+                let lost = node
+                    .outcomes
+                    .get(&run.query_id)
+                    .is_some_and(|id| self.lost.contains(id));
+                assert!(
+                    !active || lost,
+                    "node {index}: local query {:?} is still active on the server",
+                    run.query_id
+                );
+            }
             let replica = &node.tabs[0];
             assert!(
                 replica.outbox().is_empty(),
@@ -1407,7 +1562,7 @@ fn every_seeded_mutant_is_caught() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut survivors = Vec::new();
     for mutant in mutants::ALL {
-        match campaign(600, Some(mutant)) {
+        match campaign(2000, Some(mutant)) {
             Ok(_) => survivors.push(mutant),
             Err(message) => eprintln!("mutant {mutant:?} caught: {message}"),
         }
