@@ -1149,6 +1149,17 @@ mod tests {
             }),
         );
         assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        // Nor replaces it at the same sequence: the event held is the truth.
+        let held = replica.witness();
+        replica.resume(
+            4,
+            [],
+            Some(Witness {
+                global_sequence: 7,
+                event_id: Uuid::nil(),
+            }),
+        );
+        assert_eq!(replica.witness(), held);
         replica.resume(
             4,
             [],
