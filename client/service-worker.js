@@ -55,6 +55,11 @@ self.addEventListener("fetch", (event) => {
   if (url.origin !== self.location.origin) return;
   if (url.pathname === "/api" || url.pathname.startsWith("/api/")) return; // never cached
   if (url.pathname === "/sw.js") return;
+  // Sign-in links (`/any/path?token=…`) must reach the server: it sets the
+  // login cookie and redirects to the path without the token. Answering
+  // them from the cache would leave the token in the address bar and the
+  // browser signed out (the first sign-in, and signing in again after a 401).
+  if (url.searchParams.has("token")) return;
   if (request.mode === "navigate") {
     // Every page of the app is index.html (client-side routes).
     event.respondWith(caches.match(INDEX, { cacheName: CACHE }).then((hit) => hit || fetch(request)));

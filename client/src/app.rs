@@ -3,7 +3,9 @@
 
 use leptos::prelude::*;
 
-use crate::components::{ConnectionBadge, Problems, SessionView, SessionsPage, UpdateBanners};
+use crate::components::{
+    Account, AccountBadge, ConnectionBadge, Problems, SessionView, SessionsPage, UpdateBanners,
+};
 use crate::route::{Route, Router};
 use crate::sw::Shell;
 
@@ -13,6 +15,7 @@ pub fn App() -> impl IntoView {
     provide_context(router);
     let shell = Shell::start();
     provide_context(shell);
+    provide_context(Account::start());
     let sw_state = move || {
         if shell.controlled.get() {
             "controlled"
@@ -36,6 +39,7 @@ pub fn App() -> impl IntoView {
                     <span class="brand-name">"Sextant"</span>
                     <span class="brand-tagline">"local-first analytics workbench"</span>
                 </a>
+                <AccountBadge />
                 <ConnectionBadge />
             </header>
             <main class="content">

@@ -6,12 +6,14 @@
 use shared_domain::EventEnvelope;
 use uuid::Uuid;
 
-use crate::offline::engine::DB_NAME;
+use crate::offline::engine::engine;
 use crate::offline::storage::LocalStore;
 
 /// Every confirmed event the browser holds, of every session.
 pub async fn all() -> Result<Vec<EventEnvelope>, String> {
-    let store = LocalStore::open(DB_NAME).await.map_err(|e| e.to_string())?;
+    let store = LocalStore::open(&engine().database_name())
+        .await
+        .map_err(|e| e.to_string())?;
     let snapshot = store.load().await.map_err(|e| e.to_string());
     store.close();
     Ok(snapshot?.events)

@@ -27,7 +27,9 @@ fn main() {
     wasm_bindgen_futures::spawn_local(async {
         // The replica is restored from IndexedDB before the first render, so
         // the page never flashes an empty state.
-        let engine = offline::engine::SyncEngine::start().await;
+        let user = offline::owner::resolve().await;
+        let names = offline::owner::LocalNames::for_user(user);
+        let engine = offline::engine::SyncEngine::start(names).await;
         offline::engine::install(engine);
         leptos::mount::mount_to_body(app::App);
         // Navigation to first interactive render, for the benchmark.

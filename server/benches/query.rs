@@ -192,7 +192,15 @@ async fn main() {
     let running = server::start(config).await.expect("server");
     let mut client = Client {
         base: format!("http://{}", running.addr),
-        http: reqwest::Client::new(),
+        http: {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let bearer = format!("Bearer {}", running.owner_token.as_deref().unwrap());
+            headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap()
+        },
         session: Uuid::new_v4(),
         version: 0,
     };

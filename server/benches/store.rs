@@ -339,6 +339,7 @@ fn naive_throughput(total: usize, durability: Durability) -> f64 {
                 version: state.version() + events.len() as u64,
                 first_global_sequence: sequences.first().copied(),
                 last_global_sequence: sequences.last().copied(),
+                actor: None,
             };
             store::insert_processed(&tx, envelope.command_id, QuerySession::TYPE, &record, now)
                 .unwrap();
@@ -435,7 +436,13 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
     for index in 0..count {
         let body = scripted(session, index).to_json();
         let started = Instant::now();
-        let response = client.post(&url).json(&body).send().await.unwrap();
+        let response = client
+            .post(&url)
+            .bearer_auth(server.owner_token.as_deref().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let _ = response.bytes().await.unwrap();
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -453,21 +460,22 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
 /// 20 ms), and measures from the call that appends to each receipt.
 async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let server = server::start(server::Config::for_data_dir(dir.path()))
-        .await
-        .unwrap();
+    let mut config = server::Config::for_data_dir(dir.path());
+    // One user holds every subscriber here.
+    config.sse_per_user = subscribers + 16;
+    config.sse_total = subscribers + 16;
+    let server = server::start(config).await.unwrap();
     // Minimal HTTP/1.1 clients on raw sockets, so that the measuring side
     // (which shares the two cores with the server) costs as little as it can.
     let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.owner_token.as_deref().unwrap()
+    );
     for _ in 0..subscribers {
         let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        socket
-            .write_all(
-                b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n",
-            )
-            .await
-            .unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
         let receipts = receipts.clone();
         readers.push(tokio::spawn(async move {
             let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -549,6 +557,7 @@ fn session_script(query_a: QueryId, query_b: QueryId) -> Vec<SessionEvent> {
     vec![
         SessionEvent::SessionCreated {
             title: title("Revenue by region"),
+            owner: shared_domain::UserId::OWNER,
         },
         SessionEvent::SessionRenamed {
             title: title("Revenue by region, Q3"),

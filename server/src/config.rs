@@ -16,10 +16,31 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// Allow binding a non-loopback address. There are no accounts yet: anyone
-    /// who reaches the port can read and write every session.
+    /// Serve plain HTTP on a non-loopback address: only behind a TLS proxy.
+    /// Without it, a non-loopback address needs `--tls-cert` and `--tls-key`
+    /// (browsers disable service workers, Web Locks and OPFS on plain HTTP
+    /// off loopback, and tokens would cross the network in clear).
     #[arg(long, env = "SEXTANT_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// A host name this server answers for besides the bound address,
+    /// `localhost`, `127.0.0.1` and `[::1]` (repeatable). Requests for any
+    /// other `Host` are refused (421), and state-changing requests from
+    /// another `Origin` host (403): that stops DNS rebinding and CSRF.
+    #[arg(
+        long = "public-host",
+        env = "SEXTANT_PUBLIC_HOST",
+        value_delimiter = ','
+    )]
+    pub public_hosts: Vec<String>,
+
+    /// PEM certificate chain: serve HTTPS (rustls) instead of HTTP.
+    #[arg(long, env = "SEXTANT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "SEXTANT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Directory for the event store and other server state.
     #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
@@ -29,6 +50,27 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
 
+    /// Requests per second each user may make, sustained (twice as many in a
+    /// burst); more are answered 429 with `Retry-After`.
+    #[arg(long, env = "SEXTANT_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Query submissions per second each user may make, sustained.
+    #[arg(long, env = "SEXTANT_QUERY_RATE_LIMIT", default_value_t = 50)]
+    pub query_rate_limit: u32,
+
+    /// Query submissions each user may make at once (a browser resyncing
+    /// its pending work sends them together).
+    #[arg(long, env = "SEXTANT_QUERY_BURST", default_value_t = 1000)]
+    pub query_burst: u32,
+
+    /// Open event streams (`/api/events`) per user.
+    #[arg(long, env = "SEXTANT_SSE_PER_USER", default_value_t = 64)]
+    pub sse_per_user: usize,
+
+    /// Open event streams in total.
+    #[arg(long, env = "SEXTANT_SSE_TOTAL", default_value_t = 4096)]
+    pub sse_total: usize,
     /// What a 200 from `POST /api/commands` guarantees: `full` (the default)
     /// fsyncs every group commit before answering, so an acknowledged command
     /// survives a power cut; `normal` only writes it to the WAL file, which
@@ -105,9 +147,17 @@ impl Config {
         Config {
             bind: "127.0.0.1:0".parse().expect("valid address"),
             allow_remote: false,
+            public_hosts: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
             body_limit: 1024 * 1024,
+            rate_limit: 1000,
+            query_rate_limit: 50,
+            query_burst: 1000,
+            sse_per_user: 64,
+            sse_total: 4096,
             durability: Durability::Full,
             sqlite_vfs: None,
             datasets_dir: None,
@@ -149,6 +199,11 @@ impl Config {
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
         settings
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 
     /// How the event store opens its connections.

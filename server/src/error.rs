@@ -16,7 +16,10 @@ use uuid::Uuid;
 pub enum ErrorKind {
     /// Malformed JSON, unknown command, invalid value (400).
     BadRequest,
-    /// Only the server's query executor may issue this command (403).
+    /// No valid credentials: no token, an unknown one, or a revoked one (401).
+    Unauthorized,
+    /// The caller may not do this: a role too weak, not an admin, an
+    /// executor-only command, a foreign `Origin` (403).
     Forbidden,
     /// No such resource (404).
     NotFound,
@@ -28,10 +31,14 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Missing or wrong Content-Type (415).
     UnsupportedMediaType,
+    /// The request names a host this server does not answer for (421).
+    MisdirectedRequest,
     /// The resource existed but is gone for good (410): a result whose data changed.
     Gone,
     /// The domain refused the command, or a command id was reused (422).
     Unprocessable,
+    /// The caller's rate limit or connection cap is reached (429).
+    TooManyRequests,
     /// The server is not ready yet (503).
     Unavailable,
     /// A bug or an I/O failure on our side (500).
@@ -43,6 +50,7 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -50,7 +58,9 @@ impl ErrorKind {
             ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +69,7 @@ impl ErrorKind {
     fn slug(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad-request",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not-found",
             ErrorKind::MethodNotAllowed => "method-not-allowed",
@@ -66,7 +77,9 @@ impl ErrorKind {
             ErrorKind::Gone => "gone",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::UnsupportedMediaType => "unsupported-media-type",
+            ErrorKind::MisdirectedRequest => "misdirected-request",
             ErrorKind::Unprocessable => "unprocessable",
+            ErrorKind::TooManyRequests => "too-many-requests",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }
@@ -75,6 +88,7 @@ impl ErrorKind {
     fn title(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "Bad request",
+            ErrorKind::Unauthorized => "Sign-in required",
             ErrorKind::Forbidden => "Forbidden",
             ErrorKind::NotFound => "Not found",
             ErrorKind::MethodNotAllowed => "Method not allowed",
@@ -82,7 +96,9 @@ impl ErrorKind {
             ErrorKind::Gone => "Gone",
             ErrorKind::PayloadTooLarge => "Payload too large",
             ErrorKind::UnsupportedMediaType => "Unsupported media type",
+            ErrorKind::MisdirectedRequest => "Unknown host",
             ErrorKind::Unprocessable => "Command rejected",
+            ErrorKind::TooManyRequests => "Too many requests",
             ErrorKind::Unavailable => "Not ready",
             ErrorKind::Internal => "Internal server error",
         }
@@ -185,8 +201,22 @@ impl std::error::Error for AppError {}
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log();
-        problem_response(self.kind.status(), self.problem())
+        let mut response = problem_response(self.kind.status(), self.problem());
+        if let Some(seconds) = self.extensions.get("retry_after").and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
+}
+
+/// The 404 detail for a session the caller may not read: the same words
+/// whether it does not exist or was never (or no longer) shared with the
+/// caller, so existence does not leak, and a replica whose share was
+/// revoked tells its user why the pending edits were refused.
+pub fn not_readable(session: uuid::Uuid) -> String {
+    format!("session {session} does not exist or is not shared with you")
 }
 
 /// A response with a problem body and the problem content type.

@@ -3,6 +3,8 @@
 //! `main.rs` only parses flags and calls [`run`]; everything else lives in
 //! modules with one concern each:
 //! - [`config`]: flags and environment;
+//! - [`accounts`]: users, tokens and the first start's `owner`;
+//! - [`tls`]: HTTPS with rustls;
 //! - [`error`]: the one error type, rendered as problem JSON with an error id;
 //! - [`http`]: the axum router, handlers and static file serving;
 //! - [`store`]: the SQLite event store and its migrations;
@@ -12,10 +14,12 @@
 //! - [`sse`]: the `/api/events` Server-Sent Events feed;
 //! - [`metrics`]: `/api/metrics` in the Prometheus text format.
 
+pub mod accounts;
 pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod projections;
@@ -23,6 +27,7 @@ pub mod query;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,11 +42,23 @@ pub use state::AppState;
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The admin `owner`'s token (also in `DATA_DIR/owner.token`).
+    pub owner_token: Option<String>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
+    /// The URL to open: it signs the browser in as the owner.
+    pub fn sign_in_url(&self) -> String {
+        match &self.owner_token {
+            Some(token) => format!("{}://{}/?token={token}", self.scheme, self.addr),
+            None => format!("{}://{}/", self.scheme, self.addr),
+        }
+    }
+
     /// Stops accepting connections, finishes in-flight requests and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
@@ -51,47 +68,71 @@ impl RunningServer {
 
 /// Opens the store, binds the listener and serves in the background.
 pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
-    if !config.bind.ip().is_loopback() {
+    if !config.bind.ip().is_loopback() && !config.tls() {
         anyhow::ensure!(
             config.allow_remote,
-            "refusing to bind {}: it is not a loopback address and there are no accounts yet; pass --allow-remote to expose every session to anyone who reaches the port",
+            "refusing to serve plain HTTP on {}, a non-loopback address: tokens would cross the network in clear, \
+             and browsers disable service workers, Web Locks and OPFS on plain HTTP off loopback (the app would not work offline). \
+             Pass --tls-cert and --tls-key, or put a TLS proxy in front and pass --allow-remote",
             config.bind
         );
         tracing::warn!(
             bind = %config.bind,
-            "listening on a non-loopback address: anyone who reaches this port can read and write every session"
+            "serving plain HTTP on a non-loopback address (--allow-remote): put a TLS proxy in front"
         );
     }
     // One canonical path per directory from here on: store, catalog views,
     // the DuckDB sandbox and exports all derive from it.
     config.resolve_directories()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
 
     let state = AppState::open(&config).await?;
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
-    // No Nagle: an SSE frame or a command answer must leave at once, not wait
-    // for the ACK of the previous small write (up to the peer's delayed-ACK 40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let router = http::router(state.clone(), &config);
+    let hosts = http::auth::HostPolicy::new(&config, addr);
+    let router = http::router(state.clone(), &config, hosts);
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let serving_state = state.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-                // Open SSE streams would otherwise keep the server alive.
-                serving_state.begin_shutdown();
+    let graceful = async move {
+        let _ = shutdown_rx.await;
+        // Open SSE streams would otherwise keep the server alive.
+        serving_state.begin_shutdown();
+    };
+    let task = match tls {
+        None => {
+            // No Nagle: an SSE frame or a command answer must leave at once, not wait
+            // for the ACK of the previous small write (up to the peer's delayed-ACK 40 ms).
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                    let _ = tcp.set_nodelay(true);
+                });
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                    .context("serving HTTP")
             })
-            .await
-            .context("serving HTTP")
-    });
+        }
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor);
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                    .context("serving HTTPS")
+            })
+        }
+    };
     state.mark_ready();
     Ok(RunningServer {
         addr,
+        owner_token: state.owner_token().map(str::to_owned),
+        scheme: if config.tls() { "https" } else { "http" },
         state,
         shutdown,
         task,
@@ -101,7 +142,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
 /// Runs until `shutdown` resolves (Ctrl-C / SIGTERM in the binary).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let server = start(config).await?;
-    println!("Sextant listening on http://{}", server.addr);
+    // Tests and `cargo xtask dev` read this line: keep its shape.
+    println!("Sextant listening on {}", server.sign_in_url());
     tracing::info!(addr = %server.addr, "Sextant listening");
     shutdown.await;
     tracing::info!("shutting down");

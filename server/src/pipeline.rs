@@ -52,8 +52,8 @@ use serde_json::Value;
 use shared_domain::decision::{authorize, decide, DecisionContext, Issuer, Refusal};
 use shared_domain::sync::base::check_base;
 use shared_domain::{
-    Aggregate, CommandEnvelope, DatasetName, EventEnvelope, EventMetadata, QuerySession,
-    SessionCommand, SessionEvent,
+    Actor, Aggregate, CommandEnvelope, DatasetName, EventEnvelope, EventMetadata, QuerySession,
+    SessionCommand, SessionEvent, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -93,6 +93,9 @@ pub enum Origin {
 #[derive(Debug, Clone, Default)]
 pub struct CommandContext {
     pub origin: Origin,
+    /// The signed-in user who sent it (from the credentials, never from the
+    /// envelope); `None` for the executor.
+    pub user: Option<crate::accounts::User>,
     pub client_id: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: Option<Uuid>,
@@ -100,6 +103,24 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
+    /// Who issued the command, as `processed_commands.actor` records it.
+    /// The actor the domain's access rules see: the signed-in user, or the
+    /// system (the executor, and in-process callers without a user).
+    pub fn domain_actor(&self) -> Actor {
+        match (&self.origin, &self.user) {
+            (Origin::Http, Some(user)) => Actor::User(shared_domain::UserId(user.id)),
+            _ => Actor::System,
+        }
+    }
+
+    pub fn actor(&self) -> Option<String> {
+        match (&self.origin, &self.user) {
+            (Origin::Executor, _) => Some(crate::accounts::EXECUTOR_ACTOR.to_owned()),
+            (Origin::Http, Some(user)) => Some(user.id.to_string()),
+            (Origin::Http, None) => None,
+        }
+    }
+
     /// The context of the server's query executor.
     pub fn executor() -> Self {
         Self {
@@ -185,6 +206,7 @@ struct Shared {
     groups: AtomicU64,
     commands: AtomicU64,
     catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
+    accounts: RwLock<Option<crate::accounts::Accounts>>,
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
 }
 
@@ -203,6 +225,7 @@ impl Pipeline {
             groups: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             catalog: RwLock::new(None),
+            accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -265,6 +288,11 @@ impl Pipeline {
     /// Installs the catalog that validates server dataset names.
     pub fn set_catalog(&self, catalog: Arc<dyn DatasetCatalog>) {
         *self.shared.catalog.write().expect("catalog lock") = Some(catalog);
+    }
+
+    /// Installs the user directory `ShareSession` resolves names with.
+    pub fn set_accounts(&self, accounts: crate::accounts::Accounts) {
+        *self.shared.accounts.write().expect("accounts lock") = Some(accounts);
     }
 
     /// Handles one command from `origin`.
@@ -577,7 +605,11 @@ fn decide_one(
     // 1. Idempotency first: a resend gets the original answer, even if its
     //    expected version is stale by now.
     if let Some(processed) = store::find_processed(tx, command_id).map_err(store_error)? {
-        if processed.request != canonical {
+        // Another user replaying someone's command id learns nothing: not
+        // the events, not even that the body matched.
+        if processed.request != canonical
+            || (processed.actor.is_some() && processed.actor != request.context.actor())
+        {
             return Err(AppError::new(
                 ErrorKind::Unprocessable,
                 format!(
@@ -616,17 +648,18 @@ fn decide_one(
         }
     };
 
-    // 3. Who may send this at all (executor-only commands), before the
-    //    version: a forged command is 403 even on a stale base.
-    let mut decision = DecisionContext {
-        issuer: match request.context.origin {
+    // 3. Who may send this at all, before the version: a session the actor
+    //    may not read is 404 (its version never leaks), too weak a role or
+    //    a forged executor command 403, even on a stale base.
+    let mut decision = DecisionContext::new(
+        match request.context.origin {
             Origin::Http => Issuer::Client,
             Origin::Executor => Issuer::Executor,
         },
+        request.context.domain_actor(),
         aggregate_id,
-        ..DecisionContext::default()
-    };
-    authorize(session, &envelope.command, &decision).map_err(refused)?;
+    );
+    authorize(session, &envelope.command, &decision).map_err(|r| refused(r, aggregate_id))?;
 
     // 4. Optimistic concurrency on the exact base: the current version, and
     //    (when the sender names one) the command behind the last event.
@@ -663,7 +696,19 @@ fn decide_one(
     if let Some(query_id) = needs.query_id {
         decision.query_id_owner = store::session_of_query(tx, query_id.0).map_err(store_error)?;
     }
-    let decided = decide(session, &envelope.command, &decision).map_err(refused)?;
+    if let Some(name) = needs.share_target {
+        let directory = shared
+            .accounts
+            .read()
+            .expect("accounts lock")
+            .as_ref()
+            .map(|accounts| accounts.directory());
+        decision.share_target = directory.and_then(|directory| directory.user_id(name));
+    }
+
+    // 6. Decide (pure, shared with the browser and the simulation).
+    let decided =
+        decide(session, &envelope.command, &decision).map_err(|r| refused(r, aggregate_id))?;
 
     // 7. Persist under a savepoint, so a failure undoes only this command.
     let metadata = EventMetadata {
@@ -673,6 +718,7 @@ fn decide_one(
         client_id: request.context.client_id.clone(),
         user_agent: request.context.user_agent.clone(),
     };
+    let recorded_actor = request.context.actor();
     let mut next = session.clone();
     // The savepoint statements are prepared once: this runs for every command.
     tx.prepare_cached("SAVEPOINT command")
@@ -684,7 +730,10 @@ fn decide_one(
         &mut next,
         &decided,
         metadata,
-        canonical,
+        Recorded {
+            canonical,
+            actor: recorded_actor,
+        },
         now,
     );
     let finish = if persisted.is_ok() {
@@ -718,6 +767,14 @@ fn decide_one(
     Ok(Decided::Appended(accepted, envelope.command.clone()))
 }
 
+/// What `processed_commands` keeps of a request besides its result.
+struct Recorded {
+    /// The envelope's canonical JSON (the idempotency fingerprint).
+    canonical: String,
+    /// Who issued it.
+    actor: Option<String>,
+}
+
 /// Appends `decided` (folding them into `next`) and the processed-command
 /// record. Runs inside the caller's savepoint.
 fn persist(
@@ -726,9 +783,10 @@ fn persist(
     next: &mut QuerySession,
     decided: &[SessionEvent],
     metadata: EventMetadata,
-    canonical: String,
+    recorded: Recorded,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<EventEnvelope>, AppError> {
+    let Recorded { canonical, actor } = recorded;
     let command_id = metadata.command_id;
     let mut events = Vec::with_capacity(decided.len());
     for event in decided {
@@ -760,6 +818,7 @@ fn persist(
         version: next.version(),
         first_global_sequence: events.first().map(|e| e.global_sequence),
         last_global_sequence: events.last().map(|e| e.global_sequence),
+        actor,
     };
     store::insert_processed(conn, command_id, QuerySession::TYPE, &record, now)
         .map_err(store_error)?;
@@ -794,13 +853,18 @@ fn conflict(expected: u64, current: u64) -> AppError {
     .with("current_version", current)
 }
 
-fn refused(refusal: Refusal) -> AppError {
-    let kind = if refusal.is_forbidden() {
-        ErrorKind::Forbidden
+/// A refusal as HTTP: unreadable (or absent) 404, too weak a role or a
+/// forged executor command 403, an over-long text 400, anything else 422.
+fn refused(refusal: Refusal, aggregate_id: Uuid) -> AppError {
+    if refusal.is_not_found() {
+        AppError::not_found(crate::error::not_readable(aggregate_id))
+    } else if refusal.is_forbidden() {
+        AppError::new(ErrorKind::Forbidden, refusal.to_string())
+    } else if refusal.is_invalid() {
+        AppError::bad_request(refusal.to_string())
     } else {
-        ErrorKind::Unprocessable
-    };
-    AppError::new(kind, refusal.to_string())
+        AppError::new(ErrorKind::Unprocessable, refusal.to_string())
+    }
 }
 
 /// A failing store is unavailable (503: try again), not a bug; the writer

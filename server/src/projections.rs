@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use serde::Serialize;
-use shared_domain::{Aggregate, DomainEvent, EventEnvelope, QuerySession, SessionEvent, Upcaster};
+use shared_domain::{
+    Aggregate, DomainEvent, EventEnvelope, QuerySession, SessionEvent, Upcaster, UserId,
+};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -46,6 +48,8 @@ pub struct SessionSummary {
     pub version: u64,
     pub dataset: Option<shared_domain::DatasetRef>,
     pub query_count: usize,
+    pub owner: Option<UserId>,
+    pub members: Vec<shared_domain::Member>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -59,6 +63,8 @@ impl From<&SessionView> for SessionSummary {
             version: view.session.version,
             dataset: view.session.dataset.clone(),
             query_count: view.session.history.len(),
+            owner: view.session.owner,
+            members: view.session.members.clone(),
             created_at: view.created_at,
             updated_at: view.updated_at,
         }
@@ -318,5 +324,40 @@ impl Projections {
     /// One session and the global sequence it reflects.
     pub fn session(&self, id: Uuid) -> (Option<SessionView>, u64) {
         self.read(|model| (model.sessions.get(&id).cloned(), model.global_sequence))
+    }
+
+    /// The sessions `user` may read, newest first, and the global sequence.
+    pub fn sessions_readable_by(&self, user: UserId) -> (Vec<SessionSummary>, u64) {
+        self.read(|model| {
+            let mut sessions: Vec<SessionSummary> = model
+                .sessions
+                .values()
+                .filter(|view| view.session.can_read(user))
+                .map(SessionSummary::from)
+                .collect();
+            sessions.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
+            (sessions, model.global_sequence)
+        })
+    }
+
+    /// Whether `user` may read session `id` (false when there is none).
+    pub fn can_read(&self, id: Uuid, user: UserId) -> bool {
+        self.read(|model| {
+            model
+                .sessions
+                .get(&id)
+                .is_some_and(|view| view.session.can_read(user))
+        })
+    }
+
+    /// The session that submitted `query_id`, if any.
+    pub fn session_of_query(&self, query_id: shared_domain::QueryId) -> Option<Uuid> {
+        self.read(|model| {
+            model
+                .sessions
+                .iter()
+                .find(|(_, view)| view.session.query(query_id).is_some())
+                .map(|(id, _)| *id)
+        })
     }
 }

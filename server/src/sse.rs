@@ -19,11 +19,14 @@ use axum::response::{IntoResponse, Response};
 use shared_domain::sync::identity::{
     judge_resume, ResumeRequest, ResumeVerdict, StoreFacts, Witness,
 };
+use shared_domain::{EventEnvelope, QuerySession, UserId};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::bus::{BusMessage, ProgressFrame, StoredEvent};
 use crate::error::AppError;
+use crate::http::auth::Authenticated;
+use crate::projections::Projections;
 use crate::state::AppState;
 use crate::store::EventStore;
 
@@ -81,6 +84,7 @@ impl StreamRequest {
 /// lag, and the stream then catches up from the store.
 pub async fn events(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -92,6 +96,7 @@ pub async fn events(
                 .map_err(|_| AppError::bad_request("Last-Event-ID is not valid text"))
         })
         .transpose()?;
+    let slot = state.limits().streams.acquire(user.id)?;
     let mut request = StreamRequest::parse(last_event_id, &query)?;
     let hello = match parse_resume(&query, request.after)? {
         Some(resume) => {
@@ -109,8 +114,13 @@ pub async fn events(
         state.store().clone(),
         state.bus().subscribe(),
         request,
-        state.shutdown_signal(),
+        end_signal(&state, user.id),
+        Some(Viewer {
+            user: UserId(user.id),
+            projections: state.projections().clone(),
+        }),
     );
+    feed.slot = Some(slot);
     if let Some(frame) = hello {
         feed.pending.push_back(frame);
     }
@@ -128,6 +138,58 @@ pub async fn events(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Turns `true` when the stream must end: the server is stopping, or the
+/// user was revoked (from the admin API or `server users revoke` in another
+/// process). The watcher task ends with the stream.
+fn end_signal(state: &AppState, user_id: Uuid) -> watch::Receiver<bool> {
+    let (end, signal) = watch::channel(false);
+    let mut shutdown = state.shutdown_signal();
+    let mut users = state.accounts().watch();
+    tokio::spawn(async move {
+        loop {
+            if *shutdown.borrow_and_update() || !users.borrow_and_update().is_active(user_id) {
+                end.send_replace(true);
+                return;
+            }
+            tokio::select! {
+                _ = end.closed() => return,
+                changed = shutdown.changed() => if changed.is_err() { return },
+                changed = users.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    signal
+}
+
+/// Whose stream this is: it carries only events of sessions that user may
+/// read, plus the `SessionShared` / `SessionUnshared` events naming the user
+/// (so a newly shared session appears, and an unshared one leaves, without
+/// a reconnect).
+struct Viewer {
+    user: UserId,
+    projections: Projections,
+}
+
+impl Viewer {
+    async fn may_see(&self, envelope: &EventEnvelope) -> bool {
+        if let Ok(event) = envelope.decode::<QuerySession>() {
+            if event.member_changed() == Some(self.user) {
+                return true;
+            }
+        }
+        // Judge with the access the session had once this event was applied.
+        if self
+            .projections
+            .wait_for(envelope.global_sequence)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.projections.can_read(envelope.aggregate_id, self.user)
+    }
 }
 
 /// The resume request of a client that asks for the `hello` frame
@@ -229,6 +291,9 @@ async fn judge(
 
 /// One connection's position: the replay from the store, then the bus.
 struct Feed {
+    viewer: Option<Viewer>,
+    /// This stream's place under the SSE caps, freed when the body is dropped.
+    slot: Option<crate::limits::StreamSlot>,
     store: EventStore,
     subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
@@ -249,11 +314,14 @@ impl Feed {
         subscription: broadcast::Receiver<BusMessage>,
         request: StreamRequest,
         shutdown: watch::Receiver<bool>,
+        viewer: Option<Viewer>,
     ) -> Self {
         let mut keep_alive =
             tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Feed {
+            viewer,
+            slot: None,
             store,
             subscription,
             request,
@@ -290,6 +358,11 @@ impl Feed {
                 self.catching_up = page.len() == REPLAY_PAGE;
                 for envelope in page {
                     self.last_sent = envelope.global_sequence;
+                    if let Some(viewer) = &self.viewer {
+                        if !viewer.may_see(&envelope).await {
+                            continue;
+                        }
+                    }
                     self.pending
                         .push_back(StoredEvent::new(envelope).sse_frame());
                 }
@@ -313,6 +386,11 @@ impl Feed {
                         continue;
                     }
                     self.last_sent = envelope.global_sequence;
+                    if let Some(viewer) = &self.viewer {
+                        if !viewer.may_see(envelope).await {
+                            continue;
+                        }
+                    }
                     return Some(event.sse_frame());
                 }
                 Ok(BusMessage::Progress(progress)) => {
@@ -320,6 +398,11 @@ impl Feed {
                         .request
                         .session
                         .is_some_and(|s| s != progress.session_id)
+                        || self.viewer.as_ref().is_some_and(|viewer| {
+                            !viewer
+                                .projections
+                                .can_read(progress.session_id, viewer.user)
+                        })
                     {
                         continue;
                     }
@@ -378,7 +461,7 @@ mod tests {
             after: 0,
             session: None,
         };
-        let mut feed = Feed::new(store, bus.subscribe(), request, shutdown);
+        let mut feed = Feed::new(store, bus.subscribe(), request, shutdown, None);
         let started = tokio::time::Instant::now();
         let frame = feed.next_frame().await.unwrap();
         assert_eq!(&frame[..], b":\n\n");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::accounts::Accounts;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -28,6 +29,9 @@ struct Inner {
     pipeline: Pipeline,
     projections: Projections,
     query: Arc<QueryService>,
+    accounts: Accounts,
+    owner_token: Option<String>,
+    limits: crate::limits::Limits,
     metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -42,12 +46,14 @@ impl AppState {
             tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
                 .await
                 .context("opening the event store")??;
+        let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
         let store_id = store
             .read(crate::store::sync::store_id)
             .await
             .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
         let bus = Bus::default();
         let pipeline = Pipeline::start(writer, bus.clone());
+        pipeline.set_accounts(accounts.clone());
         let projections = Projections::start(store.clone(), &bus).await?;
         // DuckDB, the catalog (and the demo dataset), restart recovery.
         let query = QueryService::start(
@@ -66,6 +72,9 @@ impl AppState {
                 pipeline,
                 projections,
                 query,
+                accounts,
+                owner_token,
+                limits: crate::limits::Limits::from_config(config),
                 metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
@@ -90,6 +99,22 @@ impl AppState {
     /// The command pipeline: every write goes through it.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Rate limits and stream caps.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.inner.limits
+    }
+
+    /// The users and their tokens.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// The token of the admin `owner` (also in `DATA_DIR/owner.token`), unless
+    /// the owner was revoked.
+    pub fn owner_token(&self) -> Option<&str> {
+        self.inner.owner_token.as_deref()
     }
 
     /// Tells long-lived responses (SSE streams) to end: the server is stopping.

@@ -7,12 +7,13 @@
 //! shell gathers those facts ([`DecisionContext::needs`] says which) and
 //! passes them in; [`authorize`] and [`decide`] are pure. A fact the shell
 //! cannot know (the browser offline has no catalog) is `None`: not checked
-//! here, the authority checks it. The accounts work adds the actor here.
+//! here, the authority checks it. The actor comes from verified credentials
+//! (the server) or the signed-in user (the browser), never from an envelope.
 
 use uuid::Uuid;
 
-use crate::aggregate::Aggregate;
-use crate::session::{QuerySession, SessionCommand, SessionEvent};
+use crate::access::{AccessContext, Actor, UserId, UserName};
+use crate::session::{QuerySession, SessionCommand, SessionError, SessionEvent};
 use crate::values::{DatasetName, DatasetRef, QueryId};
 
 /// Who issues a command.
@@ -26,9 +27,11 @@ pub enum Issuer {
 }
 
 /// The facts a decision needs besides the session.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionContext {
     pub issuer: Issuer,
+    /// Who the command is decided for: its access rights.
+    pub actor: Actor,
     /// The session the command is for.
     pub aggregate_id: Uuid,
     /// For an `AttachDataset` of a server dataset: whether the catalog has
@@ -37,6 +40,9 @@ pub struct DecisionContext {
     /// For a `SubmitQuery`: the session that already used its query id, if
     /// one did (as far as the caller knows).
     pub query_id_owner: Option<Uuid>,
+    /// For a `ShareSession`: the active user its name denotes (`None`: no
+    /// such user).
+    pub share_target: Option<UserId>,
 }
 
 /// Which facts a command needs gathered.
@@ -44,9 +50,27 @@ pub struct DecisionContext {
 pub struct Needs<'a> {
     pub server_dataset: Option<&'a DatasetName>,
     pub query_id: Option<QueryId>,
+    pub share_target: Option<&'a UserName>,
 }
 
 impl DecisionContext {
+    /// A context with no facts gathered yet.
+    pub fn new(issuer: Issuer, actor: Actor, aggregate_id: Uuid) -> Self {
+        DecisionContext {
+            issuer,
+            actor,
+            aggregate_id,
+            server_dataset_exists: None,
+            query_id_owner: None,
+            share_target: None,
+        }
+    }
+
+    /// The server's query executor deciding on `aggregate_id`.
+    pub fn executor(aggregate_id: Uuid) -> Self {
+        Self::new(Issuer::Executor, Actor::System, aggregate_id)
+    }
+
     /// The facts `command` needs: look them up, then fill the context.
     pub fn needs(command: &SessionCommand) -> Needs<'_> {
         match command {
@@ -54,19 +78,24 @@ impl DecisionContext {
                 dataset: DatasetRef::Server { name },
             } => Needs {
                 server_dataset: Some(name),
-                query_id: None,
+                ..Needs::default()
             },
             SessionCommand::SubmitQuery { query_id, .. } => Needs {
-                server_dataset: None,
                 query_id: Some(*query_id),
+                ..Needs::default()
+            },
+            SessionCommand::ShareSession { user, .. } => Needs {
+                share_target: Some(user),
+                ..Needs::default()
             },
             _ => Needs::default(),
         }
     }
 }
 
-/// Why a command was refused, by kind: the server answers 403 for
-/// `Forbidden` and 422 for the others.
+/// Why a command was refused, by kind: the server answers 404 when the actor
+/// may not see the session, 403 when it may not issue the command, 400 for
+/// an over-long text and 422 for the others.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error(
@@ -85,18 +114,34 @@ impl Refusal {
     /// Whether the issuer may never send this (403), rather than the state
     /// refusing it (422).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Refusal::ExecutorOnly(_))
+        matches!(
+            self,
+            Refusal::ExecutorOnly(_) | Refusal::Domain(SessionError::Forbidden { .. })
+        )
+    }
+
+    /// Whether the actor may not see the session at all (404: the same
+    /// answer as for a session that does not exist).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Refusal::Domain(SessionError::NotFound))
+    }
+
+    /// Whether the command itself is malformed (400), whatever the state.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Refusal::Domain(SessionError::Invalid(_)))
     }
 }
 
 /// Whether the issuer may send `command` to `session` at all, whatever its
-/// version: checked before the version, so a forged command is 403 even on
-/// a stale base.
+/// version: checked before the version, so a forged command is 403 (and a
+/// session the actor may not read 404) even on a stale base, and the
+/// version of a session one may not read never leaks.
 pub fn authorize(
     session: &QuerySession,
     command: &SessionCommand,
     context: &DecisionContext,
 ) -> Result<(), Refusal> {
+    session.authorize(context.actor, command)?;
     if context.issuer == Issuer::Client && session.is_executor_only(command) {
         return Err(Refusal::ExecutorOnly(command.name()));
     }
@@ -127,12 +172,19 @@ pub fn decide(
             return Err(Refusal::QueryIdTaken(*query_id));
         }
     }
-    Ok(session.handle(command)?)
+    // The shell looked up the one name this command needs (`share_target`).
+    let directory = |_: &UserName| context.share_target;
+    let access = AccessContext {
+        actor: context.actor,
+        users: &directory,
+    };
+    Ok(session.decide(&access, command)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Aggregate;
     use crate::session::SessionError;
     use crate::values::{Engine, SessionTitle, SqlQuery};
 
@@ -146,11 +198,7 @@ mod tests {
     }
 
     fn context(issuer: Issuer) -> DecisionContext {
-        DecisionContext {
-            issuer,
-            aggregate_id: SESSION,
-            ..DecisionContext::default()
-        }
+        DecisionContext::new(issuer, Actor::System, SESSION)
     }
 
     fn submit(engine: Engine) -> SessionCommand {

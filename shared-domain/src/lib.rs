@@ -31,6 +31,7 @@
 //!
 //! See `examples/replay.rs` for replaying a JSON event log into an aggregate.
 
+pub mod access;
 pub mod aggregate;
 pub mod decision;
 pub mod envelope;
@@ -41,6 +42,7 @@ pub mod timeline;
 pub mod upcast;
 pub mod values;
 
+pub use access::{AccessContext, Actor, Member, Role, UserDirectory, UserId, UserName};
 pub use aggregate::{Aggregate, DomainEvent};
 pub use envelope::{CommandEnvelope, EventEnvelope, EventMetadata};
 pub use session::{

@@ -208,6 +208,7 @@ mod tests {
                 1,
                 SessionEvent::SessionCreated {
                     title: title("First"),
+                    owner: crate::access::UserId::OWNER,
                 },
             ),
             envelope(
@@ -264,6 +265,7 @@ mod tests {
             1,
             SessionEvent::SessionCreated {
                 title: title("Other"),
+                owner: crate::access::UserId::OWNER,
             },
         ));
         let timeline = Timeline::new(id, &events).unwrap();

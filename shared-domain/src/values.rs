@@ -29,6 +29,8 @@ pub enum ValueError {
     InvalidUrl(String, String),
     #[error("URL scheme {0:?} is not allowed; use http or https")]
     UrlScheme(String),
+    #[error("user name {0:?} is invalid: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")]
+    InvalidUserName(String),
 }
 
 /// The title of a query session: trimmed, 1 to 200 characters.
@@ -51,6 +53,27 @@ impl SessionTitle {
             return Err(ValueError::TitleTooLong(chars));
         }
         Ok(Self(trimmed.to_owned()))
+    }
+
+    /// What deserialization accepts, in a command or a stored event: any
+    /// non-blank title. The length limit is a rule of deciding
+    /// ([`SessionTitle::check_length`], applied by `QuerySession::decide`),
+    /// so stored events stay readable whatever the limit becomes.
+    fn from_wire(raw: String) -> Result<Self, ValueError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ValueError::EmptyTitle);
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// The length rule, checked when a command is decided.
+    pub fn check_length(&self) -> Result<(), ValueError> {
+        let chars = self.0.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(ValueError::TitleTooLong(chars));
+        }
+        Ok(())
     }
 
     /// The title text.
@@ -80,6 +103,23 @@ impl SqlQuery {
             return Err(ValueError::SqlTooLong(raw.len()));
         }
         Ok(Self(raw))
+    }
+
+    /// What deserialization accepts: any non-blank text; the size limit is
+    /// checked when a command is decided ([`SqlQuery::check_length`]).
+    fn from_wire(raw: String) -> Result<Self, ValueError> {
+        if raw.trim().is_empty() {
+            return Err(ValueError::EmptySql);
+        }
+        Ok(Self(raw))
+    }
+
+    /// The size rule, checked when a command is decided.
+    pub fn check_length(&self) -> Result<(), ValueError> {
+        if self.0.len() > Self::MAX_BYTES {
+            return Err(ValueError::SqlTooLong(self.0.len()));
+        }
+        Ok(())
     }
 
     /// The SQL text.
@@ -164,11 +204,11 @@ impl DatasetUrl {
 }
 
 macro_rules! string_value_impls {
-    ($($ty:ident),*) => {$(
+    ($($ty:ident: $decode:ident),*) => {$(
         impl TryFrom<String> for $ty {
             type Error = ValueError;
             fn try_from(raw: String) -> Result<Self, ValueError> {
-                Self::new(raw)
+                Self::$decode(raw)
             }
         }
         impl From<$ty> for String {
@@ -184,11 +224,11 @@ macro_rules! string_value_impls {
     )*};
 }
 string_value_impls!(
-    SessionTitle,
-    SqlQuery,
-    DatasetName,
-    LocalFileName,
-    DatasetUrl
+    SessionTitle: from_wire,
+    SqlQuery: from_wire,
+    DatasetName: new,
+    LocalFileName: new,
+    DatasetUrl: new
 );
 
 /// The data a session queries.

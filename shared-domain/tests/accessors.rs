@@ -81,7 +81,8 @@ fn events_about_a_query_name_it_and_carry_their_current_version() {
     assert_eq!(cancelled[0].query_id(), Some(query_id()));
     let created = events_of(std::slice::from_ref(&create));
     assert_eq!(created[0].query_id(), None);
-    assert_eq!(created[0].event_version(), 1);
+    // SessionCreated v2 names its owner (v1 had none).
+    assert_eq!(created[0].event_version(), 2);
 }
 
 #[test]

@@ -162,6 +162,9 @@ pub struct Browser {
     pub client: Client,
     driver: ChromeDriver,
     profile: TempDir,
+    /// The token of the login cookie this browser holds (cookies are per
+    /// host, not per port: one for every 127.0.0.1 server and relay).
+    signed_in: std::sync::Mutex<Option<String>>,
 }
 
 impl Browser {
@@ -203,6 +206,7 @@ impl Browser {
             client,
             driver,
             profile,
+            signed_in: std::sync::Mutex::new(None),
         })
     }
 
@@ -216,11 +220,32 @@ impl Browser {
         self.driver.log()
     }
 
+    /// Opens `url`. The first time a server whose owner token the fixtures
+    /// know is opened, the browser signs in on the way: it opens `url` with
+    /// `?token=…`, which sets the login cookie and redirects to `url`.
     pub async fn goto(&self, url: &str) -> Result<()> {
+        if let Some(token) = crate::token_for(url) {
+            if self.signed_in.lock().unwrap().as_deref() != Some(token.as_str()) {
+                return self.sign_in(url, &token).await;
+            }
+        }
         self.client
             .goto(url)
             .await
             .with_context(|| format!("navigating to {url}"))
+    }
+
+    /// Signs in with `token` by opening `url?token=…` (the server sets the
+    /// cookie and answers 303 to `url`).
+    pub async fn sign_in(&self, url: &str, token: &str) -> Result<()> {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let link = format!("{url}{separator}token={token}");
+        self.client
+            .goto(&link)
+            .await
+            .with_context(|| format!("signing in at {url}"))?;
+        *self.signed_in.lock().unwrap() = Some(token.to_owned());
+        Ok(())
     }
 
     /// Waits until `css` matches an element and returns it. Errors while

@@ -15,6 +15,85 @@ pub mod power_cut;
 pub mod proxy;
 pub mod vfs;
 
+/// The owner tokens of the servers this test process started, by origin
+/// (`http://127.0.0.1:PORT`). [`ServerProcess::start`] and
+/// [`register_token`] fill it; the suite's `Api`, [`http_client`] and
+/// [`browser::Browser::goto`] sign in with it, so tests written before
+/// accounts existed keep working unchanged.
+static TOKENS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// `scheme://host:port` of a URL.
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
+
+/// Remembers `token` as the owner token of the server at `url`'s origin.
+pub fn register_token(url: &str, token: &str) {
+    let origin = origin_of(url);
+    let mut tokens = TOKENS.lock().unwrap();
+    tokens.retain(|(o, _)| *o != origin);
+    tokens.push((origin, token.to_owned()));
+}
+
+/// The owner token registered for `url`'s origin.
+pub fn token_for(url: &str) -> Option<String> {
+    let origin = origin_of(url);
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(o, _)| *o == origin)
+        .map(|(_, t)| t.clone())
+}
+
+/// `Authorization: Bearer TOKEN`, for a client's default headers.
+pub fn bearer_headers(token: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .expect("tokens are header-safe");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    headers
+}
+
+/// A reqwest client that sends `Authorization: Bearer TOKEN` on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(bearer_headers(token))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("reqwest client")
+}
+
+/// A client signed in as the owner of the server at `url` (registered by
+/// [`ServerProcess::start`] or [`register_token`]), or an anonymous one.
+pub fn http_client(url: &str) -> reqwest::Client {
+    match token_for(url) {
+        Some(token) => client_with_token(&token),
+        None => reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("reqwest client"),
+    }
+}
+
+/// `GET url` as the owner of that server (like `reqwest::get`, signed in).
+pub async fn get(url: &str) -> reqwest::Result<reqwest::Response> {
+    http_client(url).get(url).send().await
+}
+
+/// Starts an in-process server (`server::start`) and registers its owner
+/// token, so `Api::new` and [`http_client`] on its URL are signed in.
+pub async fn start_in_process(config: server::Config) -> anyhow::Result<server::RunningServer> {
+    let running = server::start(config).await?;
+    if let Some(token) = &running.owner_token {
+        register_token(&format!("http://{}", running.addr), token);
+    }
+    Ok(running)
+}
+
 /// The `server` binary built from the code under test. The first call in a
 /// test process runs `cargo build -p server` (through escargot, in the same
 /// profile and target directory as this test binary) and every later call
@@ -60,6 +139,8 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The admin `owner`'s token, read from `DATA_DIR/owner.token`.
+    pub token: String,
     extra_args: Vec<String>,
     log: Arc<Mutex<String>>,
 }
@@ -89,6 +170,7 @@ impl ServerProcess {
         let mut server = Self::spawn(command)?;
         server.data_dir = data_dir.to_path_buf();
         server.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        server.read_owner_token()?;
         Ok(server)
     }
 
@@ -110,6 +192,7 @@ impl ServerProcess {
         }
         let mut server = Self::spawn(command)?;
         server.data_dir = data_dir.to_path_buf();
+        server.read_owner_token()?;
         Ok(server)
     }
 
@@ -149,20 +232,29 @@ impl ServerProcess {
                 log.push('\n');
             }
         });
-        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => addr.parse()?,
-            Err(_) => {
-                let _ = child.kill();
-                bail!(
-                    "server did not print its address; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        // `Sextant listening on http://ADDR/?token=TOKEN`
+        let (addr, line_token): (SocketAddr, Option<String>) =
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(url) => {
+                    let (addr, rest) = url.split_once('/').unwrap_or((url.as_str(), ""));
+                    (
+                        addr.parse()?,
+                        rest.strip_prefix("?token=").map(str::to_owned),
+                    )
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!(
+                        "server did not print its address; log:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            };
         let server = ServerProcess {
             child,
             addr,
             data_dir: PathBuf::new(),
+            token: line_token.unwrap_or_default(),
             extra_args: Vec::new(),
             log,
         };
@@ -173,6 +265,45 @@ impl ServerProcess {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Reads `DATA_DIR/owner.token`, checks that the listening line carried
+    /// the same token, and registers it for this server's URL.
+    fn read_owner_token(&mut self) -> anyhow::Result<()> {
+        let token = std::fs::read_to_string(self.data_dir.join("owner.token"))
+            .context("reading DATA_DIR/owner.token")?
+            .trim()
+            .to_owned();
+        if token != self.token {
+            bail!("the listening line does not carry owner.token's token");
+        }
+        register_token(&self.url(), &token);
+        Ok(())
+    }
+
+    /// The sign-in link: opening it in a browser sets the login cookie.
+    pub fn sign_in_url(&self) -> String {
+        format!("{}/?token={}", self.url(), self.token)
+    }
+
+    /// An HTTP client signed in as the owner.
+    pub fn client(&self) -> reqwest::Client {
+        client_with_token(&self.token)
+    }
+
+    /// Runs `server users ARGS… --data-dir DATA_DIR` and returns its stdout
+    /// (it works while this server runs).
+    pub fn users(&self, args: &[&str]) -> anyhow::Result<String> {
+        users_command(&self.data_dir, args)
+    }
+
+    /// Adds a user with `server users add` and returns its token.
+    pub fn add_user(&self, name: &str) -> anyhow::Result<String> {
+        let out = self.users(&["add", name])?;
+        out.lines()
+            .last()
+            .map(str::to_owned)
+            .context("`users add` printed nothing")
     }
 
     /// Everything the process printed so far (stdout and stderr).
@@ -239,6 +370,26 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `server users ARGS… --data-dir DATA_DIR`; its stdout, or an error
+/// with its stderr.
+pub fn users_command(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(server_binary())
+        .arg("users")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .context("running server users")?;
+    if !output.status.success() {
+        bail!(
+            "server users {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 mod probe {

@@ -83,9 +83,12 @@ pub async fn run_cycle(
             log.lock().unwrap()
         );
     };
+    // `http://ADDR/?token=TOKEN`: the owner's sign-in URL.
+    let (addr, token) = addr.split_once("/?token=").unwrap_or((addr, ""));
     let url = format!("{addr}/api/commands");
 
     let client = reqwest::Client::builder()
+        .default_headers(crate::bearer_headers(token))
         .timeout(Duration::from_secs(10))
         .build()?;
     let acknowledged = Arc::new(Mutex::new(Vec::new()));

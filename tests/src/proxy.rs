@@ -27,6 +27,10 @@ impl Relay {
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
         relay.serve(listener);
+        // Signed in through the relay as the upstream's owner.
+        if let Some(token) = crate::token_for(&format!("http://{upstream}")) {
+            crate::register_token(&relay.url(), &token);
+        }
         Ok(relay)
     }
 

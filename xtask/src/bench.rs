@@ -5,6 +5,7 @@
 //! server and the trunk release build; so is the local engine's
 //! (`tests/benches/local_engine.rs`, duckdb-wasm vs native DuckDB), and the
 //! power-cut campaign (`tests/benches/power_cut.rs`, 100 cycles per mode).
+//! The accounts fuzz campaign runs last with 100,000 cases (CI runs 300).
 //! Record ratios in docs/BENCHMARKS.md with the command that made them.
 
 use anyhow::Result;
@@ -72,6 +73,27 @@ pub fn run(args: Args) -> Result<()> {
                 "--bench",
                 "local_engine",
             ]))
+        },
+    )?;
+    // The accounts fuzz campaign (issue 10): 100,000 generated requests
+    // against a real server; it prints the count and the statuses seen.
+    steps.step(
+        "fuzz campaign (100,000 requests against a real server)",
+        || {
+            util::run(
+                util::cargo()
+                    .args([
+                        "test",
+                        "--package",
+                        "sextant-tests",
+                        "--test",
+                        "suite",
+                        "--",
+                        "fuzz::",
+                        "--nocapture",
+                    ])
+                    .env("SEXTANT_FUZZ_CASES", "100000"),
+            )
         },
     )?;
     steps.finish();

@@ -1,5 +1,7 @@
 //! `cargo xtask dev`: set up, build the client with trunk (release) and run
-//! the server on it. The server prints `Sextant listening on http://…`;
+//! the server on it. The server prints `Sextant listening on
+//! http://127.0.0.1:8080/?token=TOKEN`: the URL to open, which signs the
+//! browser in as the admin `owner` (the token is also in DATA_DIR/owner.token).
 //! Ctrl-C stops it gracefully.
 
 use anyhow::Result;
@@ -29,7 +31,11 @@ pub fn run(args: Args) -> Result<()> {
     steps.step("client (trunk build --release)", client::build)?;
     steps.finish();
 
-    println!("\n==> starting the server; open the URL it prints below (Ctrl-C stops it)\n");
+    println!(
+        "\n==> starting the server; open the URL it prints below, `Sextant listening on http://…/?token=…`:\n    \
+         it signs you in as `owner` (Ctrl-C stops it; add users with `cargo run -p server -- users add NAME --data-dir {}`)\n",
+        args.data_dir
+    );
     let dist = util::dist_dir();
     let mut server = util::cargo();
     server.args(["run", "--package", "server", "--bin", "server"]);

@@ -97,7 +97,9 @@ pub fn run(args: Args) -> Result<()> {
                 command.arg("--in-diff").arg(diff);
             }
             if !target.test_args.is_empty() {
-                command.arg("--").args(target.test_args);
+                // cargo-mutants passes what follows its `--` to `cargo test`;
+                // the second `--` hands the rest to the test binaries.
+                command.arg("--").arg("--").args(target.test_args);
             }
             // cargo-mutants exits 2 when mutants were missed: that is a
             // finding for the table, not a failure of this command.

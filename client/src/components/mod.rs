@@ -2,6 +2,7 @@
 //! renders one part of the page; stable `data-testid` attributes are for the
 //! browser tests.
 
+mod account;
 mod chart_panel;
 mod dataset;
 mod editor;
@@ -14,6 +15,7 @@ mod sessions;
 mod status;
 mod timetravel;
 
+pub use account::{Account, AccountBadge};
 pub use session::SessionView;
 pub use sessions::SessionsPage;
 pub use status::{ConnectionBadge, Footer, Problems, UpdateBanners};

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use shared_domain::{Aggregate, Engine, Lifecycle, QueryId, SessionCommand};
 use uuid::Uuid;
 
+use super::account::{allowed, MembersPanel};
 use super::dataset::DatasetPanel;
 use super::editor::{ActiveQuery, Editor};
 use super::history::History;
@@ -87,6 +88,21 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
     let session = move || engine().view(session_id);
     let exists = move || session().version() > 0;
     let is_open = move || session().lifecycle == Lifecycle::Open;
+    // Controls the signed-in user's role does not allow are hidden.
+    let may = move |command: SessionCommand| allowed(session_id, &session(), &command);
+    let may_rename = move || {
+        is_open()
+            && may(SessionCommand::RenameSession {
+                title: shared_domain::SessionTitle::new("x").expect("a valid title"),
+            })
+    };
+    let may_close = move || may(SessionCommand::CloseSession {});
+    let may_run = move || {
+        is_open()
+            && may(SessionCommand::CancelQuery {
+                query_id: QueryId(Uuid::nil()),
+            })
+    };
     let draft = RwSignal::new(String::new());
     let on_rename = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -129,16 +145,18 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
                         >
                             "All sessions"
                         </button>
-                        <button
-                            class="ghost danger"
-                            data-testid="close-session"
-                            disabled=move || !is_open()
-                            on:click=move |_| {
-                                engine().submit(session_id, SessionCommand::CloseSession {});
-                            }
-                        >
-                            "Close session"
-                        </button>
+                        <Show when=may_close>
+                            <button
+                                class="ghost danger"
+                                data-testid="close-session"
+                                disabled=move || !is_open()
+                                on:click=move |_| {
+                                    engine().submit(session_id, SessionCommand::CloseSession {});
+                                }
+                            >
+                                "Close session"
+                            </button>
+                        </Show>
                     </div>
                 </div>
                 <div class="summary-body">
@@ -172,7 +190,7 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
                             </dd>
                         </div>
                     </dl>
-                    <Show when=is_open>
+                    <Show when=may_rename>
                         <form class="row rename" on:submit=on_rename>
                             <input
                                 type="text"
@@ -190,6 +208,7 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
             </section>
             <div class="workbench">
                 <div class="side">
+                    <MembersPanel session_id />
                     <DatasetPanel />
                     <LocalDataPanel
                         session_id
@@ -201,7 +220,7 @@ pub fn SessionView(session_id: Uuid) -> impl IntoView {
                     <TimeTravel />
                 </div>
                 <div class="main">
-                    <Show when=is_open>
+                    <Show when=may_run>
                         <Editor />
                     </Show>
                     <ActiveQuery />

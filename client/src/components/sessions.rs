@@ -100,6 +100,8 @@ pub fn SessionsPage() -> impl IntoView {
         engine()
             .sessions()
             .into_iter()
+            // A session unshared from this user leaves the list.
+            .filter(|(id, s)| super::account::readable(*id, s))
             .map(|(id, s)| listing::Entry {
                 id,
                 title: title_of(&s),
@@ -177,6 +179,18 @@ fn SessionRow(id: Uuid) -> impl IntoView {
     let editing = RwSignal::new(false);
     let draft = RwSignal::new(String::new());
     let is_open = move || session().lifecycle == Lifecycle::Open;
+    // Controls the signed-in user's role does not allow are hidden.
+    let may_rename = move || {
+        super::account::allowed(
+            id,
+            &session(),
+            &SessionCommand::RenameSession {
+                title: shared_domain::SessionTitle::new("x").expect("a valid title"),
+            },
+        )
+    };
+    let may_close =
+        move || super::account::allowed(id, &session(), &SessionCommand::CloseSession {});
     let open = move |ev: leptos::ev::MouseEvent| {
         ev.prevent_default();
         router.go(Route::Session(id));
@@ -257,24 +271,28 @@ fn SessionRow(id: Uuid) -> impl IntoView {
                 </span>
             </Show>
             <div class="row-actions">
-                <button
-                    class="ghost small"
-                    data-testid="row-rename"
-                    disabled=move || !is_open()
-                    on:click=start_rename
-                >
-                    "Rename"
-                </button>
-                <button
-                    class="ghost small"
-                    data-testid="row-close"
-                    disabled=move || !is_open()
-                    on:click=move |_| {
-                        engine().submit(id, SessionCommand::CloseSession {});
-                    }
-                >
-                    "Close"
-                </button>
+                <Show when=may_rename>
+                    <button
+                        class="ghost small"
+                        data-testid="row-rename"
+                        disabled=move || !is_open()
+                        on:click=start_rename
+                    >
+                        "Rename"
+                    </button>
+                </Show>
+                <Show when=may_close>
+                    <button
+                        class="ghost small"
+                        data-testid="row-close"
+                        disabled=move || !is_open()
+                        on:click=move |_| {
+                            engine().submit(id, SessionCommand::CloseSession {});
+                        }
+                    >
+                        "Close"
+                    </button>
+                </Show>
             </div>
         </li>
     }

@@ -16,13 +16,15 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 use leptos::prelude::*;
 use serde::Deserialize;
+use shared_domain::decision::{self, DecisionContext, Issuer};
 use shared_domain::sync::answers::{batch_verdict, BatchVerdict};
 use shared_domain::sync::identity::{
     check_store, same_store, take_answer, ResetReason, StoreCheck, TakeAnswer, Witness,
 };
 use shared_domain::sync::{ConflictStep, PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
-    Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand, SessionEvent,
+    Actor, Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand,
+    SessionEvent, UserId,
 };
 use uuid::Uuid;
 use wasm_bindgen::prelude::*;
@@ -30,6 +32,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
 use super::net::{self, Answer, BatchFailure, Fetched};
+use super::owner::LocalNames;
 use super::storage::{FeedPosition, LocalStore, StorageError};
 use crate::ids::{random_uuid, time_ordered_uuid};
 
@@ -106,6 +109,8 @@ struct SharedRejection {
 }
 
 struct EngineState {
+    /// Whose data this is, and the names of its database, channel and lock.
+    names: LocalNames,
     replica: Replica<QuerySession>,
     store: Option<Rc<LocalStore>>,
     /// command id -> outbox order (first submission time), kept across rebases.
@@ -125,6 +130,8 @@ struct EngineState {
     unwritten: HashSet<Uuid>,
     feed_open: bool,
     feed_failed: bool,
+    /// The server answered 401 for this page's user (revoked, cookie gone).
+    signed_out: bool,
     /// A loop is asking `/api/health` whether the server is back.
     probing: bool,
     /// The browser's answer to `navigator.storage.persist()`.
@@ -149,14 +156,13 @@ pub struct SyncEngine {
     revision: RwSignal<u64>,
 }
 
-pub const DB_NAME: &str = "sextant";
-const SENDER_LOCK: &str = "sextant-outbox-sender";
-const CHANNEL: &str = "sextant-outbox";
 /// How long the start waits for IndexedDB before going on in memory.
 const OPEN_TIMEOUT_MS: u32 = 3_000;
 /// How often an offline page asks whether the server is back: well within
 /// the 250 ms in which a page should notice it.
 const PROBE_MS: u32 = 150;
+/// How often a signed-out page asks again whether someone signed in.
+const SIGNED_OUT_PROBE_MS: u32 = 2_000;
 /// The first wait before a failed catch-up is tried again (then doubling).
 const GAP_RETRY_MS: u32 = 500;
 
@@ -183,9 +189,11 @@ pub fn engine() -> SyncEngine {
 
 impl SyncEngine {
     /// Opens local storage, restores the replica, and starts the feed and the sender.
-    pub async fn start() -> Self {
+    pub async fn start(names: LocalNames) -> Self {
+        let database = names.database.clone();
         let engine = SyncEngine {
             state: Rc::new(RefCell::new(EngineState {
+                names,
                 replica: Replica::new(),
                 store: None,
                 orders: HashMap::new(),
@@ -197,6 +205,7 @@ impl SyncEngine {
                 unwritten: HashSet::new(),
                 feed_open: false,
                 feed_failed: false,
+                signed_out: false,
                 probing: false,
                 persistent: None,
                 problems: Vec::new(),
@@ -215,7 +224,7 @@ impl SyncEngine {
         // previous page was left while it was creating the database): after
         // a while, go on in memory and say so, rather than never render.
         let opened = select(
-            Box::pin(LocalStore::open(DB_NAME)),
+            Box::pin(LocalStore::open(&database)),
             gloo_timers::future::TimeoutFuture::new(OPEN_TIMEOUT_MS),
         )
         .await;
@@ -245,6 +254,33 @@ impl SyncEngine {
         engine
     }
 
+    /// The access rules of the shared domain for the signed-in user, on a
+    /// session the server confirmed (only then is its owner known here): the
+    /// page refuses at once what the server would refuse.
+    fn refused_by_access(&self, session_id: Uuid, command: &SessionCommand) -> Option<String> {
+        let user = self.local_user()?;
+        let state = self.state.borrow();
+        state
+            .replica
+            .confirmed(session_id)
+            .filter(|confirmed| confirmed.version() > 0)?;
+        let view = state.replica.view(session_id);
+        let context = DecisionContext::new(Issuer::Client, Actor::User(UserId(user)), session_id);
+        decision::authorize(&view, command, &context)
+            .err()
+            .map(|refusal| refusal.to_string())
+    }
+
+    /// The user whose local data this page holds (`None`: never known).
+    pub fn local_user(&self) -> Option<Uuid> {
+        self.state.borrow().names.user
+    }
+
+    /// The IndexedDB database of that user.
+    pub fn database_name(&self) -> String {
+        self.state.borrow().names.database.clone()
+    }
+
     /// The optimistic view of one session.
     pub fn view(&self, session_id: Uuid) -> QuerySession {
         self.revision.track();
@@ -262,6 +298,17 @@ impl SyncEngine {
             .map(|id| (id, state.replica.view(id)))
             .filter(|(_, view)| view.version() > 0)
             .collect()
+    }
+
+    /// Whether the server has confirmed any event of this session (until
+    /// then its view is this browser's own optimistic decision).
+    pub fn is_confirmed(&self, session_id: Uuid) -> bool {
+        self.revision.track();
+        self.state
+            .borrow()
+            .replica
+            .confirmed(session_id)
+            .is_some_and(|session| session.version() > 0)
     }
 
     /// Whether the session has changes the server has not confirmed.
@@ -333,8 +380,12 @@ impl SyncEngine {
             self.report_input(format!("{} was not done: {fatal}", command.name()));
             return None;
         }
-        let command_id = time_ordered_uuid();
         let name = command.name();
+        if let Some(refusal) = self.refused_by_access(session_id, &command) {
+            self.report_input(format!("{name} refused: {refusal}"));
+            return None;
+        }
+        let command_id = time_ordered_uuid();
         let decided = {
             let mut state = self.state.borrow_mut();
             let order = js_sys::Date::now().max(state.last_order + 0.01);
@@ -392,7 +443,8 @@ impl SyncEngine {
         if let Some(Ok(store)) = store.map(Rc::try_unwrap) {
             store.close();
         }
-        let deleted = LocalStore::destroy(DB_NAME);
+        let database = self.state.borrow().names.database.clone();
+        let deleted = LocalStore::destroy(&database);
         let timeout = gloo_timers::future::TimeoutFuture::new(3_000);
         if let Either::Left((Err(error), _)) = select(Box::pin(deleted), timeout).await {
             web_sys::console::warn_1(&format!("clearing local data: {error}").into());
@@ -524,7 +576,8 @@ impl SyncEngine {
     }
 
     fn listen_to_other_tabs(&self) {
-        let Ok(channel) = web_sys::BroadcastChannel::new(CHANNEL) else {
+        let name = self.state.borrow().names.channel.clone();
+        let Ok(channel) = web_sys::BroadcastChannel::new(&name) else {
             return;
         };
         let engine = self.clone();
@@ -588,7 +641,8 @@ impl SyncEngine {
         });
         match (locks, request) {
             (Some(locks), Some(request)) => {
-                let _ = request.call2(&locks, &JsValue::from_str(SENDER_LOCK), granted.as_ref());
+                let lock = self.state.borrow().names.sender_lock.clone();
+                let _ = request.call2(&locks, &JsValue::from_str(&lock), granted.as_ref());
                 granted.forget();
             }
             _ => {
@@ -633,6 +687,11 @@ impl SyncEngine {
                     break;
                 }
                 if let Some(announced) = net::server_is_up().await {
+                    if !engine.check_signed_in_user().await {
+                        // Signed out: the feed would only answer 401.
+                        gloo_timers::future::TimeoutFuture::new(SIGNED_OUT_PROBE_MS).await;
+                        continue;
+                    }
                     let held = engine.state.borrow().store_id;
                     if !same_store(held, announced) {
                         engine.reset(announced, "the server's data store was replaced");
@@ -644,6 +703,39 @@ impl SyncEngine {
             }
             engine.state.borrow_mut().probing = false;
         });
+    }
+
+    /// Whether the user whose data this page holds is signed in (or the
+    /// server cannot say). When another user signed in (in another tab),
+    /// the page reloads to open that user's data: this user's pending
+    /// commands stay stored under this user and are never sent as the other.
+    async fn check_signed_in_user(&self) -> bool {
+        let local = self.local_user();
+        let answer = super::owner::signed_in_user().await;
+        if let Ok(user) = answer {
+            let signed_out = user.is_none();
+            if self.state.borrow().signed_out != signed_out {
+                self.state.borrow_mut().signed_out = signed_out;
+                self.changed();
+            }
+        }
+        match answer {
+            Ok(Some(user)) if local.is_some_and(|local| local != user) => {
+                if let Some(window) = web_sys::window() {
+                    let _ = window.location().reload();
+                }
+                false
+            }
+            Ok(Some(_)) | Err(()) => true,
+            Ok(None) => false,
+        }
+    }
+
+    /// Whether the server said this page's user is signed out (its pending
+    /// work is kept and goes out once signed in again).
+    pub fn signed_out(&self) -> bool {
+        self.revision.track();
+        self.state.borrow().signed_out
     }
 
     /// Opens the SSE feed after the cursor, naming the store and the witness
@@ -664,6 +756,9 @@ impl SyncEngine {
                     "&witness_sequence={}&witness_id={}",
                     witness.global_sequence, witness.event_id
                 ));
+            }
+            if let Some(user) = state.names.user {
+                url.push_str(&format!("&as_user={user}"));
             }
             url
         };
@@ -952,7 +1047,8 @@ impl SyncEngine {
                 state.replica.witness(),
             )
         };
-        let fetched = net::fetch_events(aggregate_id, from, sent_witness).await;
+        let user = self.local_user();
+        let fetched = net::fetch_events(aggregate_id, from, sent_witness, user).await;
         self.state.borrow_mut().catching_up.remove(&aggregate_id);
         let Fetched {
             events,
@@ -1034,7 +1130,7 @@ impl SyncEngine {
                 .expect("outbox is not empty");
             let before = self.outbox_decisions();
             let sent_witness = self.state.borrow().replica.witness();
-            let wait = match net::post_batch(&batch, sent_witness).await {
+            let wait = match net::post_batch(&batch, sent_witness, self.local_user()).await {
                 Ok(answers) => {
                     if !self.may_take(answers.store_id, sent_witness, answers.judged) {
                         // Reset, or the feed moved the witness meanwhile:
@@ -1067,6 +1163,13 @@ impl SyncEngine {
         failure: BatchFailure,
     ) -> Option<u64> {
         web_sys::console::info_1(&format!("sync: {}", failure.message).into());
+        if failure.status == Some(401) {
+            // Signed out, or another user signed in: which one?
+            let engine = self.clone();
+            spawn_local(async move {
+                engine.check_signed_in_user().await;
+            });
+        }
         let attempt = self.state.borrow().attempt;
         match batch_verdict(
             failure.status,

@@ -178,6 +178,7 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<u64> {
 pub async fn post_batch(
     envelopes: &[CommandEnvelope<SessionCommand>],
     witness: Option<Witness>,
+    user: Option<Uuid>,
 ) -> Result<BatchAnswers, BatchFailure> {
     let failure =
         |status: Option<u16>, retry_after_ms: Option<u64>, message: String| BatchFailure {
@@ -186,8 +187,8 @@ pub async fn post_batch(
             message,
         };
     let body = serde_json::json!({ "commands": envelopes });
-    let mut request =
-        Request::post("/api/commands/batch").header("content-type", "application/json");
+    let mut request = for_user(Request::post("/api/commands/batch"), user)
+        .header("content-type", "application/json");
     if let Some(witness) = witness {
         request = request.header(WITNESS_HEADER, &witness.to_header());
     }
@@ -233,6 +234,17 @@ pub async fn post_batch(
     })
 }
 
+/// Names the user whose local data the request is for (see `owner`).
+fn for_user(
+    request: gloo_net::http::RequestBuilder,
+    user: Option<Uuid>,
+) -> gloo_net::http::RequestBuilder {
+    match user {
+        Some(user) => request.header(super::owner::USER_HEADER, &user.to_string()),
+        None => request,
+    }
+}
+
 /// The store id `GET /api/health` names once the server is up and ready;
 /// `None` while it is down or starting.
 pub async fn server_is_up() -> Option<Option<Uuid>> {
@@ -255,10 +267,11 @@ pub async fn fetch_events(
     aggregate_id: Uuid,
     after_version: u64,
     witness: Option<Witness>,
+    user: Option<Uuid>,
 ) -> Result<Fetched, NetError> {
     let url =
         format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
-    let mut request = Request::get(&url);
+    let mut request = for_user(Request::get(&url), user);
     if let Some(witness) = witness {
         request = request.header(WITNESS_HEADER, &witness.to_header());
     }

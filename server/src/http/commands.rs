@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared_domain::CommandEnvelope;
 
+use super::auth::Authenticated;
 use super::extract::JsonBody;
 use crate::error::AppError;
 use crate::pipeline::{CommandAccepted, CommandContext, CommandOutcome, Origin};
@@ -19,7 +20,7 @@ pub const MAX_BATCH: usize = 500;
 /// The header a client may send to name itself in event metadata.
 pub const CLIENT_ID_HEADER: &str = "x-sextant-client";
 
-fn http_context(headers: &HeaderMap) -> CommandContext {
+fn http_context(headers: &HeaderMap, user: crate::accounts::User) -> CommandContext {
     let text = |name: &str| {
         headers
             .get(name)
@@ -28,11 +29,31 @@ fn http_context(headers: &HeaderMap) -> CommandContext {
     };
     CommandContext {
         origin: Origin::Http,
+        user: Some(user),
         client_id: text(CLIENT_ID_HEADER),
         user_agent: text("user-agent"),
         correlation_id: None,
         causation_id: None,
     }
+}
+
+/// Query submissions count against their own, lower, per-user rate.
+fn check_query_rate(
+    state: &AppState,
+    user: &crate::accounts::User,
+    commands: &[&Value],
+) -> Result<(), AppError> {
+    let submissions = commands
+        .iter()
+        .filter(|command| command["type"] == "SubmitQuery")
+        .count();
+    if submissions == 0 {
+        return Ok(());
+    }
+    state
+        .limits()
+        .queries
+        .check(user.id, submissions as u32, "query submissions")
 }
 
 /// Read-your-writes: answer only once the read models show this command.
@@ -46,12 +67,14 @@ async fn settle(state: &AppState, outcome: CommandOutcome) -> CommandOutcome {
 
 pub async fn post_command(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     headers: HeaderMap,
     JsonBody(envelope): JsonBody<CommandEnvelope<Value>>,
 ) -> Result<Json<CommandAccepted>, AppError> {
+    check_query_rate(&state, &user, &[&envelope.command])?;
     let outcome = state
         .pipeline()
-        .execute_json(&envelope, http_context(&headers))
+        .execute_json(&envelope, http_context(&headers, user))
         .await;
     settle(&state, outcome).await.map(Json)
 }
@@ -64,6 +87,7 @@ pub struct Batch {
 
 pub async fn post_batch(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     headers: HeaderMap,
     JsonBody(batch): JsonBody<Batch>,
 ) -> Result<Response, AppError> {
@@ -87,9 +111,11 @@ pub async fn post_batch(
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
+    let commands: Vec<&Value> = valid.iter().map(|e| &e.command).collect();
+    check_query_rate(&state, &user, &commands)?;
     let mut outcomes = state
         .pipeline()
-        .execute_batch(&valid, http_context(&headers))
+        .execute_batch(&valid, http_context(&headers, user))
         .await
         .into_iter();
     let mut results = Vec::with_capacity(parsed.len());

@@ -2,16 +2,20 @@
 //! Handlers live in submodules by concern; every error, including the
 //! framework's own rejections, is problem JSON.
 
+pub mod auth;
 pub mod commands;
 pub mod datasets;
 pub mod extract;
 pub mod queries;
 pub mod reads;
+pub mod users;
+
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::services::{ServeDir, ServeFile};
@@ -23,10 +27,13 @@ use crate::config::Config;
 use crate::error::{AppError, ErrorKind};
 use crate::state::AppState;
 
-/// The whole application router.
-pub fn router(state: AppState, config: &Config) -> Router {
+/// The whole application router; `hosts` are the names it answers for.
+pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Router {
     let api = Router::new()
         .route("/health", get(health))
+        .route("/me", get(users::me))
+        .route("/users", get(users::list_users).post(users::add_user))
+        .route("/users/{name}", delete(users::revoke_user))
         .route("/metrics", get(metrics))
         .route("/commands", post(commands::post_command))
         .route("/commands/batch", post(commands::post_batch))
@@ -67,9 +74,14 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let index = config.static_dir.join("index.html");
     let static_files = ServeDir::new(&config.static_dir).fallback(ServeFile::new(index));
 
+    let guard = auth::Guard {
+        state: state.clone(),
+        hosts: Arc::new(hosts),
+    };
     Router::new()
         .nest("/api", api)
         .fallback_service(static_files)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -12,8 +12,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use shared_domain::QueryId;
+use shared_domain::{QueryId, UserId};
 
+use super::auth::Authenticated;
 use super::extract::{parse_uuid, PathParams};
 use crate::error::AppError;
 use crate::query::arrow::array::{Array, Int64Array, RecordBatch};
@@ -74,6 +75,24 @@ impl Params {
     }
 }
 
+/// 404 unless `user` may read the session that ran `query_id` (a query of a
+/// session the caller may not read does not exist for it).
+fn require_readable(
+    state: &AppState,
+    user: &crate::accounts::User,
+    query_id: QueryId,
+) -> Result<(), AppError> {
+    let readable = state
+        .projections()
+        .session_of_query(query_id)
+        .is_some_and(|session| state.projections().can_read(session, UserId(user.id)));
+    if readable {
+        Ok(())
+    } else {
+        Err(AppError::not_found(format!("no query {query_id}")))
+    }
+}
+
 fn query_id(id: &str) -> Result<QueryId, AppError> {
     Ok(QueryId(parse_uuid("the query id", id)?))
 }
@@ -83,12 +102,14 @@ fn query_id(id: &str) -> Result<QueryId, AppError> {
 /// page of the kept rows that match, `total_rows` counting those.
 pub async fn result_page(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let params = Params::parse(raw);
     let query_id = query_id(&id)?;
+    require_readable(&state, &user, query_id)?;
     let offset = params.number("offset", 0)?;
     let limit = params.number("limit", DEFAULT_LIMIT)?.min(MAX_LIMIT);
     let filters = params.filters()?;
@@ -262,25 +283,29 @@ pub async fn profile(
 /// `GET /api/queries/{query_id}/result.parquet`.
 pub async fn result_parquet(
     state: State<AppState>,
+    user: Authenticated,
     id: PathParams<String>,
 ) -> Result<Response, AppError> {
-    download(state, id, ExportFormat::Parquet).await
+    download(state, user, id, ExportFormat::Parquet).await
 }
 
 /// `GET /api/queries/{query_id}/result.csv`.
 pub async fn result_csv(
     state: State<AppState>,
+    user: Authenticated,
     id: PathParams<String>,
 ) -> Result<Response, AppError> {
-    download(state, id, ExportFormat::Csv).await
+    download(state, user, id, ExportFormat::Csv).await
 }
 
 async fn download(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams(id): PathParams<String>,
     format: ExportFormat,
 ) -> Result<Response, AppError> {
     let query_id = query_id(&id)?;
+    require_readable(&state, &user, query_id)?;
     let path = state.query().export(query_id, format).await?;
     let file = tokio::fs::File::open(&path)
         .await

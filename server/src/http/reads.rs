@@ -6,15 +6,19 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::{json, Value};
-use shared_domain::{Aggregate, QuerySession};
+use shared_domain::{Aggregate, QuerySession, UserId};
 
+use super::auth::Authenticated;
 use super::extract::{parse_uuid, PathParams};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store;
 
+/// The events of a session the caller may read; 404 for one it may not
+/// read or that does not exist (the two look the same).
 pub async fn aggregate_events(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams((aggregate_type, id)): PathParams<(String, String)>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
@@ -34,21 +38,37 @@ pub async fn aggregate_events(
         })?,
         None => 0,
     };
-    let (version, events) = state
+    let reader = UserId(user.id);
+    let (readable, version, events) = state
         .store()
         .read(move |conn| {
-            // One read transaction: the version and the events agree.
+            // One read transaction: the version, the events and the access
+            // they grant agree (the read models may trail the store).
             conn.execute_batch("BEGIN")?;
             let result = (|| {
-                let version = store::aggregate_version(conn, QuerySession::TYPE, aggregate_id)?;
-                let events =
-                    store::aggregate_events(conn, QuerySession::TYPE, aggregate_id, after_version)?;
-                Ok((version, events))
+                let all = store::aggregate_events(conn, QuerySession::TYPE, aggregate_id, 0)?;
+                let mut session = QuerySession::default();
+                for envelope in &all {
+                    if let Ok(event) = envelope.decode::<QuerySession>() {
+                        session.apply(&event);
+                    }
+                }
+                let version = all.last().map_or(0, |e| e.aggregate_sequence);
+                let events: Vec<_> = all
+                    .into_iter()
+                    .filter(|e| e.aggregate_sequence > after_version)
+                    .collect();
+                Ok((session.can_read(reader), version, events))
             })();
             conn.execute_batch("COMMIT")?;
             result
         })
         .await?;
+    if !readable {
+        return Err(AppError::not_found(crate::error::not_readable(
+            aggregate_id,
+        )));
+    }
     Ok(Json(json!({
         "aggregate_id": aggregate_id,
         "version": version,
@@ -57,18 +77,26 @@ pub async fn aggregate_events(
     })))
 }
 
-pub async fn list_sessions(State(state): State<AppState>) -> Json<Value> {
-    let (sessions, global_sequence) = state.projections().sessions();
+/// The sessions the caller may read.
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+) -> Json<Value> {
+    let (sessions, global_sequence) = state.projections().sessions_readable_by(UserId(user.id));
     Json(json!({ "sessions": sessions, "global_sequence": global_sequence }))
 }
 
+/// One session the caller may read (404 otherwise).
 pub async fn get_session(
     State(state): State<AppState>,
+    Authenticated(user): Authenticated,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, AppError> {
     let id = parse_uuid("the session id", &id)?;
     let (view, global_sequence) = state.projections().session(id);
-    let view = view.ok_or_else(|| AppError::not_found(format!("no session {id}")))?;
+    let view = view
+        .filter(|view| view.session.can_read(UserId(user.id)))
+        .ok_or_else(|| AppError::not_found(crate::error::not_readable(id)))?;
     let mut body = serde_json::to_value(view).map_err(AppError::internal)?;
     body["global_sequence"] = json!(global_sequence);
     Ok(Json(body))

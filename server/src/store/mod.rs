@@ -8,6 +8,7 @@
 //! its group transactions. Everything else reads through [`EventStore::read`]
 //! on separate connections (WAL lets readers run beside the writer).
 
+pub mod accounts;
 pub mod migrations;
 pub mod sync;
 
@@ -51,6 +52,8 @@ pub struct ProcessedCommand {
     pub version: u64,
     pub first_global_sequence: Option<u64>,
     pub last_global_sequence: Option<u64>,
+    /// Who issued it: a user id, the executor, or `None` before accounts.
+    pub actor: Option<String>,
 }
 
 /// The columns every event query selects, in [`event_from_row`]'s order.
@@ -210,6 +213,21 @@ impl EventStore {
     pub async fn max_global_sequence(&self) -> Result<u64, AppError> {
         self.read(max_global_sequence).await
     }
+}
+
+/// A second read-write connection to an already migrated store, for the
+/// rare writes outside the event log (user management). SQLite serializes
+/// it with the pipeline's writer; the busy timeout makes it wait its turn.
+pub fn open_side_writer(path: &Path, options: &StoreOptions) -> anyhow::Result<Connection> {
+    let conn = open_connection(
+        path,
+        options,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    configure(&conn)?;
+    conn.execute_batch(options.durability.synchronous_pragma())?;
+    Ok(conn)
 }
 
 fn open_connection(
@@ -468,7 +486,7 @@ pub fn find_processed(
     command_id: Uuid,
 ) -> rusqlite::Result<Option<ProcessedCommand>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT request, aggregate_id, version, first_global_sequence, last_global_sequence
+        "SELECT request, aggregate_id, version, first_global_sequence, last_global_sequence, actor
          FROM processed_commands WHERE command_id = ?1",
     )?;
     stmt.query_row([command_id.to_string()], |row| {
@@ -478,6 +496,7 @@ pub fn find_processed(
             version: row.get(2)?,
             first_global_sequence: row.get(3)?,
             last_global_sequence: row.get(4)?,
+            actor: row.get(5)?,
         })
     })
     .optional()
@@ -493,8 +512,9 @@ pub fn insert_processed(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, request, version,
-                                         first_global_sequence, last_global_sequence, processed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                         first_global_sequence, last_global_sequence, processed_at,
+                                         actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     stmt.execute(params![
         command_id.to_string(),
@@ -505,6 +525,7 @@ pub fn insert_processed(
         record.first_global_sequence,
         record.last_global_sequence,
         format_timestamp(processed_at),
+        record.actor,
     ])?;
     Ok(())
 }

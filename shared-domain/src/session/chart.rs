@@ -114,6 +114,7 @@ mod tests {
         vec![
             E::SessionCreated {
                 title: SessionTitle::new("Charts").unwrap(),
+                owner: crate::access::UserId::OWNER,
             },
             E::QuerySubmitted {
                 query_id: qid(),

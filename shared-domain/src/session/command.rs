@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::chart::ChartSettings;
+use crate::access::{Role, UserName};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
 
 /// A request to change a query session. Internally tagged JSON:
@@ -45,6 +46,16 @@ pub enum SessionCommand {
         query_id: QueryId,
     },
     CloseSession {},
+    /// Shares the session with a user as `viewer` or `editor` (again to
+    /// change the role). Owner only.
+    ShareSession {
+        user: UserName,
+        role: Role,
+    },
+    /// Takes a user's access away. Owner only.
+    UnshareSession {
+        user: UserName,
+    },
     /// Saves how the result of a completed query is charted.
     ConfigureChart {
         query_id: QueryId,
@@ -65,7 +76,27 @@ impl SessionCommand {
             SessionCommand::FailQuery { .. } => "FailQuery",
             SessionCommand::CancelQuery { .. } => "CancelQuery",
             SessionCommand::CloseSession {} => "CloseSession",
+            SessionCommand::ShareSession { .. } => "ShareSession",
+            SessionCommand::UnshareSession { .. } => "UnshareSession",
             SessionCommand::ConfigureChart { .. } => "ConfigureChart",
+        }
+    }
+
+    /// What the command does, for refusal messages ("a viewer may not rename the session").
+    pub fn verb(&self) -> &'static str {
+        match self {
+            SessionCommand::CreateSession { .. } => "create the session",
+            SessionCommand::RenameSession { .. } => "rename the session",
+            SessionCommand::AttachDataset { .. } => "attach a dataset",
+            SessionCommand::SubmitQuery { .. } => "run queries",
+            SessionCommand::StartQuery { .. }
+            | SessionCommand::CompleteQuery { .. }
+            | SessionCommand::FailQuery { .. } => "report query results",
+            SessionCommand::CancelQuery { .. } => "cancel queries",
+            SessionCommand::CloseSession {} => "close the session",
+            SessionCommand::ShareSession { .. } => "share the session",
+            SessionCommand::UnshareSession { .. } => "unshare the session",
+            SessionCommand::ConfigureChart { .. } => "configure charts",
         }
     }
 

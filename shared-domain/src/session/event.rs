@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chart::ChartSettings;
+use crate::access::{Role, UserId, UserName};
 use crate::aggregate::DomainEvent;
 use crate::upcast::{UpcastError, Upcaster};
 use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
@@ -12,8 +13,22 @@ use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum SessionEvent {
+    /// Version 2 added `owner`; version 1 payloads (stored before accounts
+    /// existed) are upcast to [`UserId::OWNER`], the first admin.
     SessionCreated {
         title: SessionTitle,
+        owner: UserId,
+    },
+    /// The session was shared with a user (or that user's role changed).
+    SessionShared {
+        user: UserId,
+        name: UserName,
+        role: Role,
+    },
+    /// A user's access was taken away.
+    SessionUnshared {
+        user: UserId,
+        name: UserName,
     },
     SessionRenamed {
         title: SessionTitle,
@@ -63,7 +78,7 @@ pub enum SessionEvent {
 
 /// Every event type with its current schema version.
 const CURRENT_VERSIONS: &[(&str, u32)] = &[
-    ("SessionCreated", 1),
+    ("SessionCreated", 2),
     ("SessionRenamed", 1),
     ("DatasetAttached", 1),
     ("QuerySubmitted", 2),
@@ -72,6 +87,8 @@ const CURRENT_VERSIONS: &[(&str, u32)] = &[
     ("QueryFailed", 1),
     ("QueryCancelled", 1),
     ("SessionClosed", 1),
+    ("SessionShared", 1),
+    ("SessionUnshared", 1),
     ("ChartConfigured", 1),
 ];
 
@@ -87,6 +104,8 @@ impl DomainEvent for SessionEvent {
             SessionEvent::QueryFailed { .. } => "QueryFailed",
             SessionEvent::QueryCancelled { .. } => "QueryCancelled",
             SessionEvent::SessionClosed {} => "SessionClosed",
+            SessionEvent::SessionShared { .. } => "SessionShared",
+            SessionEvent::SessionUnshared { .. } => "SessionUnshared",
             SessionEvent::ChartConfigured { .. } => "ChartConfigured",
         }
     }
@@ -118,7 +137,17 @@ impl SessionEvent {
     pub fn upcaster() -> Upcaster {
         Upcaster::new()
             .step("QuerySubmitted", 1, query_submitted_v1_to_v2)
+            .step("SessionCreated", 1, session_created_v1_to_v2)
             .step("QueryCompleted", 1, query_completed_v1_to_v2)
+    }
+
+    /// The user this event grants or takes access, if any.
+    pub fn member_changed(&self) -> Option<UserId> {
+        match self {
+            SessionEvent::SessionShared { user, .. }
+            | SessionEvent::SessionUnshared { user, .. } => Some(*user),
+            _ => None,
+        }
     }
 }
 
@@ -139,5 +168,17 @@ fn query_submitted_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
     object
         .entry("engine")
         .or_insert_with(|| Value::String("server".into()));
+    Ok(payload)
+}
+
+/// v1 `SessionCreated` had no `owner`: sessions stored before accounts
+/// existed belong to the first admin, `owner`.
+fn session_created_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload.as_object_mut().ok_or_else(|| {
+        UpcastError::Malformed("SessionCreated v1 payload is not an object".into())
+    })?;
+    object
+        .entry("owner")
+        .or_insert_with(|| Value::String(UserId::OWNER.0.to_string()));
     Ok(payload)
 }

@@ -15,9 +15,12 @@ pub use event::SessionEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::{AccessContext, Actor, Member, Role, UserId, UserName};
 use crate::aggregate::Aggregate;
 use crate::upcast::Upcaster;
-use crate::values::{Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery};
+use crate::values::{
+    Column, DatasetRef, Engine, ErrorId, QueryId, SessionTitle, SqlQuery, ValueError,
+};
 
 /// Why a `QuerySession` refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -40,6 +43,23 @@ pub enum SessionError {
     QueryNotStarted(QueryId),
     #[error("a {dataset_kind} dataset lives in the browser; run the query on the local engine")]
     EngineNotAllowed { dataset_kind: &'static str },
+    /// The actor may not read the session: as far as it knows, there is none.
+    #[error("the session does not exist or is not shared with you")]
+    NotFound,
+    #[error("a {role} of this session may not {command}; ask its owner")]
+    Forbidden { role: Role, command: &'static str },
+    #[error("there is no user named {0:?}")]
+    UnknownUser(UserName),
+    #[error("the owner already has every right on the session")]
+    SharedWithOwner,
+    #[error("a session is shared as viewer or editor, not as owner")]
+    OwnerRoleNotShareable,
+    #[error("the session is not shared with {0:?}")]
+    NotAMember(UserName),
+    /// A free-text field over its size limit (checked when deciding, never
+    /// when stored events are read).
+    #[error("{0}")]
+    Invalid(ValueError),
     #[error("query {0} is not in this session")]
     UnknownQuery(QueryId),
     #[error("query {0} has no result to chart (it did not complete)")]
@@ -111,9 +131,96 @@ pub struct QuerySession {
     pub current_query: Option<QueryId>,
     /// Every query ever submitted, oldest first.
     pub history: Vec<QueryRecord>,
+    /// The user who created the session.
+    #[serde(default)]
+    pub owner: Option<UserId>,
+    /// The users it is shared with, in the order they were added.
+    #[serde(default)]
+    pub members: Vec<Member>,
 }
 
 impl QuerySession {
+    /// What `user` may do with this session, if anything.
+    pub fn role_of(&self, user: UserId) -> Option<Role> {
+        if self.lifecycle == Lifecycle::NotCreated {
+            return None;
+        }
+        if self.owner == Some(user) {
+            return Some(Role::Owner);
+        }
+        self.members.iter().find(|m| m.user == user).map(|m| m.role)
+    }
+
+    /// Whether `user` may read this session (its events, results, downloads).
+    pub fn can_read(&self, user: UserId) -> bool {
+        self.role_of(user).is_some()
+    }
+
+    /// The least role that may issue `command` on an existing session.
+    pub fn required_role(command: &SessionCommand) -> Role {
+        use SessionCommand as C;
+        match command {
+            C::CloseSession {} | C::ShareSession { .. } | C::UnshareSession { .. } => Role::Owner,
+            C::CreateSession { .. }
+            | C::RenameSession { .. }
+            | C::AttachDataset { .. }
+            | C::SubmitQuery { .. }
+            | C::StartQuery { .. }
+            | C::CompleteQuery { .. }
+            | C::FailQuery { .. }
+            | C::CancelQuery { .. }
+            | C::ConfigureChart { .. } => Role::Editor,
+        }
+    }
+
+    /// Whether `user` may issue `command` now (for hiding controls).
+    pub fn allows(&self, user: UserId, command: &SessionCommand) -> bool {
+        self.role_of(user)
+            .is_some_and(|role| role >= Self::required_role(command))
+    }
+
+    /// Decides `command` for the actor in `context`: the access rules of
+    /// [`crate::access`] first, then the session's own rules. The server
+    /// and the browser both call this; [`Aggregate::handle`] is the same
+    /// decision for the system actor.
+    pub fn decide(
+        &self,
+        context: &AccessContext<'_>,
+        command: &SessionCommand,
+    ) -> Result<Vec<SessionEvent>, SessionError> {
+        let creator = self.authorize(context.actor, command)?;
+        self.decide_allowed(creator, context, command)
+    }
+
+    /// The access rules alone: whether `actor` may issue `command` here, and
+    /// who would own a session it creates. A user who may not read the
+    /// session, or asks for anything but creation on one that does not
+    /// exist, gets [`SessionError::NotFound`]: the two look the same.
+    pub fn authorize(
+        &self,
+        actor: Actor,
+        command: &SessionCommand,
+    ) -> Result<UserId, SessionError> {
+        let user = match actor {
+            Actor::System => return Ok(UserId::OWNER),
+            Actor::User(user) => user,
+        };
+        if self.lifecycle == Lifecycle::NotCreated {
+            return match command {
+                SessionCommand::CreateSession { .. } => Ok(user),
+                _ => Err(SessionError::NotFound),
+            };
+        }
+        let role = self.role_of(user).ok_or(SessionError::NotFound)?;
+        if role < Self::required_role(command) {
+            return Err(SessionError::Forbidden {
+                role,
+                command: command.verb(),
+            });
+        }
+        Ok(user)
+    }
+
     /// The query that is submitted or running, if any.
     pub fn active_query(&self) -> Option<&QueryRecord> {
         self.history.iter().rev().find(|q| q.state.is_active())
@@ -164,14 +271,48 @@ impl Aggregate for QuerySession {
     type Event = SessionEvent;
     type Error = SessionError;
 
+    /// Decides as the system actor: no access rules (see [`QuerySession::decide`]).
     fn handle(&self, command: &SessionCommand) -> Result<Vec<SessionEvent>, SessionError> {
+        self.decide(&AccessContext::system(), command)
+    }
+
+    fn apply(&mut self, event: &SessionEvent) {
+        self.evolve(event)
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn upcaster() -> Upcaster {
+        SessionEvent::upcaster()
+    }
+}
+
+impl QuerySession {
+    /// The session's own rules, once access is granted. `creator` owns a
+    /// session this command creates.
+    fn decide_allowed(
+        &self,
+        creator: UserId,
+        context: &AccessContext<'_>,
+        command: &SessionCommand,
+    ) -> Result<Vec<SessionEvent>, SessionError> {
         use SessionCommand as C;
         use SessionEvent as E;
 
+        match command {
+            C::CreateSession { title } | C::RenameSession { title } => {
+                title.check_length().map_err(SessionError::Invalid)?
+            }
+            C::SubmitQuery { sql, .. } => sql.check_length().map_err(SessionError::Invalid)?,
+            _ => {}
+        }
         if let C::CreateSession { title } = command {
             return match self.lifecycle {
                 Lifecycle::NotCreated => Ok(vec![E::SessionCreated {
                     title: title.clone(),
+                    owner: creator,
                 }]),
                 _ => Err(SessionError::AlreadyCreated),
             };
@@ -179,6 +320,42 @@ impl Aggregate for QuerySession {
         self.require_open()?;
 
         match command {
+            C::ShareSession { user, role } => {
+                if *role == Role::Owner {
+                    return Err(SessionError::OwnerRoleNotShareable);
+                }
+                let id = context
+                    .users
+                    .user_id(user)
+                    .ok_or_else(|| SessionError::UnknownUser(user.clone()))?;
+                if self.owner == Some(id) {
+                    return Err(SessionError::SharedWithOwner);
+                }
+                if self.members.iter().any(|m| m.user == id && m.role == *role) {
+                    // Already so: nothing happens, and a resend is harmless.
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::SessionShared {
+                    user: id,
+                    name: user.clone(),
+                    role: *role,
+                }])
+            }
+            C::UnshareSession { user } => {
+                let events: Vec<SessionEvent> = self
+                    .members
+                    .iter()
+                    .filter(|m| m.name == *user)
+                    .map(|m| E::SessionUnshared {
+                        user: m.user,
+                        name: m.name.clone(),
+                    })
+                    .collect();
+                if events.is_empty() {
+                    return Err(SessionError::NotAMember(user.clone()));
+                }
+                Ok(events)
+            }
             C::CreateSession { .. } => unreachable!("handled above"),
             C::RenameSession { title } => Ok(vec![E::SessionRenamed {
                 title: title.clone(),
@@ -297,14 +474,26 @@ impl Aggregate for QuerySession {
         }
     }
 
-    fn apply(&mut self, event: &SessionEvent) {
+    fn evolve(&mut self, event: &SessionEvent) {
         use SessionEvent as E;
         self.version += 1;
         match event {
-            E::SessionCreated { title } => {
+            E::SessionCreated { title, owner } => {
                 self.lifecycle = Lifecycle::Open;
                 self.title = Some(title.clone());
+                self.owner = Some(*owner);
             }
+            E::SessionShared { user, name, role } => {
+                match self.members.iter_mut().find(|m| m.user == *user) {
+                    Some(member) => member.role = *role,
+                    None => self.members.push(Member {
+                        user: *user,
+                        name: name.clone(),
+                        role: *role,
+                    }),
+                }
+            }
+            E::SessionUnshared { user, .. } => self.members.retain(|m| m.user != *user),
             E::SessionRenamed { title } => self.title = Some(title.clone()),
             E::DatasetAttached { dataset } => self.dataset = Some(dataset.clone()),
             E::QuerySubmitted {
@@ -351,14 +540,6 @@ impl Aggregate for QuerySession {
             }
         }
     }
-
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn upcaster() -> Upcaster {
-        SessionEvent::upcaster()
-    }
 }
 
 impl QuerySession {
@@ -371,5 +552,7 @@ impl QuerySession {
     }
 }
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 pub(crate) mod tests;

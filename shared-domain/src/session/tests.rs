@@ -21,6 +21,7 @@ fn qid(n: u128) -> QueryId {
 fn created() -> SessionEvent {
     E::SessionCreated {
         title: title("Revenue"),
+        owner: UserId::OWNER,
     }
 }
 fn submitted(n: u128, engine: Engine) -> SessionEvent {

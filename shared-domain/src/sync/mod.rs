@@ -48,6 +48,8 @@ use crate::upcast::UpcastError;
 pub use identity::Witness;
 
 #[cfg(test)]
+mod multi_user;
+#[cfg(test)]
 mod simulation;
 
 /// A command the authority has not confirmed yet.
@@ -698,7 +700,10 @@ mod tests {
                 SessionCommand::CreateSession { title: title("a") },
             )
             .unwrap();
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         let e1 = envelope(5, session, 1, cmd, &created);
         assert_eq!(
             replica.receive(&e1, Source::Feed).unwrap(),
@@ -736,7 +741,10 @@ mod tests {
     fn fetched_events_do_not_move_the_feed_cursor() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(7, session, 1, Uuid::from_u128(3), &created),
@@ -750,7 +758,10 @@ mod tests {
     fn conflicts_rebase_or_reject_pending_commands() {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(2), &created),
@@ -828,7 +839,10 @@ mod tests {
     fn confirmed_session() -> (Replica<QuerySession>, Uuid) {
         let mut replica = Replica::<QuerySession>::new();
         let session = Uuid::from_u128(1);
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(2), &created),
@@ -1033,7 +1047,10 @@ mod tests {
             Received::Gap { .. }
         ));
         // Another session's event after it does not move the cursor past 9.
-        let created = SessionEvent::SessionCreated { title: title("o") };
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(11, other, 1, Uuid::from_u128(31), &created),
@@ -1061,7 +1078,10 @@ mod tests {
                     session,
                     1,
                     Uuid::from_u128(2),
-                    &SessionEvent::SessionCreated { title: title("a") },
+                    &SessionEvent::SessionCreated {
+                        title: title("a"),
+                        owner: crate::access::UserId::OWNER,
+                    },
                 ),
                 Source::Fetch,
             )
@@ -1122,7 +1142,10 @@ mod tests {
         assert_eq!(replica.witness().unwrap().global_sequence, 7);
         // A lower event of another aggregate does not lower it.
         let other = Uuid::from_u128(5);
-        let created = SessionEvent::SessionCreated { title: title("o") };
+        let created = SessionEvent::SessionCreated {
+            title: title("o"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(4, other, 1, Uuid::from_u128(4), &created),
@@ -1235,7 +1258,10 @@ mod tests {
             .unwrap();
         assert!(matches!(gap, Received::Gap { .. }));
         // The fetch brings only the first event: the second is gone.
-        let created = SessionEvent::SessionCreated { title: title("a") };
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::access::UserId::OWNER,
+        };
         replica
             .receive(
                 &envelope(1, session, 1, Uuid::from_u128(10), &created),

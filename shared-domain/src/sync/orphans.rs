@@ -230,10 +230,11 @@ mod tests {
         // Another device cancelled it: any device may.
         let view = replica.view(SESSION);
         let cancel = SessionCommand::CancelQuery { query_id: query(1) };
-        let context = DecisionContext {
-            aggregate_id: SESSION,
-            ..DecisionContext::default()
-        };
+        let context = DecisionContext::new(
+            crate::decision::Issuer::Client,
+            crate::access::Actor::User(crate::access::UserId::OWNER),
+            SESSION,
+        );
         assert_eq!(authorize(&view, &cancel, &context), Ok(()));
         assert!(decide(&view, &cancel, &context).is_ok());
         replica
@@ -257,6 +258,7 @@ mod tests {
             1,
             &SessionEvent::SessionCreated {
                 title: SessionTitle::new("a").unwrap(),
+                owner: crate::access::UserId::OWNER,
             },
             EventMetadata {
                 command_id: Uuid::from_u128(10),

@@ -43,6 +43,7 @@ use super::identity::{
 use super::mutants::{self, Mutant};
 use super::orphans::{settle_local_runs, LocalRun, Orphan};
 use super::*;
+use crate::access::{Actor, UserId};
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
 use crate::envelope::EventMetadata;
 use crate::session::tests::properties::arb_command;
@@ -93,6 +94,10 @@ struct Authority {
     /// The logs of the stores this one replaced (restored or recreated):
     /// a replica may have decided on them before it noticed.
     past_logs: Vec<Vec<EventEnvelope>>,
+    /// The decisions (command, version, base) this store and those it
+    /// replaced refused: an access refusal depends on the state at that
+    /// moment, which later commands of the same batch may change.
+    refused: HashSet<(Uuid, u64, Option<Uuid>)>,
 }
 
 /// Server datasets the authority's catalog has (the replicas do not know).
@@ -107,6 +112,7 @@ impl Authority {
             processed: HashMap::new(),
             exact_bases: true,
             past_logs: Vec::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -127,7 +133,10 @@ impl Authority {
         let needs = DecisionContext::needs(command);
         DecisionContext {
             issuer: Issuer::Client,
+            // One user, the owner of every session (the multi-user rules have their own specs).
+            actor: Actor::User(UserId::OWNER),
             aggregate_id,
+            share_target: None,
             server_dataset_exists: needs
                 .server_dataset
                 .map(|name| CATALOG.contains(&name.as_str())),
@@ -155,7 +164,13 @@ impl Authority {
             .cloned()
             .unwrap_or_default();
         let context = self.context(envelope.aggregate_id, &envelope.command);
+        let decision = (
+            envelope.command_id,
+            envelope.expected_version,
+            envelope.base_command,
+        );
         if let Err(refusal) = authorize(&state, &envelope.command, &context) {
+            self.refused.insert(decision);
             return Reply::Refused(403, refusal.to_string());
         }
         let head = Head {
@@ -178,7 +193,10 @@ impl Authority {
             return Reply::Conflict(conflict.current_version, current_command);
         }
         let events = match decide(&state, &envelope.command, &context) {
-            Err(refusal) => return Reply::Refused(422, refusal.to_string()),
+            Err(refusal) => {
+                self.refused.insert(decision);
+                return Reply::Refused(422, refusal.to_string());
+            }
             Ok(events) => events,
         };
         let mut state = state;
@@ -237,8 +255,10 @@ impl Authority {
     }
 
     /// The reference for "no spurious rejection". A rejection is justified
-    /// if the authority refuses the command whatever its base (the
-    /// executor-only rule), or if the command does not decide on the state
+    /// if the authority refused exactly that decision (command, version,
+    /// base; an access refusal depends on the state at that moment), if it
+    /// refuses the command whatever its base (the executor-only rule), or
+    /// if the command does not decide on the state
     /// it was refused on: a prefix of `version` events of the aggregate,
     /// ending with `base`, of a log that existed (this store's, or one it
     /// replaced: a replica may have decided on it before it noticed), or,
@@ -255,6 +275,14 @@ impl Authority {
         number_only: bool,
     ) -> bool {
         let (aggregate_id, command) = (pending.aggregate_id, &pending.command);
+        // The authority refused exactly this decision.
+        if self.refused.contains(&(
+            pending.command_id,
+            pending.expected_version,
+            pending.base_command,
+        )) {
+            return true;
+        }
         let now = self.states.get(&aggregate_id).cloned().unwrap_or_default();
         if authorize(&now, command, &self.context(aggregate_id, command)).is_err() {
             return true;
@@ -887,6 +915,7 @@ impl World {
         self.stats.restores += 1;
         store.past_logs = std::mem::take(&mut self.authority.past_logs);
         store.past_logs.push(self.authority.log.clone());
+        store.refused = std::mem::take(&mut self.authority.refused);
         let kept: HashSet<Uuid> = store.processed.keys().copied().collect();
         self.lost.extend(
             self.authority

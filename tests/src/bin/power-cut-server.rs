@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("power cut");
             std::process::exit(sextant_tests::power_cut::POWER_CUT_EXIT);
         });
-        println!("Sextant listening on http://{}", running.addr);
+        println!("Sextant listening on {}", running.sign_in_url());
         std::future::pending::<anyhow::Result<()>>().await
     })
 }

@@ -25,7 +25,7 @@ async fn a_dataset_downloads_whole_as_arrow_ipc_and_is_announced_in_the_listing(
     std::fs::write(datasets.join("sales.csv"), SALES_CSV).unwrap();
     // More rows than one DuckDB batch, so the stream has several batches.
     server::query::demo::write_trips(&datasets.join("trips.parquet"), 30_000).unwrap();
-    let running = server::start(config).await.unwrap();
+    let running = sextant_tests::start_in_process(config).await.unwrap();
     let api = Api::new(format!("http://{}", running.addr));
 
     let (status, listing) = api.get("/api/datasets").await;

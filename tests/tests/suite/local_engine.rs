@@ -137,7 +137,7 @@ async fn wait_table(b: &Browser, rows: usize) -> Result<Vec<Vec<String>>> {
 }
 
 async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
-    let body: Value = reqwest::get(format!(
+    let body: Value = sextant_tests::get(&format!(
         "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
     ))
     .await?
@@ -329,7 +329,7 @@ async fn a_dataset_taken_offline_gives_the_same_rows_and_types_locally_and_on_th
         );
 
         // The JSON page of the server run equals what the table showed.
-        let page: Value = reqwest::get(format!(
+        let page: Value = sextant_tests::get(&format!(
             "{base}/api/queries/{server_query}/result?limit=100"
         ))
         .await?

@@ -1,11 +1,13 @@
 //! The one integration-test binary. Each module tests one area against
 //! real parts: server processes, SQLite files, DuckDB, headless Chromium.
 
+mod accounts;
 mod api;
 mod browser;
 mod crash;
 mod dataset_download;
 mod defaults;
+mod fuzz;
 mod local_engine;
 mod power_cut;
 mod query;

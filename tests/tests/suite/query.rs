@@ -58,7 +58,7 @@ pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
     tweak(&mut config);
     let datasets = config.query_settings().datasets_dir;
     write_datasets(&datasets);
-    let running = server::start(config).await.unwrap();
+    let running = sextant_tests::start_in_process(config).await.unwrap();
     let api = Api::new(format!("http://{}", running.addr));
     Fixture {
         _dir: dir,

@@ -128,7 +128,7 @@ async fn stored_results_survive_a_restart() {
     let datasets = config().query_settings().datasets_dir;
     std::fs::create_dir_all(&datasets).unwrap();
     std::fs::write(datasets.join("t.csv"), "n\n1\n2\n3\n").unwrap();
-    let running = server::start(config()).await.unwrap();
+    let running = sextant_tests::start_in_process(config()).await.unwrap();
     let api = Api::new(format!("http://{}", running.addr));
     let (session, _) = session_on(&api, "t").await;
     let (query_id, _) = run_to_end(&api, session, "SELECT n * 10 AS m FROM t ORDER BY n").await;
@@ -136,7 +136,7 @@ async fn stored_results_survive_a_restart() {
     // The data changes while the server is down: the stored rows still answer.
     std::fs::write(datasets.join("t.csv"), "n\n7\n").unwrap();
 
-    let running = server::start(config()).await.unwrap();
+    let running = sextant_tests::start_in_process(config()).await.unwrap();
     let api = Api::new(format!("http://{}", running.addr));
     let (status, body) = rows(&api, query_id, "").await;
     assert_eq!(status, 200, "{body}");

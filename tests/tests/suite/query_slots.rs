@@ -65,6 +65,7 @@ async fn aborted_downloads_stop_their_work_and_never_exceed_the_slots() {
     // `curl -m0.2 …/result.csv` in a loop: each export is far slower than
     // the client's patience.
     let impatient = reqwest::Client::builder()
+        .default_headers(sextant_tests::bearer_headers(&server.token))
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
@@ -215,8 +216,8 @@ fn stalled_download(server: &ServerProcess, dataset: &str) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     write!(
         stream,
-        "GET /api/datasets/{dataset}/download HTTP/1.1\r\nHost: {}\r\n\r\n",
-        server.addr
+        "GET /api/datasets/{dataset}/download HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.addr, server.token
     )
     .unwrap();
     stream

@@ -6,7 +6,7 @@ use sextant_tests::ServerProcess;
 async fn server_binary_reports_health_with_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]).unwrap();
-    let body: serde_json::Value = reqwest::get(format!("{}/api/health", server.url()))
+    let body: serde_json::Value = sextant_tests::get(&format!("{}/api/health", server.url()))
         .await
         .unwrap()
         .json()
@@ -15,7 +15,7 @@ async fn server_binary_reports_health_with_version() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
-    let missing = reqwest::get(format!("{}/api/nope", server.url()))
+    let missing = sextant_tests::get(&format!("{}/api/nope", server.url()))
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);

@@ -168,7 +168,7 @@ async fn last_event_id_wins_and_session_scoping_filters() {
 #[tokio::test]
 async fn progress_frames_carry_no_id_and_follow_session_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(Config::for_data_dir(dir.path()))
+    let running = sextant_tests::start_in_process(Config::for_data_dir(dir.path()))
         .await
         .unwrap();
     let api = Api::new(format!("http://{}", running.addr));
@@ -201,7 +201,7 @@ async fn progress_frames_carry_no_id_and_follow_session_scope() {
 #[tokio::test]
 async fn a_stream_that_falls_behind_the_bus_catches_up_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(Config::for_data_dir(dir.path()))
+    let running = sextant_tests::start_in_process(Config::for_data_dir(dir.path()))
         .await
         .unwrap();
     let api = Api::new(format!("http://{}", running.addr));

@@ -34,7 +34,26 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client signed in as the owner of the server at `base` (the
+    /// fixtures register its token), or anonymous for an unknown server.
     pub fn new(base: impl Into<String>) -> Self {
+        let base = base.into();
+        Self {
+            http: sextant_tests::http_client(&base),
+            base,
+        }
+    }
+
+    /// A client signed in with `token`.
+    pub fn with_token(base: impl Into<String>, token: &str) -> Self {
+        Self {
+            base: base.into(),
+            http: sextant_tests::client_with_token(token),
+        }
+    }
+
+    /// A client without credentials.
+    pub fn anonymous(base: impl Into<String>) -> Self {
         Self {
             base: base.into(),
             http: reqwest::Client::builder()
@@ -173,6 +192,19 @@ impl SseStream {
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
                 _ => return None,
+            }
+        }
+    }
+
+    /// Whether the server ends the stream within `timeout` (frames before
+    /// the end are skipped).
+    pub async fn ends_within(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) => return true,
+                Err(_) => return false,
             }
         }
     }

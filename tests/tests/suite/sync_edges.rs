@@ -79,7 +79,7 @@ async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {
 }
 
 async fn server_event_types(base: &str, session: Uuid) -> Result<Vec<String>> {
-    let body: Value = reqwest::get(format!(
+    let body: Value = sextant_tests::get(&format!(
         "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
     ))
     .await?
@@ -96,7 +96,7 @@ async fn server_event_types(base: &str, session: Uuid) -> Result<Vec<String>> {
 }
 
 async fn post_command(base: &str, envelope: Value) -> Result<Value> {
-    let response = reqwest::Client::new()
+    let response = sextant_tests::http_client(base)
         .post(format!("{base}/api/commands"))
         .json(&envelope)
         .send()

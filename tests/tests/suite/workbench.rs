@@ -137,7 +137,7 @@ async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {
 
 /// The server's events of one session.
 async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
-    let body: Value = reqwest::get(format!(
+    let body: Value = sextant_tests::get(&format!(
         "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
     ))
     .await?
@@ -241,7 +241,7 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
             csv == format!("/api/queries/{query_id}/result.csv"),
             "{csv}"
         );
-        let download = reqwest::get(format!("{}{csv}", server.url())).await?;
+        let download = sextant_tests::get(&format!("{}{csv}", server.url())).await?;
         ensure!(
             download.status() == 200,
             "csv download {}",
@@ -1194,7 +1194,7 @@ async fn a_25000_row_server_result_sorts_by_its_true_maximum_and_charts_all_rows
         )
         .await?;
         wait_history_states(&b, &["completed"]).await?;
-        let expected = reqwest::get(format!(
+        let expected = sextant_tests::get(&format!(
             "{}/api/queries/{}/result?limit=1&sort=h:desc",
             server.url(),
             b.wait_for(&testid("history-entry"))
