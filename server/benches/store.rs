@@ -10,15 +10,15 @@
 //!   store). With `full`, a group holds at most one command per waiting
 //!   issuer, so its bound is min(ceiling, issuers x fsyncs/s);
 //! - command round trip over HTTP, p50/p99;
-//! - SSE delivery latency from append to receipt with 1,000 subscribers;
+//! - SSE delivery latency from append to receipt with 1,000 and 10,000
+//!   subscribers held by a child process, and the server's RSS per idle
+//!   subscriber;
 //! - projection rebuild rate from 1,000,000 stored events.
 //!
 //! Sizes can be scaled down for a quick look with `SEXTANT_BENCH_SCALE=0.1`;
 //! `SEXTANT_BENCH_IDS=random` makes session and command ids random (v4)
 //! instead of time-ordered (v7, what the client mints).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, TransactionBehavior};
@@ -31,8 +31,10 @@ use shared_domain::{
     Aggregate, Column, CommandEnvelope, DatasetName, DatasetRef, Engine, ErrorId, EventEnvelope,
     EventMetadata, QueryId, QuerySession, SessionCommand, SessionEvent, SessionTitle, SqlQuery,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
+
+#[path = "support/subscribers.rs"]
+mod subscribers;
 
 const ISSUERS: usize = 64;
 
@@ -72,6 +74,10 @@ struct Row {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(subscribers::CHILD_ENV) {
+        subscribers::run_child(&spec);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,16 +182,34 @@ fn main() {
     }
 
     if enabled("sse") {
-        let subscribers = scaled(1000);
-        eprintln!("SSE latency with {subscribers} subscribers …");
-        let (p50, p99, max, samples) = runtime.block_on(sse_latency(subscribers, scaled(200)));
-        rows.push(Row {
-            metric: format!("SSE delivery, {subscribers} subscribers"),
-            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
-            note: format!(
-                "append -> receipt, {samples} deliveries, max {max:.1} ms; target p99 < 50 ms"
-            ),
-        });
+        // (subscribers, events, one append every …, p99 target)
+        let runs = [
+            (scaled(1000), scaled(200), Duration::from_millis(20), 5.0),
+            (scaled(10_000), scaled(50), Duration::from_millis(100), 20.0),
+        ];
+        for (subscribers, events, every, target) in runs {
+            eprintln!("SSE delivery with {subscribers} subscribers (separate process) …");
+            let (delivery, per_subscriber, expected) =
+                runtime.block_on(sse_delivery(subscribers, events, every));
+            rows.push(Row {
+                metric: format!("SSE delivery, {subscribers} subscribers"),
+                value: format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    delivery.p50_ms, delivery.p99_ms
+                ),
+                note: format!(
+                    "append -> receipt, {}/{expected} deliveries, max {:.1} ms, one append every {} ms; target p99 < {target} ms",
+                    delivery.received,
+                    delivery.max_ms,
+                    every.as_millis()
+                ),
+            });
+            rows.push(Row {
+                metric: format!("server RSS per idle subscriber ({subscribers})"),
+                value: format!("{:.1} KiB", per_subscriber / 1024.0),
+                note: "RSS growth once every stream is open and idle; target < 16 KiB".into(),
+            });
+        }
     }
 
     if enabled("rebuild") {
@@ -456,99 +480,69 @@ async fn http_round_trip(count: usize) -> (f64, f64, usize) {
     )
 }
 
-/// Opens `subscribers` SSE connections, appends `events` commands (one every
-/// 20 ms), and measures from the call that appends to each receipt.
-async fn sse_latency(subscribers: usize, events: usize) -> (f64, f64, f64, usize) {
+/// One SSE measurement: `subscribers` streams of one signed-in user, held
+/// by the child process; the server runs in this process, so its RSS is
+/// this process's. Appends `events` commands (one every `every`) and
+/// returns the child's delivery figures, the server's RSS growth per idle
+/// subscriber (after every stream is open and idle on the bus), and the
+/// number of deliveries expected.
+async fn sse_delivery(
+    subscribers: usize,
+    events: usize,
+    every: Duration,
+) -> (subscribers::Delivery, f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = server::Config::for_data_dir(dir.path());
-    // One user holds every subscriber here.
+    // One user holds every subscriber here: raise the caps and the rate
+    // limit (every stream is a request).
     config.sse_per_user = subscribers + 16;
     config.sse_total = subscribers + 16;
+    config.rate_limit = 1_000_000;
+    // Delivery, not the disk: the fsync of `full` is measured above.
+    config.durability = Durability::Normal;
     let server = server::start(config).await.unwrap();
-    // Minimal HTTP/1.1 clients on raw sockets, so that the measuring side
-    // (which shares the two cores with the server) costs as little as it can.
-    let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut readers = Vec::new();
-    let request = format!(
-        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
-        server.owner_token.as_deref().unwrap()
-    );
-    for _ in 0..subscribers {
-        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        socket.write_all(request.as_bytes()).await.unwrap();
-        let receipts = receipts.clone();
-        readers.push(tokio::spawn(async move {
-            let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut seen = 0;
-            let mut local = Vec::with_capacity(events);
-            while seen < events {
-                let read = match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => read,
-                };
-                let now = Instant::now();
-                buffer.extend_from_slice(&chunk[..read]);
-                // Whole lines only; `id: N` starts a line of an event frame.
-                let Some(last_newline) = buffer.iter().rposition(|b| *b == b'\n') else {
-                    continue;
-                };
-                for line in buffer[..last_newline].split(|b| *b == b'\n') {
-                    if let Some(id) = line.strip_prefix(b"id: ") {
-                        let id = std::str::from_utf8(id).unwrap().trim();
-                        local.push((id.parse::<u64>().unwrap(), now));
-                        seen += 1;
-                    }
-                }
-                buffer.drain(..=last_newline);
-            }
-            receipts.lock().unwrap().extend(local);
-        }));
-    }
-    // Let every stream finish its (empty) replay and reach the bus.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let token = server.owner_token.clone().unwrap();
+    let addr = server.addr;
+    // Warm the allocator and the runtime with one stream before the baseline.
+    let before = {
+        let warm = tokio::task::spawn_blocking(move || {
+            subscribers::Subscribers::start(addr, &token, 1, 0)
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss = subscribers::rss_bytes();
+        drop(warm);
+        rss
+    };
+    let token = server.owner_token.clone().unwrap();
+    let child = tokio::task::spawn_blocking(move || {
+        subscribers::Subscribers::start(addr, &token, subscribers, events)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let per_subscriber =
+        (subscribers::rss_bytes().saturating_sub(before)) as f64 / subscribers as f64;
 
     let pipeline = server.state.pipeline().clone();
-    let mut appended: HashMap<u64, Instant> = HashMap::new();
     let session = client_id();
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut ticker = tokio::time::interval(every);
     for index in 0..events {
         ticker.tick().await;
-        let started = Instant::now();
-        let accepted = pipeline
-            .execute(scripted(session, index), Origin::Http)
-            .await
-            .unwrap();
-        appended.insert(accepted.events[0].global_sequence, started);
+        let mut command = scripted(session, index);
+        let title = SessionTitle::new(format!("t{}", subscribers::unix_nanos())).unwrap();
+        command.command = match command.command {
+            SessionCommand::CreateSession { .. } => SessionCommand::CreateSession { title },
+            _ => SessionCommand::RenameSession { title },
+        };
+        pipeline.execute(command, Origin::Http).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for reader in readers {
-        let _ = tokio::time::timeout_at(deadline.into(), reader).await;
-    }
-    let receipts = std::mem::take(&mut *receipts.lock().unwrap());
-    let mut latencies: Vec<f64> = receipts
-        .iter()
-        .filter_map(|(sequence, at)| {
-            appended
-                .get(sequence)
-                .map(|sent| at.duration_since(*sent).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    let expected = subscribers * events;
-    assert_eq!(
-        latencies.len(),
-        expected,
-        "every subscriber got every event"
-    );
-    latencies.sort_by(f64::total_cmp);
-    let max = *latencies.last().unwrap();
+    let delivery = tokio::task::spawn_blocking(move || child.finish())
+        .await
+        .unwrap();
     server.stop().await.unwrap();
-    (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0),
-        max,
-        expected,
-    )
+    (delivery, per_subscriber, subscribers * events)
 }
 
 /// Ten events per session, a realistic mix (queries with columns, failures).

@@ -139,6 +139,16 @@ pub struct Config {
     /// Bytes kept of a larger result for paging (downloads hold everything).
     #[arg(long, env = "SEXTANT_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub result_max_bytes: u64,
+
+    /// The largest file a result download (`result.csv`, `result.parquet`)
+    /// may take on disk; a larger export stops at the cap and answers 413.
+    #[arg(long, env = "SEXTANT_EXPORT_MAX_BYTES", default_value_t = crate::query::DEFAULT_EXPORT_MAX_BYTES)]
+    pub export_max_bytes: u64,
+
+    /// Tests only: serve `POST /api/faults`, which kills the event store
+    /// writer or the query executor (to test health supervision).
+    #[arg(long, env = "SEXTANT_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -174,6 +184,8 @@ impl Config {
             result_store_bytes: 1024 * 1024 * 1024,
             result_max_rows: 100_000,
             result_max_bytes: 64 * 1024 * 1024,
+            export_max_bytes: crate::query::DEFAULT_EXPORT_MAX_BYTES,
+            fault_injection: false,
         }
     }
 
@@ -198,6 +210,7 @@ impl Config {
         settings.result_store_bytes = self.result_store_bytes;
         settings.max_result_rows = self.result_max_rows;
         settings.max_result_bytes = self.result_max_bytes;
+        settings.export_max_bytes = self.export_max_bytes;
         settings
     }
 

@@ -43,7 +43,8 @@
 //!   thread: it must be a quick in-memory lookup.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -197,6 +198,8 @@ pub fn parse_command(
 #[derive(Clone)]
 pub struct Pipeline {
     requests: mpsc::Sender<WriteRequest>,
+    /// Kept to see whether the reactor dispatcher still runs (health).
+    committed: mpsc::UnboundedSender<Vec<EventEnvelope>>,
     shared: Arc<Shared>,
 }
 
@@ -208,6 +211,8 @@ struct Shared {
     catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
     accounts: RwLock<Option<crate::accounts::Accounts>>,
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
+    /// Fault injection (tests): the writer panics on its next command.
+    kill_writer: AtomicBool,
 }
 
 struct WriteRequest {
@@ -227,6 +232,7 @@ impl Pipeline {
             catalog: RwLock::new(None),
             accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
+            kill_writer: AtomicBool::new(false),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Vec<EventEnvelope>>();
@@ -234,22 +240,48 @@ impl Pipeline {
             conn: writer.0,
             cache: HashMap::new(),
             shared: shared.clone(),
-            committed: committed_tx,
+            committed: committed_tx.clone(),
         };
         std::thread::Builder::new()
             .name("event-store-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                // A dead writer is not restarted (its transaction and cache
+                // are in an unknown state): its queue closes, commands get
+                // 503 and `/api/health` reports it until the server restarts.
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| writer.run(queue)));
+                if let Err(panic) = ran {
+                    tracing::error!(
+                        panic = panic_message(&panic),
+                        "the event store writer died; commands are refused until the server restarts"
+                    );
+                }
+            })
             .expect("spawning the event store writer");
         let dispatch = shared.clone();
         tokio::spawn(async move {
             while let Some(events) = committed_rx.recv().await {
                 let reactors = dispatch.reactors.read().expect("reactors lock").clone();
                 for reactor in reactors {
-                    reactor.react(&events);
+                    // A reactor that panics stops the dispatcher (health then
+                    // reports the executor dead; a restart fails the queries
+                    // it left behind) instead of reacting on unknown state.
+                    if let Err(panic) =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| reactor.react(&events)))
+                    {
+                        tracing::error!(
+                            panic = panic_message(&panic),
+                            "a reactor panicked; server queries stop running until the server restarts"
+                        );
+                        return;
+                    }
                 }
             }
         });
-        Pipeline { requests, shared }
+        Pipeline {
+            requests,
+            committed: committed_tx,
+            shared,
+        }
     }
 
     /// The bus this pipeline publishes to.
@@ -274,6 +306,18 @@ impl Pipeline {
     /// Whether the writer thread is still taking commands (health).
     pub fn writer_alive(&self) -> bool {
         !self.requests.is_closed()
+    }
+
+    /// Whether the dispatcher that hands committed events to the reactors
+    /// (the query executor) still runs (health).
+    pub fn reactors_alive(&self) -> bool {
+        !self.committed.is_closed()
+    }
+
+    /// Fault injection for tests: the writer thread panics when it takes
+    /// its next command (which is answered 500, every later one 503).
+    pub fn inject_writer_death(&self) {
+        self.shared.kill_writer.store(true, Ordering::SeqCst);
     }
 
     /// Registers background work triggered by committed events.
@@ -374,6 +418,15 @@ impl Pipeline {
     }
 }
 
+/// The text of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 async fn receive(rx: oneshot::Receiver<CommandOutcome>) -> CommandOutcome {
     rx.await.map_err(|_| {
         AppError::internal("the event store writer dropped a command without answering")
@@ -411,6 +464,9 @@ impl Writer {
         };
         let mut previous = 0;
         while let Some(first) = queue.blocking_recv() {
+            if self.shared.kill_writer.load(Ordering::SeqCst) {
+                panic!("injected fault: the event store writer was told to die");
+            }
             let mut group = vec![first];
             let started = std::time::Instant::now();
             while group.len() < MAX_GROUP {

@@ -20,7 +20,7 @@ use shared_domain::{
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::bus::{Bus, BusMessage};
+use crate::bus::{Audience, Bus, BusMessage};
 use crate::error::{AppError, ErrorKind};
 use crate::store::EventStore;
 
@@ -105,10 +105,12 @@ impl ReadModel {
         self.global_sequence = global_sequence;
     }
 
-    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), AppError> {
+    /// Folds one stored event in; returns the user a `SessionShared` /
+    /// `SessionUnshared` names (the event's [`Audience::member_changed`]).
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<Option<UserId>, AppError> {
         if envelope.aggregate_type != QuerySession::TYPE {
             self.global_sequence = self.global_sequence.max(envelope.global_sequence);
-            return Ok(());
+            return Ok(None);
         }
         let event = envelope.decode::<QuerySession>().map_err(|e| {
             AppError::internal(format!(
@@ -122,7 +124,22 @@ impl ReadModel {
             &event,
             envelope.created_at,
         );
-        Ok(())
+        Ok(event.member_changed())
+    }
+
+    /// Every user who may read session `id` now (none when there is none):
+    /// its owner and members, as far as [`QuerySession::can_read`] admits them.
+    pub fn readers(&self, id: Uuid) -> Vec<UserId> {
+        let Some(view) = self.sessions.get(&id) else {
+            return Vec::new();
+        };
+        let session = &view.session;
+        session
+            .owner
+            .into_iter()
+            .chain(session.members.iter().map(|member| member.user))
+            .filter(|user| session.can_read(*user))
+            .collect()
     }
 }
 
@@ -168,9 +185,12 @@ pub fn replay_into(conn: &Connection, model: &mut ReadModel) -> Result<u64, AppE
             };
             let created_at = row.get_ref(5).map_err(|e| e.to_string())?;
             let created_at = created_at.as_str().map_err(|e| e.to_string())?;
-            let created_at = DateTime::parse_from_rfc3339(created_at)
-                .map_err(|e| e.to_string())?
-                .with_timezone(&Utc);
+            let created_at = match parse_store_timestamp(created_at) {
+                Some(at) => at,
+                None => DateTime::parse_from_rfc3339(created_at)
+                    .map_err(|e| e.to_string())?
+                    .with_timezone(&Utc),
+            };
             Ok((aggregate_id, event, created_at))
         };
         let (aggregate_id, event, created_at) = read().map_err(|e| {
@@ -180,6 +200,41 @@ pub fn replay_into(conn: &Connection, model: &mut ReadModel) -> Result<u64, AppE
         applied += 1;
     }
     Ok(applied)
+}
+
+/// Parses the one form the store writes (`store::format_timestamp`:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`) without chrono's general RFC 3339 parser,
+/// which was a tenth of the rebuild's time; `None` for any other form (the
+/// caller then falls back to the general parser).
+pub fn parse_store_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+    let b = raw.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| n * 10 + u32::from(digit - b'0'))
+        })
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let time = date.and_hms_micro_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..26)?,
+    )?;
+    Some(time.and_utc())
 }
 
 /// The projection manager; cheap to clone.
@@ -231,9 +286,18 @@ impl Projections {
         loop {
             match subscription.recv().await {
                 Ok(BusMessage::Event(event)) => {
-                    let result = self.write(|model| model.apply_envelope(&event.envelope));
-                    if let Err(error) = result {
-                        error.log();
+                    // Decide the event's audience while the model is exactly
+                    // at it, so that SSE streams need neither decode nor wait.
+                    let result = self.write(|model| {
+                        let member_changed = model.apply_envelope(&event.envelope)?;
+                        Ok::<_, AppError>(Audience {
+                            member_changed,
+                            readers: model.readers(event.envelope.aggregate_id),
+                        })
+                    });
+                    match result {
+                        Ok(audience) => event.set_audience(audience),
+                        Err(error) => error.log(),
                     }
                 }
                 Ok(BusMessage::Progress(_)) => {}
@@ -263,7 +327,7 @@ impl Projections {
             let done = page.len() < CATCH_UP_PAGE;
             self.write(|model| {
                 page.iter()
-                    .try_for_each(|envelope| model.apply_envelope(envelope))
+                    .try_for_each(|envelope| model.apply_envelope(envelope).map(|_| ()))
             })?;
             if done {
                 return Ok(());
@@ -340,6 +404,21 @@ impl Projections {
         })
     }
 
+    /// The audience of a stored event on per-user feeds, judged with the
+    /// access its session had once the event was applied (waits for the
+    /// projections to reach it).
+    pub async fn audience_of(&self, envelope: &EventEnvelope) -> Result<Audience, AppError> {
+        let member_changed = envelope
+            .decode::<QuerySession>()
+            .ok()
+            .and_then(|event| event.member_changed());
+        self.wait_for(envelope.global_sequence).await?;
+        Ok(Audience {
+            member_changed,
+            readers: self.read(|model| model.readers(envelope.aggregate_id)),
+        })
+    }
+
     /// Whether `user` may read session `id` (false when there is none).
     pub fn can_read(&self, id: Uuid, user: UserId) -> bool {
         self.read(|model| {
@@ -359,5 +438,80 @@ impl Projections {
                 .find(|(_, view)| view.session.query(query_id).is_some())
                 .map(|(id, _)| *id)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_domain::{Role, SessionTitle, UserName};
+
+    #[test]
+    fn readers_are_the_owner_and_the_members_while_they_may_read() {
+        let mut model = ReadModel::default();
+        let session = Uuid::now_v7();
+        let (owner, bob) = (UserId::OWNER, UserId(Uuid::now_v7()));
+        assert!(model.readers(session).is_empty(), "no session, no readers");
+        let at = Utc::now();
+        let events = [
+            SessionEvent::SessionCreated {
+                title: SessionTitle::new("t").unwrap(),
+                owner,
+            },
+            SessionEvent::SessionShared {
+                user: bob,
+                name: UserName::new("bob").unwrap(),
+                role: Role::Viewer,
+            },
+            SessionEvent::SessionUnshared {
+                user: bob,
+                name: UserName::new("bob").unwrap(),
+            },
+        ];
+        let mut seen = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            model.apply(index as u64 + 1, session, event, at);
+            seen.push(model.readers(session));
+        }
+        assert_eq!(seen, vec![vec![owner], vec![owner, bob], vec![owner]]);
+        let audience = Audience {
+            member_changed: Some(bob),
+            readers: vec![owner],
+        };
+        assert!(audience.admits(bob) && audience.admits(owner));
+        assert!(!audience.admits(UserId(Uuid::now_v7())));
+    }
+
+    #[test]
+    fn store_timestamps_parse_like_rfc3339_and_other_forms_are_left_to_chrono() {
+        for at in [
+            "2026-11-29T12:07:27.123456Z",
+            "1999-12-31T23:59:59.999999Z",
+            "2024-02-29T00:00:00.000000Z",
+        ] {
+            let general = DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(parse_store_timestamp(at), Some(general), "{at}");
+        }
+        let written = crate::store::format_timestamp(crate::store::now());
+        assert_eq!(
+            parse_store_timestamp(&written),
+            Some(
+                DateTime::parse_from_rfc3339(&written)
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
+        );
+        for other in [
+            "2026-11-29T12:07:27Z",
+            "2026-11-29T12:07:27.123456+00:00",
+            "2026-02-30T12:07:27.123456Z",
+            "2026-11-29T25:07:27.123456Z",
+            "2026-11-29T12:07:27.12345xZ",
+            "",
+        ] {
+            assert_eq!(parse_store_timestamp(other), None, "{other}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use shared_domain::sync::identity::{
     judge_resume, ResumeRequest, ResumeVerdict, StoreFacts, Witness,
 };
-use shared_domain::{EventEnvelope, QuerySession, UserId};
+use shared_domain::UserId;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -173,22 +173,13 @@ struct Viewer {
 }
 
 impl Viewer {
-    async fn may_see(&self, envelope: &EventEnvelope) -> bool {
-        if let Ok(event) = envelope.decode::<QuerySession>() {
-            if event.member_changed() == Some(self.user) {
-                return true;
-            }
-        }
-        // Judge with the access the session had once this event was applied.
-        if self
-            .projections
-            .wait_for(envelope.global_sequence)
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        self.projections.can_read(envelope.aggregate_id, self.user)
+    /// Whether this stream carries `event`: a lookup in the event's
+    /// audience, decided once per event for every stream.
+    async fn may_see(&self, event: &StoredEvent) -> bool {
+        let audience = event
+            .audience(|| self.projections.audience_of(&event.envelope))
+            .await;
+        audience.is_ok_and(|audience| audience.admits(self.user))
     }
 }
 
@@ -358,13 +349,13 @@ impl Feed {
                 self.catching_up = page.len() == REPLAY_PAGE;
                 for envelope in page {
                     self.last_sent = envelope.global_sequence;
+                    let event = StoredEvent::new(envelope);
                     if let Some(viewer) = &self.viewer {
-                        if !viewer.may_see(&envelope).await {
+                        if !viewer.may_see(&event).await {
                             continue;
                         }
                     }
-                    self.pending
-                        .push_back(StoredEvent::new(envelope).sse_frame());
+                    self.pending.push_back(event.sse_frame());
                 }
                 continue;
             }
@@ -387,7 +378,7 @@ impl Feed {
                     }
                     self.last_sent = envelope.global_sequence;
                     if let Some(viewer) = &self.viewer {
-                        if !viewer.may_see(envelope).await {
+                        if !viewer.may_see(&event).await {
                             continue;
                         }
                     }

@@ -274,6 +274,24 @@ mod tests {
     }
 
     #[test]
+    fn a_share_needs_the_user_it_names_and_refusals_say_their_kind() {
+        use crate::values::SessionTitle;
+        let bob = UserName::new("bob").unwrap();
+        let share = SessionCommand::ShareSession {
+            user: bob.clone(),
+            role: crate::access::Role::Viewer,
+        };
+        assert_eq!(DecisionContext::needs(&share).share_target, Some(&bob));
+        let invalid = Refusal::Domain(SessionError::Invalid(
+            crate::values::ValueError::TitleTooLong(SessionTitle::MAX_CHARS + 1),
+        ));
+        assert!(invalid.is_invalid() && !invalid.is_forbidden() && !invalid.is_not_found());
+        let missing = Refusal::Domain(SessionError::NotFound);
+        assert!(missing.is_not_found() && !missing.is_invalid());
+        assert!(!Refusal::ExecutorOnly("StartQuery").is_invalid());
+    }
+
+    #[test]
     fn the_session_rules_come_last() {
         let refused = decide(
             &QuerySession::default(),

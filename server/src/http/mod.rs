@@ -6,6 +6,7 @@ pub mod auth;
 pub mod commands;
 pub mod datasets;
 pub mod extract;
+pub mod health;
 pub mod queries;
 pub mod reads;
 pub mod users;
@@ -16,8 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
@@ -30,7 +30,7 @@ use crate::state::AppState;
 /// The whole application router; `hosts` are the names it answers for.
 pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Router {
     let api = Router::new()
-        .route("/health", get(health))
+        .merge(health::routes(config))
         .route("/me", get(users::me))
         .route("/users", get(users::list_users).post(users::add_user))
         .route("/users/{name}", delete(users::revoke_user))
@@ -130,20 +130,6 @@ async fn judge_witness_header(
         Err(error) => tracing::warn!("could not judge a witness: {error:?}"),
     }
     response
-}
-
-/// 200 with the version and the store id once the server is ready, 503 before.
-async fn health(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
-        Json(json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "store_id": state.store_id(),
-        }))
-        .into_response()
-    } else {
-        AppError::new(ErrorKind::Unavailable, "the server is still starting").into_response()
-    }
 }
 
 /// The Prometheus text exposition of the server's figures.

@@ -70,7 +70,7 @@ impl RunControl for IpcForward<'_> {
         Ok(())
     }
 
-    fn progress(&mut self, _percent: Option<f64>) {}
+    fn progress(&mut self, _progress: crate::query::duck::Progress) {}
 
     fn schema(&mut self, schema: &SchemaRef) {
         // An error here surfaces at the first batch (no writer) or at the end.

@@ -329,12 +329,23 @@ pub struct ColumnInfo {
 pub trait RunControl {
     /// Called between units of work: `Err(reason)` stops the query.
     fn check(&mut self) -> Result<(), String>;
-    /// DuckDB's progress estimate (0–100) when it has one, at most a few times a second.
-    fn progress(&mut self, percent: Option<f64>);
+    /// DuckDB's progress, at most a few times a second.
+    fn progress(&mut self, progress: Progress);
     /// The result's Arrow schema, once, before the first batch.
     fn schema(&mut self, _schema: &SchemaRef) {}
     /// A batch of result rows, in order. `Err(reason)` stops the query.
     fn batch(&mut self, batch: RecordBatch) -> Result<(), String>;
+}
+
+/// DuckDB's view of a running query (`duckdb_query_progress`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    /// 0–100 when DuckDB can estimate it (every source knows its size).
+    pub percent: Option<f64>,
+    /// Rows the query's sources have read so far, with that estimate.
+    pub rows_processed: u64,
+    /// Rows the sources will read in all, with that estimate.
+    pub total_rows: u64,
 }
 
 /// Why a statement stopped early.
@@ -452,8 +463,11 @@ impl Prepared<'_> {
                 last_progress = Instant::now();
                 // SAFETY: progress of the query on this (open) connection.
                 let progress = unsafe { ffi::duckdb_query_progress(connection) };
-                let percent = (progress.percentage >= 0.0).then_some(progress.percentage);
-                control.progress(percent);
+                control.progress(Progress {
+                    percent: (progress.percentage >= 0.0).then_some(progress.percentage),
+                    rows_processed: progress.rows_processed,
+                    total_rows: progress.total_rows_to_process,
+                });
             }
         };
         let stop = |reason: String| {

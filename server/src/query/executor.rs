@@ -91,7 +91,8 @@ struct Collector<'a> {
     timeout: Duration,
     started: Instant,
     progress: Option<(&'a Bus, Uuid, QueryId)>,
-    last_percent: f64,
+    /// What DuckDB last said about the query's progress.
+    duck: LastProgress,
     max_rows: u64,
     max_bytes: u64,
     kept: Vec<RecordBatch>,
@@ -101,6 +102,52 @@ struct Collector<'a> {
     schema: Option<SchemaRef>,
     /// Why the collector stopped the query itself (the result-size guard).
     refused: Option<String>,
+}
+
+/// DuckDB's last estimate of a running query, kept across the samples that
+/// have none (DuckDB reports nothing once the last rows are being fetched).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct LastProgress {
+    percent: Option<f64>,
+    /// (rows read, rows in all) of the query's scans, when DuckDB counts them.
+    rows: Option<(u64, u64)>,
+}
+
+impl LastProgress {
+    fn update(self, progress: super::duck::Progress) -> Self {
+        match progress.percent {
+            Some(percent) => Self {
+                percent: Some(percent.clamp(0.0, 100.0)),
+                rows: (progress.total_rows > 0)
+                    .then_some((progress.rows_processed, progress.total_rows))
+                    .or(self.rows),
+            },
+            None => self,
+        }
+    }
+
+    /// The frame for clients: DuckDB's figures where it has them; elapsed
+    /// time and the rows returned so far always, so a query without an
+    /// estimate still shows that it moves.
+    fn frame(
+        self,
+        session_id: Uuid,
+        query_id: QueryId,
+        elapsed: Duration,
+        rows_returned: u64,
+    ) -> ProgressFrame {
+        ProgressFrame {
+            rows_read: self.rows.map(|(read, _)| read),
+            rows_total: self.rows.map(|(_, total)| total),
+            rows_returned: Some(rows_returned),
+            ..ProgressFrame::new(
+                session_id,
+                query_id,
+                self.percent,
+                elapsed.as_millis() as u64,
+            )
+        }
+    }
 }
 
 /// The result-size guard never refuses batches below this size.
@@ -117,17 +164,15 @@ impl RunControl for Collector<'_> {
         Ok(())
     }
 
-    fn progress(&mut self, percent: Option<f64>) {
-        if let Some(percent) = percent {
-            self.last_percent = percent.clamp(0.0, 100.0);
-        }
+    fn progress(&mut self, progress: super::duck::Progress) {
+        self.duck = self.duck.update(progress);
         if let Some((bus, session_id, query_id)) = self.progress {
-            bus.publish_progress(ProgressFrame {
+            bus.publish_progress(self.duck.frame(
                 session_id,
                 query_id,
-                percent: self.last_percent,
-                elapsed_ms: self.started.elapsed().as_millis() as u64,
-            });
+                self.started.elapsed(),
+                self.total_rows,
+            ));
         }
     }
 
@@ -212,6 +257,9 @@ struct ExecutorReactor(Arc<QueryService>);
 
 impl Reactor for ExecutorReactor {
     fn react(&self, events: &[EventEnvelope]) {
+        if self.0.faults.executor_dies() {
+            panic!("injected fault: the query executor was told to die");
+        }
         for envelope in events {
             let Ok(event) = envelope.decode::<QuerySession>() else {
                 continue;
@@ -296,6 +344,12 @@ impl QueryService {
     /// What the query slots are doing (for metrics and tests).
     pub fn slots(&self) -> SlotSnapshot {
         self.slots.snapshot()
+    }
+
+    /// Whether the executor still receives committed events (health): it
+    /// runs as the pipeline's reactor, so it dies with the dispatcher.
+    pub fn is_alive(&self) -> bool {
+        self.pipeline.reactors_alive()
     }
 
     /// The fault injector of the commands this service issues (tests).
@@ -471,9 +525,7 @@ impl QueryService {
             tracing::warn!(error = %error, "could not rescan the datasets directory");
         }
         let fingerprint = self.catalog.fingerprint();
-        let prepared = connection
-            .prepare_single(sql, sandbox::allows)
-            .map_err(|e| ExecError::Refused(sandbox::refusal_message(&e)))?;
+        let prepared = sandbox::prepare(connection, sql).map_err(ExecError::Refused)?;
         let columns: Vec<Column> = prepared
             .columns()
             .into_iter()
@@ -486,7 +538,7 @@ impl QueryService {
             timeout: self.settings.timeout,
             started: Instant::now(),
             progress: progress.map(|(session, query)| (&self.bus, session, query)),
-            last_percent: 0.0,
+            duck: LastProgress::default(),
             max_rows: self.settings.max_result_rows,
             max_bytes: self.settings.max_result_bytes,
             kept: Vec::new(),
@@ -948,24 +1000,37 @@ impl QueryService {
         let path = target.clone();
         let results = self.results.clone();
         let catalog = self.catalog.clone();
+        let cap = self.settings.export_max_bytes;
         let outcome = self
             .slots
             .run(
                 JobControl::new(),
                 Limit::Until(deadline),
                 move |connection, control| {
-                    let written = export_blocking(
-                        connection,
-                        control,
-                        &results,
-                        &catalog,
-                        query_id,
-                        row_count,
-                        fingerprint.as_deref(),
-                        &sql,
-                        format,
-                        &path,
-                    );
+                    let written = super::export::within_size_cap(&path, cap, control, || {
+                        export_blocking(
+                            connection,
+                            control,
+                            &results,
+                            &catalog,
+                            query_id,
+                            row_count,
+                            fingerprint.as_deref(),
+                            &sql,
+                            format,
+                            &path,
+                        )
+                    })
+                    .unwrap_or_else(|written| {
+                        Err(Problem::new(
+                            ErrorKind::PayloadTooLarge,
+                            format!(
+                                "the export is larger than the server's limit of {} for downloads (it passed {}): select fewer rows or columns, or download Parquet, which is smaller than CSV",
+                                super::export::human_bytes(cap),
+                                super::export::human_bytes(written)
+                            ),
+                        ))
+                    });
                     if written.is_err() {
                         let _ = std::fs::remove_file(&path);
                     }
@@ -1080,11 +1145,16 @@ type Opened = (
 fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.datasets_dir)?;
     let results = open_result_store(settings)?;
-    // Half-written exports of a previous run.
+    // Half-written exports and spill files of a previous run.
     let _ = std::fs::remove_dir_all(settings.work_dir.join("exports"));
+    remove_spill_dirs(&settings.work_dir);
     let sandbox_settings = sandbox::SandboxSettings {
         catalog_dir: settings.datasets_dir.clone(),
-        temp_dir: settings.work_dir.join("duckdb-tmp"),
+        // DuckDB lets SQL read its temp directory: a fresh random name per
+        // start keeps it unknown (see `sandbox`).
+        temp_dir: settings
+            .work_dir
+            .join(format!("{SPILL_PREFIX}{}", Uuid::new_v4().simple())),
         threads: settings.threads,
         memory_limit_bytes: settings.memory_limit_bytes,
         spill_limit_bytes: settings.spill_limit_bytes,
@@ -1104,6 +1174,27 @@ fn open_blocking(settings: &QuerySettings) -> anyhow::Result<Opened> {
         }
     }
     Ok((database, connections, catalog, results))
+}
+
+/// The spill directories' name prefix (a random suffix follows).
+pub const SPILL_PREFIX: &str = "spill-";
+
+/// Removes the spill directories of earlier runs (and the fixed-name one
+/// older versions used).
+fn remove_spill_dirs(work_dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(work_dir.join("duckdb-tmp"));
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Opens the result store, refusing a directory user SQL could read.
@@ -1127,4 +1218,43 @@ fn open_result_store(settings: &QuerySettings) -> anyhow::Result<Arc<ResultStore
         settings.result_store_bytes,
         settings.threads,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::duck::Progress;
+
+    #[test]
+    fn frames_keep_duckdbs_last_estimate_and_always_count_returned_rows() {
+        let session = Uuid::new_v4();
+        let query = QueryId(Uuid::new_v4());
+        let elapsed = Duration::from_millis(1500);
+        // No estimate yet: the percentage is unknown, rows returned still show.
+        let none = LastProgress::default().update(Progress::default());
+        let frame = none.frame(session, query, elapsed, 4096);
+        assert_eq!(frame.percent, None);
+        assert_eq!(frame.rows_read, None);
+        assert_eq!(frame.rows_returned, Some(4096));
+        assert_eq!(frame.elapsed_ms, 1500);
+        // A scan DuckDB can measure: percentage and rows read.
+        let scanning = none.update(Progress {
+            percent: Some(25.0),
+            rows_processed: 250,
+            total_rows: 1000,
+        });
+        let frame = scanning.frame(session, query, elapsed, 0);
+        assert_eq!(frame.percent, Some(25.0));
+        assert_eq!((frame.rows_read, frame.rows_total), (Some(250), Some(1000)));
+        // DuckDB stops reporting while the last rows are fetched: the last
+        // figures stay instead of falling back to nothing.
+        assert_eq!(scanning.update(Progress::default()), scanning);
+        let over = scanning.update(Progress {
+            percent: Some(140.0),
+            rows_processed: 1,
+            total_rows: 0,
+        });
+        assert_eq!(over.percent, Some(100.0));
+        assert_eq!(over.rows, Some((250, 1000)));
+    }
 }

@@ -65,7 +65,7 @@ impl RunControl for Forward<'_> {
         }
         Ok(())
     }
-    fn progress(&mut self, _percent: Option<f64>) {}
+    fn progress(&mut self, _progress: crate::query::duck::Progress) {}
     fn schema(&mut self, schema: &SchemaRef) {
         let _ = self.sender.send(Message::Schema(schema.clone()));
     }
@@ -112,9 +112,7 @@ pub fn write_blocking(
     let (sender, receiver) = sync_channel::<Message>(8);
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
-            let prepared = connection
-                .prepare_single(sql, sandbox::allows)
-                .map_err(|e| sandbox::refusal_message(&e))?;
+            let prepared = sandbox::prepare(connection, sql)?;
             prepared
                 .run(&mut Forward { sender, control })
                 .map(|_| ())
@@ -130,6 +128,65 @@ pub fn write_blocking(
         produced?;
         written
     })
+}
+
+/// `bytes` for people: `64 KiB`, `4 GiB`, `1.5 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 || unit == 0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// How often an export's file size is looked at while it is written.
+const SIZE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Runs `write`, which writes `target`, while a watcher stops it (through
+/// `control`) as soon as the file grows past `cap` bytes, so an export can
+/// never fill the disk. `Err(bytes)` when the file passed the cap (it is
+/// then incomplete); the final size is checked too, so a file that is
+/// delivered is never larger than the cap.
+pub fn within_size_cap<T>(
+    target: &Path,
+    cap: u64,
+    control: &JobControl,
+    write: impl FnOnce() -> T,
+) -> Result<T, u64> {
+    let size = || std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let exceeded = std::sync::atomic::AtomicU64::new(0);
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let bytes = size();
+                if bytes > cap {
+                    exceeded.store(bytes, std::sync::atomic::Ordering::SeqCst);
+                    control.cancel();
+                    return;
+                }
+                std::thread::sleep(SIZE_POLL);
+            }
+        });
+        let outcome = write();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outcome
+    });
+    let bytes = exceeded
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .max(size());
+    if bytes > cap {
+        Err(bytes)
+    } else {
+        Ok(outcome)
+    }
 }
 
 /// Writes the stored result file `stored` (Parquet) to `target` in
@@ -203,4 +260,49 @@ fn write_from_channel(
     drop(writer);
     drop(stream);
     copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(64 * 1024), "64 KiB");
+        assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(4 << 30), "4 GiB");
+    }
+
+    #[test]
+    fn a_file_growing_past_the_cap_stops_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("export.csv");
+        let control = JobControl::new();
+        let outcome = within_size_cap(&target, 1000, &control, || {
+            let mut written = 0;
+            while !control.is_stopped() && written < 1_000_000 {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&target)
+                    .unwrap();
+                std::io::Write::write_all(&mut file, &[b'x'; 100]).unwrap();
+                written += 100;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            written
+        });
+        let bytes = outcome.expect_err("the cap was not noticed");
+        assert!(bytes > 1000);
+        assert!(control.is_cancelled());
+        // Stopped soon after the cap, not at the end of the work.
+        assert!(std::fs::metadata(&target).unwrap().len() < 100_000);
+        let small = dir.path().join("small.csv");
+        let outcome = within_size_cap(&small, 1000, &JobControl::new(), || {
+            std::fs::write(&small, "a\n1\n").unwrap();
+            7
+        });
+        assert_eq!(outcome, Ok(7));
+    }
 }

@@ -2,10 +2,11 @@
 //! commands it matches are refused as a failing event store refuses them
 //! (500), before they reach the pipeline. Off unless a test turns it on
 //! (`QueryService::faults`); it proves that no query is left running when
-//! the store fails at the worst moment.
+//! the store fails at the worst moment. It can also make the executor's
+//! reactor panic, to prove that `/api/health` notices a dead executor.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use shared_domain::SessionCommand;
@@ -17,6 +18,8 @@ type Rule = Arc<dyn Fn(&SessionCommand) -> bool + Send + Sync>;
 pub struct CommandFaults {
     rule: RwLock<Option<Rule>>,
     refused: AtomicU64,
+    /// The executor's reactor panics on the next committed events.
+    kill_executor: AtomicBool,
 }
 
 impl fmt::Debug for CommandFaults {
@@ -42,6 +45,17 @@ impl CommandFaults {
     /// How many commands were refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Makes the executor's reactor panic when the next committed events
+    /// reach it, which stops the dispatcher (the executor is then dead).
+    pub fn kill_executor(&self) {
+        self.kill_executor.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the reactor is to die now (once).
+    pub(crate) fn executor_dies(&self) -> bool {
+        self.kill_executor.swap(false, Ordering::SeqCst)
     }
 
     /// Whether `command` is to be refused now (and counts it).

@@ -75,6 +75,8 @@ pub struct QuerySettings {
     pub max_result_rows: u64,
     /// A result larger than this keeps only its first rows.
     pub max_result_bytes: u64,
+    /// The largest export file (CSV or Parquet) written for a download.
+    pub export_max_bytes: u64,
 }
 
 impl QuerySettings {
@@ -100,9 +102,13 @@ impl QuerySettings {
             cache_ttl: Duration::from_secs(600),
             max_result_rows: 100_000,
             max_result_bytes: 64 * 1024 * 1024,
+            export_max_bytes: DEFAULT_EXPORT_MAX_BYTES,
         }
     }
 }
+
+/// The export size cap unless configured otherwise (4 GiB).
+pub const DEFAULT_EXPORT_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Rows of the demo dataset unless configured otherwise.
 pub const DEFAULT_DEMO_ROWS: u64 = 2_000_000;

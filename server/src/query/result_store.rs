@@ -94,7 +94,7 @@ impl RunControl for Collect {
     fn check(&mut self) -> Result<(), String> {
         Ok(())
     }
-    fn progress(&mut self, _percent: Option<f64>) {}
+    fn progress(&mut self, _progress: crate::query::duck::Progress) {}
     fn schema(&mut self, schema: &SchemaRef) {
         self.schema = Some(schema.clone());
     }

@@ -405,7 +405,7 @@ impl RunControl for Collect<'_> {
         }
         Ok(())
     }
-    fn progress(&mut self, _percent: Option<f64>) {}
+    fn progress(&mut self, _progress: crate::query::duck::Progress) {}
     fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
         if self.rows < self.cap {
             let take = (batch.num_rows() as u64).min(self.cap - self.rows);

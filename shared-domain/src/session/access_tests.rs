@@ -297,3 +297,49 @@ fn size_limits_apply_when_deciding_never_when_reading_stored_events() {
             crate::values::ValueError::SqlTooLong(SqlQuery::MAX_BYTES + 1),
         ));
 }
+
+#[test]
+fn allows_answers_what_the_controls_may_offer_each_role() {
+    let session = given([
+        created_by(ANN),
+        shared(BOB, "bob", Role::Viewer),
+        shared(CAROL, "carol", Role::Editor),
+    ])
+    .state;
+    let close = C::CloseSession {};
+    // Given ann owns, bob views and carol edits: then the rename control is
+    // for ann and carol, the close control for ann alone, nothing for others.
+    assert!(session.allows(ANN, &rename("x")));
+    assert!(session.allows(ANN, &close));
+    assert!(!session.allows(BOB, &rename("x")));
+    assert!(session.allows(CAROL, &rename("x")));
+    assert!(!session.allows(CAROL, &close));
+    assert!(!session.allows(UserId(Uuid::from_u128(0xD)), &rename("x")));
+    assert!(!QuerySession::default().allows(ANN, &rename("x")));
+}
+
+#[test]
+fn names_roles_and_ids_show_their_text() {
+    assert_eq!(ANN.to_string(), Uuid::from_u128(0xA).to_string());
+    assert_eq!(String::from(name("bob")), "bob");
+    assert_eq!(name("bob").to_string(), "bob");
+    assert_eq!(Role::Viewer.to_string(), "viewer");
+    assert_eq!(Role::Editor.to_string(), "editor");
+    assert_eq!(Role::Owner.to_string(), "owner");
+    let debug = format!("{:?}", AccessContext::user(BOB));
+    assert!(
+        debug.contains("AccessContext") && debug.contains("User"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn share_events_name_the_member_they_change_and_others_name_none() {
+    assert_eq!(shared(BOB, "bob", Role::Viewer).member_changed(), Some(BOB));
+    let unshared = E::SessionUnshared {
+        user: CAROL,
+        name: name("carol"),
+    };
+    assert_eq!(unshared.member_changed(), Some(CAROL));
+    assert_eq!(created_by(ANN).member_changed(), None);
+}

@@ -204,6 +204,43 @@ mod tests {
     }
 
     #[test]
+    fn counts_need_no_value_column_the_others_do_and_bins_stay_in_bounds() {
+        let columns: Vec<crate::values::Column> = serde_json::from_value(serde_json::json!([
+            {"name": "borough", "type": "VARCHAR"}, {"name": "fare", "type": "DOUBLE"}
+        ]))
+        .unwrap();
+        let mut count = bars();
+        count.aggregate = ChartAggregate::Count;
+        count.y = None;
+        assert_eq!(count.problem(&columns), None);
+        let mut no_value = bars();
+        no_value.y = None;
+        assert_eq!(
+            no_value.problem(&columns).as_deref(),
+            Some("sum needs a value column")
+        );
+        for (bins, allowed) in [
+            (0, false),
+            (1, true),
+            (MAX_BINS, true),
+            (MAX_BINS + 1, false),
+        ] {
+            let mut binned = bars();
+            binned.bins = Some(bins);
+            assert_eq!(binned.problem(&columns).is_none(), allowed, "{bins} bins");
+        }
+        let names = [
+            ChartAggregate::Count,
+            ChartAggregate::Sum,
+            ChartAggregate::Avg,
+            ChartAggregate::Min,
+            ChartAggregate::Max,
+        ]
+        .map(ChartAggregate::name);
+        assert_eq!(names, ["count", "sum", "avg", "min", "max"]);
+    }
+
+    #[test]
     fn the_event_is_version_1_and_reads_back_from_its_json() {
         use crate::aggregate::{Aggregate, DomainEvent};
         let event = E::ChartConfigured {

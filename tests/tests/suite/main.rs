@@ -12,6 +12,7 @@ mod local_engine;
 mod power_cut;
 mod query;
 mod query_faults;
+mod query_health;
 mod query_results;
 mod query_slots;
 mod skeleton;

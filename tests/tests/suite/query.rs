@@ -472,6 +472,10 @@ async fn the_sandbox_refuses_everything_but_one_read_only_select() {
         ),
         (
             "SELECT * FROM glob('/etc/*')".into(),
+            "glob() is not allowed on the server",
+        ),
+        (
+            "SELECT * FROM read_csv('/etc/*')".into(),
             "disabled by configuration",
         ),
         (
@@ -496,19 +500,19 @@ async fn the_sandbox_refuses_everything_but_one_read_only_select() {
         assert_eq!(page(&fx.api, query_id, "").await.0, 409, "{sql}");
     }
     assert!(!written.exists(), "COPY wrote a file");
-    // Nothing changed: the catalog and the settings are as they were.
-    let (query_id, record) = run_to_end(
+    // Nothing changed: the catalog is as it was, files outside stay closed
+    // (the settings themselves are not readable: see the next test).
+    let (query_id, record) =
+        run_to_end(&fx.api, session, "SELECT (SELECT count(*) FROM sales) AS n").await;
+    assert_eq!(record["state"], "completed", "{record}");
+    assert_eq!(page(&fx.api, query_id, "").await.1["rows"], json!([[4]]));
+    let (_, record) = run_to_end(
         &fx.api,
         session,
-        "SELECT (SELECT count(*) FROM sales) AS n, current_setting('enable_external_access') AS ext, \
-         current_setting('lock_configuration') AS locked",
+        &format!("SELECT * FROM read_csv('{}')", secret.display()),
     )
     .await;
-    assert_eq!(record["state"], "completed", "{record}");
-    assert_eq!(
-        page(&fx.api, query_id, "").await.1["rows"],
-        json!([[4, false, true]])
-    );
+    assert_eq!(record["state"], "failed", "{record}");
     // WITH … SELECT is a read-only statement too.
     let (_, record) = run_to_end(
         &fx.api,
@@ -517,6 +521,118 @@ async fn the_sandbox_refuses_everything_but_one_read_only_select() {
     )
     .await;
     assert_eq!(record["state"], "completed", "{record}");
+    fx.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn user_sql_learns_no_server_path_and_cannot_read_the_spill_directory() {
+    let fx = start(|config| {
+        config.query_slots = Some(1);
+        config.query_memory = Some(64 << 20);
+    })
+    .await;
+    let (session, _) = session_on(&fx.api, "sales").await;
+    // The spill directory has a fresh random name under the work directory.
+    let work = fx.datasets.parent().unwrap().join("query-work");
+    let spill: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("spill-")
+        })
+        .collect();
+    assert_eq!(spill.len(), 1, "{spill:?}");
+    let spill = &spill[0];
+    assert_eq!(spill.file_name().unwrap().len(), "spill-".len() + 32);
+    std::fs::write(spill.join("spilled.csv"), "secret\nhunter2\n").unwrap();
+    let data_dir = fx.datasets.parent().unwrap().display().to_string();
+    let cases = [
+        "SELECT current_setting('temp_directory')".to_owned(),
+        "SELECT current_setting('allowed_directories')".into(),
+        "SELECT name, value FROM duckdb_settings()".into(),
+        "SELECT * FROM duckdb_temporary_files()".into(),
+        "SELECT * FROM pg_catalog.pg_settings".into(),
+        format!("SELECT * FROM glob('{}/*')", spill.display()),
+        format!("SELECT * FROM glob('{data_dir}/**')"),
+        "SELECT * FROM query('SELECT value FROM duckdb_settings()')".into(),
+        format!("SELECT * FROM read_csv('{}/spill-*/*.csv')", work.display()),
+    ];
+    for sql in &cases {
+        let (query_id, record) = run_to_end(&fx.api, session, sql).await;
+        assert_eq!(record["state"], "failed", "{sql}: {record}");
+        let message = record["message"].as_str().unwrap();
+        assert!(
+            message.contains("is not allowed on the server")
+                || message.contains("disabled by configuration"),
+            "{sql}: {message}"
+        );
+        assert!(!message.contains("hunter2"), "{sql} leaked: {message}");
+        assert!(
+            !message.contains(&*spill.to_string_lossy()),
+            "{sql} leaked the spill directory: {message}"
+        );
+        assert_eq!(page(&fx.api, query_id, "").await.0, 409, "{sql}");
+    }
+    // A query that needs more memory than it has still spills and completes.
+    let (_, record) = run_to_end(
+        &fx.api,
+        session,
+        "SELECT count(*), max(h) FROM (SELECT md5(range::varchar) AS h FROM range(3000000) ORDER BY h)",
+    )
+    .await;
+    assert_eq!(record["state"], "completed", "{record}");
+    fx.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_frames_move_when_duckdb_has_no_estimate() {
+    let fx = start(|_| {}).await;
+    let (session, _) = session_on(&fx.api, "sales").await;
+    let mut stream = fx.api.sse(None, &format!("?session={session}")).await;
+    // Generated rows: DuckDB has no estimate for `range`, so the percentage
+    // stays where it is, but the rows streamed so far and the time move.
+    let query_id = submit(
+        &fx.api,
+        session,
+        "SELECT range AS n, md5(range::VARCHAR) AS h FROM range(400000000)",
+    )
+    .await;
+    let mut frames: Vec<Value> = Vec::new();
+    while frames.len() < 4 {
+        let frame = stream.next(WAIT).await.expect("progress frames");
+        if frame.event.as_deref() == Some("progress") {
+            let json = frame.json();
+            assert_eq!(json["query_id"], json!(query_id));
+            assert!(json["elapsed_ms"].is_u64(), "{json}");
+            assert!(json["rows_returned"].is_u64(), "{json}");
+            assert!(
+                json["percent"].is_null() || json["percent"].as_f64().unwrap() < 1.0,
+                "DuckDB estimated after all: {json}"
+            );
+            frames.push(json);
+        }
+    }
+    let first = &frames[0];
+    let last = frames.last().unwrap();
+    assert!(
+        last["elapsed_ms"].as_u64() > first["elapsed_ms"].as_u64(),
+        "{frames:?}"
+    );
+    assert!(
+        last["rows_returned"].as_u64().unwrap() > first["rows_returned"].as_u64().unwrap(),
+        "the rows returned did not move: {frames:?}"
+    );
+    let version = version_of(&fx.api, session).await;
+    fx.api
+        .accept(&envelope(
+            session,
+            version,
+            json!({"type": "CancelQuery", "query_id": query_id}),
+        ))
+        .await;
     fx.running.stop().await.unwrap();
 }
 

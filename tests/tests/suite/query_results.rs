@@ -288,3 +288,62 @@ async fn a_result_too_large_for_memory_fails_the_query_not_the_server() {
     assert_eq!(record["state"], "completed", "{record}");
     fx.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn exports_larger_than_the_cap_answer_413_and_leave_no_file() {
+    let fx = start(|config| {
+        config.export_max_bytes = 64 * 1024;
+        config.result_max_rows = 1_000;
+    })
+    .await;
+    let (session, _) = session_on(&fx.api, "sales").await;
+    let exports = fx.datasets.parent().unwrap().join("query-work/exports");
+    let download = |query_id: Uuid, format: &'static str| {
+        let api = fx.api.clone();
+        async move {
+            api.get_raw(&format!("/api/queries/{query_id}/result.{format}"), None)
+                .await
+        }
+    };
+    // Small enough: delivered whole.
+    let (small, record) = run_to_end(&fx.api, session, "SELECT range AS n FROM range(100)").await;
+    assert_eq!(record["state"], "completed", "{record}");
+    let (status, _, body) = download(small, "csv").await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(body).unwrap().lines().count(), 101);
+    // Kept whole in the result store, but its CSV is larger than the cap.
+    let (wide, record) = run_to_end(
+        &fx.api,
+        session,
+        "SELECT range AS n, repeat('x', 200) AS pad FROM range(1000)",
+    )
+    .await;
+    assert_eq!(record["state"], "completed", "{record}");
+    // Kept only in part, so the export runs the query again, far past the cap.
+    let (long, record) = run_to_end(
+        &fx.api,
+        session,
+        "SELECT range AS n, md5(range::varchar) AS h FROM range(2000000)",
+    )
+    .await;
+    assert_eq!(record["state"], "completed", "{record}");
+    for (query_id, format) in [(wide, "csv"), (long, "csv"), (long, "parquet")] {
+        let (status, content_type, body) = download(query_id, format).await;
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 413, "{format}: {problem}");
+        assert_eq!(content_type, "application/problem+json");
+        assert!(problem["error_id"].is_string(), "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("larger than the server's limit of 64 KiB"),
+            "{problem}"
+        );
+    }
+    // Nothing is left behind, and the server still exports what fits.
+    let left: Vec<_> = std::fs::read_dir(&exports).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(download(small, "parquet").await.0, 200);
+    fx.running.stop().await.unwrap();
+}

@@ -180,12 +180,12 @@ async fn progress_frames_carry_no_id_and_follow_session_scope() {
 
     let query = QueryId(Uuid::new_v4());
     for (session, percent) in [(b, 10.0), (a, 50.0)] {
-        running.state.bus().publish_progress(ProgressFrame {
-            session_id: session,
-            query_id: query,
-            percent,
-            elapsed_ms: 120,
-        });
+        running.state.bus().publish_progress(ProgressFrame::new(
+            session,
+            query,
+            Some(percent),
+            120,
+        ));
     }
     let frame = scoped.next(WAIT).await.unwrap();
     assert_eq!(frame.id, None);
@@ -213,12 +213,7 @@ async fn a_stream_that_falls_behind_the_bus_catches_up_from_the_store() {
     let query = QueryId(Uuid::new_v4());
     for version in 1..=40u64 {
         for _ in 0..2_500 {
-            bus.publish_progress(ProgressFrame {
-                session_id: session,
-                query_id: query,
-                percent: 1.0,
-                elapsed_ms: 1,
-            });
+            bus.publish_progress(ProgressFrame::new(session, query, Some(1.0), 1));
         }
         api.accept(&envelope(session, version, rename(&format!("v{version}"))))
             .await;
