@@ -18,7 +18,9 @@ use leptos::prelude::*;
 use serde::Deserialize;
 use shared_domain::decision::{self, DecisionContext, Issuer};
 use shared_domain::sync::answers::{batch_verdict, BatchVerdict};
-use shared_domain::sync::identity::same_store;
+use shared_domain::sync::identity::{
+    check_store, same_store, take_answer, ResetReason, StoreCheck, TakeAnswer, Witness,
+};
 use shared_domain::sync::{ConflictStep, PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
     Actor, Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand,
@@ -29,7 +31,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use super::net::{self, Answer, BatchFailure};
+use super::net::{self, Answer, BatchFailure, Fetched};
 use super::owner::LocalNames;
 use super::storage::{FeedPosition, LocalStore, StorageError};
 use crate::ids::{random_uuid, time_ordered_uuid};
@@ -852,14 +854,52 @@ impl SyncEngine {
         }
         let known = self.state.borrow().store_id == Some(hello.store_id);
         if !known {
-            self.state.borrow_mut().store_id = Some(hello.store_id);
-            if let Some(store) = self.state.borrow().store.clone() {
-                let engine = self.clone();
-                spawn_local(async move {
-                    if let Err(error) = store.put_store_id(hello.store_id).await {
-                        engine.storage_failed(error);
-                    }
-                });
+            self.hold_store_id(hello.store_id);
+        }
+    }
+
+    /// Remembers (and stores) the id of the store this replica's confirmed
+    /// state comes from.
+    fn hold_store_id(&self, store_id: Uuid) {
+        self.state.borrow_mut().store_id = Some(store_id);
+        if let Some(store) = self.state.borrow().store.clone() {
+            let engine = self.clone();
+            spawn_local(async move {
+                if let Err(error) = store.put_store_id(store_id).await {
+                    engine.storage_failed(error);
+                }
+            });
+        }
+    }
+
+    /// Whether to take the events of an answer (or a fetch) that the store
+    /// `announced` gave to a request naming the witness `sent`, judged
+    /// `judged` (docs/SYNC.md): another store resets; a replica without a
+    /// store id adopts this one; a store that lacks the witness resets; a
+    /// witness that moved while the request was on the wire (the feed)
+    /// means ask again. False unless the events may be taken now.
+    fn may_take(
+        &self,
+        announced: Option<Uuid>,
+        sent: Option<Witness>,
+        judged: Option<Result<(), ResetReason>>,
+    ) -> bool {
+        let held = self.state.borrow().store_id;
+        match check_store(held, announced) {
+            StoreCheck::Reset => {
+                self.reset(announced, ResetReason::OtherStore.describe());
+                return false;
+            }
+            StoreCheck::Hold(Some(store_id)) if held.is_none() => self.hold_store_id(store_id),
+            StoreCheck::Hold(_) => {}
+        }
+        let now = self.state.borrow().replica.witness();
+        match take_answer(sent, now, judged) {
+            TakeAnswer::Take => true,
+            TakeAnswer::Retry => false,
+            TakeAnswer::Reset(reason) => {
+                self.reset(None, reason.describe());
+                false
             }
         }
     }
@@ -1000,23 +1040,32 @@ impl SyncEngine {
             return Ok(());
         }
         // From one event before what is held: the overlap proves the histories agree.
-        let from = self.state.borrow().replica.fetch_from(aggregate_id);
+        let (from, sent_witness) = {
+            let state = self.state.borrow();
+            (
+                state.replica.fetch_from(aggregate_id),
+                state.replica.witness(),
+            )
+        };
         let user = self.local_user();
-        let fetched = net::fetch_events(aggregate_id, from, user).await;
+        let fetched = net::fetch_events(aggregate_id, from, sent_witness, user).await;
         self.state.borrow_mut().catching_up.remove(&aggregate_id);
-        let (events, announced) = match fetched {
+        let Fetched {
+            events,
+            store_id: announced,
+            judged,
+        } = match fetched {
             Ok(fetched) => fetched,
             Err(error) => {
                 web_sys::console::info_1(&format!("sync: catch-up failed: {error:?}").into());
                 return Err(());
             }
         };
-        let held = self.state.borrow().store_id;
-        if !same_store(held, announced) {
-            self.reset(announced, "the server's data store was replaced");
+        if !self.may_take(announced, sent_witness, judged) {
             return Err(());
         }
         let mut applied = Vec::new();
+        let mut complete = true;
         for event in events {
             let outcome = self
                 .state
@@ -1032,9 +1081,15 @@ impl SyncEngine {
                 Ok(_) => {}
                 Err(error) => {
                     self.set_fatal(error.to_string());
+                    complete = false;
                     break;
                 }
             }
+        }
+        if complete && self.state.borrow().replica.gap_lost(aggregate_id) {
+            // The feed delivered an event of it that the server no longer has.
+            self.reset(None, ResetReason::WitnessMissing.describe());
+            return Err(());
         }
         // Filling a gap may move the cursor: store it with the events.
         self.persist_events(applied, true);
@@ -1074,11 +1129,12 @@ impl SyncEngine {
                 .next()
                 .expect("outbox is not empty");
             let before = self.outbox_decisions();
-            let wait = match net::post_batch(&batch, self.local_user()).await {
+            let sent_witness = self.state.borrow().replica.witness();
+            let wait = match net::post_batch(&batch, sent_witness, self.local_user()).await {
                 Ok(answers) => {
-                    let held = self.state.borrow().store_id;
-                    if !same_store(held, answers.store_id) {
-                        self.reset(answers.store_id, "the server's data store was replaced");
+                    if !self.may_take(answers.store_id, sent_witness, answers.judged) {
+                        // Reset, or the feed moved the witness meanwhile:
+                        // the commands stay pending and are sent again.
                         None
                     } else {
                         let retry = self.settle(&batch, answers.answers).await;

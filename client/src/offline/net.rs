@@ -6,6 +6,7 @@ use gloo_net::http::Request;
 use serde::Deserialize;
 use serde_json::Value;
 use shared_domain::sync::answers::{command_verdict, CommandVerdict};
+use shared_domain::sync::identity::{judgement_from_header, ResetReason, Witness, WITNESS_HEADER};
 use shared_domain::{CommandEnvelope, EventEnvelope, SessionCommand};
 use uuid::Uuid;
 
@@ -42,6 +43,17 @@ pub enum Answer {
 pub struct BatchAnswers {
     pub answers: Vec<Answer>,
     pub store_id: Option<Uuid>,
+    /// The server's judgement of the witness sent (`None`: not judged).
+    pub judged: Option<Result<(), ResetReason>>,
+}
+
+/// An aggregate's events, the store they come from and the server's
+/// judgement of the witness sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub events: Vec<EventEnvelope>,
+    pub store_id: Option<Uuid>,
+    pub judged: Option<Result<(), ResetReason>>,
 }
 
 /// Why a request did not get an answer per command. Never a rejection:
@@ -165,6 +177,7 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<u64> {
 /// the request as a whole failed.
 pub async fn post_batch(
     envelopes: &[CommandEnvelope<SessionCommand>],
+    witness: Option<Witness>,
     user: Option<Uuid>,
 ) -> Result<BatchAnswers, BatchFailure> {
     let failure =
@@ -174,14 +187,19 @@ pub async fn post_batch(
             message,
         };
     let body = serde_json::json!({ "commands": envelopes });
-    let response = for_user(Request::post("/api/commands/batch"), user)
-        .header("content-type", "application/json")
+    let mut request = for_user(Request::post("/api/commands/batch"), user)
+        .header("content-type", "application/json");
+    if let Some(witness) = witness {
+        request = request.header(WITNESS_HEADER, &witness.to_header());
+    }
+    let response = request
         .body(body.to_string())
         .map_err(|e| failure(None, None, e.to_string()))?
         .send()
         .await
         .map_err(|e| failure(None, None, e.to_string()))?;
     let status = response.status();
+    let judged = judgement_from_header(response.headers().get(WITNESS_HEADER).as_deref());
     if status != 200 {
         let retry_after = parse_retry_after(response.headers().get("retry-after").as_deref());
         return Err(failure(
@@ -212,6 +230,7 @@ pub async fn post_batch(
             .map(|r| classify(r.status, &r.body))
             .collect(),
         store_id: parsed.store_id,
+        judged,
     })
 }
 
@@ -247,11 +266,16 @@ pub async fn server_is_up() -> Option<Option<Uuid>> {
 pub async fn fetch_events(
     aggregate_id: Uuid,
     after_version: u64,
+    witness: Option<Witness>,
     user: Option<Uuid>,
-) -> Result<(Vec<EventEnvelope>, Option<Uuid>), NetError> {
+) -> Result<Fetched, NetError> {
     let url =
         format!("/api/aggregates/QuerySession/{aggregate_id}/events?after_version={after_version}");
-    let response = for_user(Request::get(&url), user)
+    let mut request = for_user(Request::get(&url), user);
+    if let Some(witness) = witness {
+        request = request.header(WITNESS_HEADER, &witness.to_header());
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| NetError::Unreachable(e.to_string()))?;
@@ -261,11 +285,16 @@ pub async fn fetch_events(
             response.status()
         )));
     }
+    let judged = judgement_from_header(response.headers().get(WITNESS_HEADER).as_deref());
     let parsed: EventsResponse = response
         .json()
         .await
         .map_err(|e| NetError::Server(e.to_string()))?;
-    Ok((parsed.events, parsed.store_id))
+    Ok(Fetched {
+        events: parsed.events,
+        store_id: parsed.store_id,
+        judged,
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use axum::Router;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
+use shared_domain::sync::identity::{judge_witness, judgement_header, Witness, WITNESS_HEADER};
+
 use crate::config::Config;
 use crate::error::{AppError, ErrorKind};
 use crate::state::AppState;
@@ -56,6 +58,12 @@ pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Rout
         .method_not_allowed_fallback(api_method_not_allowed)
         // Bodies over the limit are refused by the extractors with a 413 problem.
         .layer(DefaultBodyLimit::max(config.body_limit))
+        // An answer to a request that names a witness says whether the
+        // store holds it (docs/SYNC.md).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            judge_witness_header,
+        ))
         // Every API answer names the store it comes from (docs/SYNC.md).
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
@@ -84,6 +92,42 @@ pub const STORE_ID_HEADER: &str = "x-sextant-store";
 async fn stamp_store_id(State(state): State<AppState>, mut response: Response) -> Response {
     if let Ok(value) = HeaderValue::from_str(&state.store_id().to_string()) {
         response.headers_mut().insert(STORE_ID_HEADER, value);
+    }
+    response
+}
+
+/// Judges the witness a request names in `x-sextant-witness` and answers
+/// the judgement in the same header: a replica takes events only from a
+/// store that holds everything it holds. A malformed header is not judged.
+async fn judge_witness_header(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let witness = request
+        .headers()
+        .get(WITNESS_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(Witness::from_header);
+    let mut response = next.run(request).await;
+    let Some(witness) = witness else {
+        return response;
+    };
+    // A restore replaces the store only across a restart, so judging after
+    // the handler judges the store that answered.
+    let sequence = witness.global_sequence;
+    let at = state
+        .store()
+        .read(move |conn| crate::store::sync::event_id_at(conn, sequence))
+        .await;
+    match at {
+        Ok(at) => {
+            let value = judgement_header(judge_witness(witness, at));
+            response
+                .headers_mut()
+                .insert(WITNESS_HEADER, HeaderValue::from_static(value));
+        }
+        Err(error) => tracing::warn!("could not judge a witness: {error:?}"),
     }
     response
 }

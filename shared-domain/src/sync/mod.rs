@@ -31,6 +31,7 @@ pub mod answers;
 pub mod base;
 pub mod identity;
 mod mutants;
+pub mod orphans;
 
 use mutants::{active, Mutant};
 
@@ -59,11 +60,19 @@ pub struct PendingCommand<C> {
     pub aggregate_id: Uuid,
     /// The version this command was (last) decided on.
     pub expected_version: u64,
-    /// The command that produced the event at `expected_version`: the last
-    /// confirmed one, or the previous pending command of the same aggregate.
-    /// `None` at version 0, and in rows stored before bases existed (they
-    /// get one at the next rebase; until then the authority checks the
-    /// number only).
+    /// The previous pending command of the same aggregate, or, if there is
+    /// none, the command that produced the last confirmed event. When the
+    /// previous pending command produced the event at `expected_version` on
+    /// the view, the authority appends this one right after it. When it
+    /// produced none there (it changes nothing, or it no longer decides on
+    /// the view after a foreign event or a reset), no head of the authority
+    /// matches: this command conflicts until the previous one is settled
+    /// (applied or rejected) and a rebase re-decided this one after it. So a
+    /// command never lands before an earlier one of the same replica, which
+    /// a later rebase would then apply after it.
+    /// `None` at version 0 with nothing pending, and in rows stored before
+    /// bases existed (they get one at the next rebase; until then the
+    /// authority checks the number only).
     #[serde(default)]
     pub base_command: Option<Uuid>,
     pub command: C,
@@ -211,9 +220,12 @@ impl<A: Aggregate> Replica<A> {
 
     /// A replica with nothing confirmed whose feed resumes after
     /// `last_global_sequence` (a fresh tab bootstrapping from a read model).
-    pub fn starting_at(last_global_sequence: u64) -> Self {
+    /// `witness` is the event at that sequence: the feed's hello proves
+    /// with it that the store still has the history the cursor skips.
+    pub fn starting_at(last_global_sequence: u64, witness: Option<Witness>) -> Self {
         Self {
             feed_high: last_global_sequence,
+            witness,
             ..Self::default()
         }
     }
@@ -260,12 +272,10 @@ impl<A: Aggregate> Replica<A> {
             if pending.base_command.is_none() && pending.expected_version == state.version() {
                 pending.base_command = base;
             }
-            if let Ok((next, events)) = state.execute(&pending.command) {
-                if !events.is_empty() {
-                    base = Some(pending.command_id);
-                }
+            if let Ok((next, _)) = state.execute(&pending.command) {
                 state = next;
             }
+            base = Some(pending.command_id);
         }
     }
 
@@ -286,6 +296,14 @@ impl<A: Aggregate> Replica<A> {
     /// The witness: the highest-sequenced event held, from any source.
     pub fn witness(&self) -> Option<Witness> {
         self.witness
+    }
+
+    /// After a complete fetch of `aggregate_id`'s events (received with
+    /// [`Source::Fetch`]): whether the ledger still waits for one of them.
+    /// The feed delivered that event, and the authority's log no longer has
+    /// it: the store lost events (restored from an older backup). Reset.
+    pub fn gap_lost(&self, aggregate_id: Uuid) -> bool {
+        self.gaps.contains_key(&aggregate_id)
     }
 
     /// Commands not yet confirmed, in the order they must be sent.
@@ -327,7 +345,8 @@ impl<A: Aggregate> Replica<A> {
         self.view_and_base(aggregate_id).0
     }
 
-    /// The view and the command that produced its last event.
+    /// The view and the base a command decided on it gets: the last pending
+    /// command of the aggregate, else the last confirmed one.
     fn view_and_base(&self, aggregate_id: Uuid) -> (A, Option<Uuid>) {
         let mut state = self
             .confirmed
@@ -336,12 +355,13 @@ impl<A: Aggregate> Replica<A> {
             .unwrap_or_default();
         let mut base = self.heads.get(&aggregate_id).copied();
         for pending in self.pending_for(aggregate_id) {
-            if let Ok((next, events)) = state.execute(&pending.command) {
-                if !events.is_empty() {
-                    base = Some(pending.command_id);
-                }
+            if let Ok((next, _)) = state.execute(&pending.command) {
                 state = next;
             }
+            // Even one that changed nothing or no longer decides on the view:
+            // the authority must not append the next command before this one
+            // is settled (see `PendingCommand::base_command`).
+            base = Some(pending.command_id);
         }
         (state, base)
     }
@@ -559,12 +579,12 @@ impl<A: Aggregate> Replica<A> {
                 return true;
             }
             match state.execute(&pending.command) {
-                Ok((next, events)) => {
+                Ok((next, _)) => {
                     pending.expected_version = state.version();
                     pending.base_command = base;
-                    if !events.is_empty() {
-                        base = Some(pending.command_id);
-                    }
+                    // The next command waits for this one, even if it
+                    // changes nothing (`PendingCommand::base_command`).
+                    base = Some(pending.command_id);
                     state = next;
                     true
                 }
@@ -1152,6 +1172,17 @@ mod tests {
             }),
         );
         assert_eq!(replica.witness().unwrap().global_sequence, 7);
+        // Nor replaces it at the same sequence: the event held is the truth.
+        let held = replica.witness();
+        replica.resume(
+            4,
+            [],
+            Some(Witness {
+                global_sequence: 7,
+                event_id: Uuid::nil(),
+            }),
+        );
+        assert_eq!(replica.witness(), held);
         replica.resume(
             4,
             [],
@@ -1200,11 +1231,53 @@ mod tests {
     }
 
     #[test]
-    fn starting_at_a_cursor_holds_nothing() {
-        let replica = Replica::<QuerySession>::starting_at(42);
+    fn starting_at_a_cursor_holds_nothing_but_its_witness() {
+        let witness = Witness {
+            global_sequence: 42,
+            event_id: Uuid::from_u128(4200),
+        };
+        let replica = Replica::<QuerySession>::starting_at(42, Some(witness));
         assert_eq!(replica.last_global_sequence(), 42);
+        assert_eq!(replica.witness(), Some(witness));
         assert!(replica.aggregate_ids().is_empty());
         assert!(replica.confirmed_all().next().is_none());
+    }
+
+    /// A feed event leaves a gap; the fetch that should fill it does not
+    /// have it: the store lost it.
+    #[test]
+    fn a_gap_a_complete_fetch_cannot_fill_means_the_store_lost_events() {
+        let mut replica = Replica::<QuerySession>::starting_at(2, None);
+        let session = Uuid::from_u128(1);
+        let closed = SessionEvent::SessionClosed {};
+        let gap = replica
+            .receive(
+                &envelope(3, session, 2, Uuid::from_u128(20), &closed),
+                Source::Feed,
+            )
+            .unwrap();
+        assert!(matches!(gap, Received::Gap { .. }));
+        // The fetch brings only the first event: the second is gone.
+        let created = SessionEvent::SessionCreated {
+            title: title("a"),
+            owner: crate::access::UserId::OWNER,
+        };
+        replica
+            .receive(
+                &envelope(1, session, 1, Uuid::from_u128(10), &created),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert!(replica.gap_lost(session));
+        // Had it brought both, nothing would be lost.
+        replica
+            .receive(
+                &envelope(3, session, 2, Uuid::from_u128(20), &closed),
+                Source::Fetch,
+            )
+            .unwrap();
+        assert!(!replica.gap_lost(session));
+        assert!(!replica.gap_lost(Uuid::from_u128(2)));
     }
 
     #[test]

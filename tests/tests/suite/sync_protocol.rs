@@ -164,6 +164,65 @@ async fn every_answer_names_the_store_which_keeps_its_id_across_restarts() {
     drop(dir);
 }
 
+/// The `x-sextant-witness` judgement an answer carries for a request that
+/// named `witness` (`None`: the answer carries none).
+async fn judged(api: &Api, method: &str, path: &str, witness: Option<&str>) -> Option<String> {
+    let url = format!("{}{path}", api.base);
+    let mut request = match method {
+        "POST" => api
+            .http
+            .post(url)
+            .json(&json!({ "commands": [] }))
+            .header("content-type", "application/json"),
+        _ => api.http.get(url),
+    };
+    if let Some(witness) = witness {
+        request = request.header("x-sextant-witness", witness);
+    }
+    let response = request.send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response
+        .headers()
+        .get("x-sextant-witness")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Answers that bring events (the batch, an aggregate's events) say whether
+/// the store holds the witness the request named: a replica takes events
+/// only from a store that holds everything it holds.
+#[tokio::test]
+async fn an_answer_says_whether_the_store_holds_the_witness_sent() {
+    let (_dir, _server, api) = start();
+    let session = Uuid::new_v4();
+    let created = api.accept(&envelope(session, 0, create("a"))).await;
+    let event = &created["events"][0];
+    let sequence = event["global_sequence"].as_u64().unwrap();
+    let held = format!("{sequence}:{}", event["id"].as_str().unwrap());
+    let other = format!("{sequence}:{}", Uuid::new_v4());
+    let missing = format!("{}:{}", sequence + 100, Uuid::new_v4());
+    let events = format!("/api/aggregates/QuerySession/{session}/events");
+    for (method, path) in [("GET", events.as_str()), ("POST", "/api/commands/batch")] {
+        assert_eq!(
+            judged(&api, method, path, Some(&held)).await.as_deref(),
+            Some("held")
+        );
+        assert_eq!(
+            judged(&api, method, path, Some(&other)).await.as_deref(),
+            Some("witness_differs")
+        );
+        assert_eq!(
+            judged(&api, method, path, Some(&missing)).await.as_deref(),
+            Some("witness_missing")
+        );
+        assert_eq!(judged(&api, method, path, None).await, None);
+        assert_eq!(
+            judged(&api, method, path, Some("not a witness")).await,
+            None,
+            "a malformed witness is not judged"
+        );
+    }
+}
+
 /// The feed's first frame for a client that asks (`hello=1`).
 async fn hello(api: &Api, query: &str) -> (Value, crate::sync_client::SseStream) {
     let mut stream = api.sse(None, query).await;
@@ -306,5 +365,14 @@ async fn a_store_restored_from_a_backup_is_noticed_by_the_witness() {
     let (frame, _) = hello(&api, &query).await;
     assert_eq!(frame["status"], "reset", "{frame}");
     assert_eq!(frame["reason"], "witness_differs");
+    // A batch or a fetch naming that witness hears the same.
+    let named = format!("{sequence}:{}", witness["id"].as_str().unwrap());
+    let events = format!("/api/aggregates/QuerySession/{session}/events");
+    for (method, path) in [("GET", events.as_str()), ("POST", "/api/commands/batch")] {
+        assert_eq!(
+            judged(&api, method, path, Some(&named)).await.as_deref(),
+            Some("witness_differs")
+        );
+    }
     drop(server);
 }
