@@ -269,25 +269,17 @@ async fn foreign_hosts_and_origins_are_refused() {
     let api = Api::new(server.url());
     let http = server.client();
     // DNS rebinding: a stranger's name pointing at us.
+    let api_sessions = format!("{}/api/sessions", server.url());
+    let app = format!("{}/", server.url());
     for host in [
         "attacker.example",
         "attacker.example:80",
         "127.0.0.1.attacker.example",
     ] {
-        let response = http
-            .get(format!("{}/api/sessions", server.url()))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 421, "{host}");
-        let response = http
-            .get(format!("{}/", server.url()))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 421, "the app itself too: {host}");
+        let status = status_of(http.get(&api_sessions).header("host", host)).await;
+        assert_eq!(status, 421, "{host}");
+        let status = status_of(http.get(&app).header("host", host)).await;
+        assert_eq!(status, 421, "the app itself too: {host}");
     }
     for host in [
         "localhost:1234",
@@ -295,13 +287,8 @@ async fn foreign_hosts_and_origins_are_refused() {
         "SEXTANT.example:8443",
         "[::1]:80",
     ] {
-        let response = http
-            .get(format!("{}/api/sessions", server.url()))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{host}");
+        let status = status_of(http.get(&api_sessions).header("host", host)).await;
+        assert_eq!(status, 200, "{host}");
     }
 
     // CSRF: a state change from another site's page.
@@ -311,26 +298,25 @@ async fn foreign_hosts_and_origins_are_refused() {
         "null",
         "http://localhost.attacker.example:8080",
     ] {
-        let response = http
+        let post = http
             .post(format!("{}/api/commands", server.url()))
             .header("origin", origin)
-            .json(&envelope(session, 0, create("csrf")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 403, "{origin}");
+            .json(&envelope(session, 0, create("csrf")));
+        assert_eq!(status_of(post).await, 403, "{origin}");
     }
     let (status, _) = api.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(status, 404, "nothing was appended");
     // Our own origins, on any port (trunk serve, relays).
-    let response = http
+    let post = http
         .post(format!("{}/api/commands", server.url()))
         .header("origin", "http://127.0.0.1:8081")
-        .json(&envelope(session, 0, create("same site")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .json(&envelope(session, 0, create("same site")));
+    assert_eq!(status_of(post).await, 200);
+}
+
+/// Sends `request` and returns its status code.
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test]
