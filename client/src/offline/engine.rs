@@ -248,7 +248,21 @@ impl SyncEngine {
         }
         engine.request_persistent_storage();
         engine.listen_to_other_tabs();
-        engine.start_feed();
+        if engine.local_user().is_some() {
+            engine.start_feed();
+        } else {
+            // `/api/me` did not answer in time: ask again before the feed
+            // fills this (the owner's) data, and move to the user's own
+            // data if the signed-in user is someone else.
+            let engine = engine.clone();
+            spawn_local(async move {
+                if engine.check_signed_in_user().await {
+                    engine.start_feed();
+                } else {
+                    engine.watch_for_server();
+                }
+            });
+        }
         engine.become_sender_when_elected();
         engine.changed();
         engine
@@ -720,7 +734,12 @@ impl SyncEngine {
             }
         }
         match answer {
-            Ok(Some(user)) if local.is_some_and(|local| local != user) => {
+            // Another user, or a user whose data this page (started before
+            // `/api/me` answered) keeps under the owner's names.
+            Ok(Some(user))
+                if local != Some(user) && !(local.is_none() && user == UserId::OWNER.0) =>
+            {
+                super::owner::remember(user);
                 if let Some(window) = web_sys::window() {
                     let _ = window.location().reload();
                 }

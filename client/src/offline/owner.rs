@@ -85,7 +85,7 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
 
-fn remember(user: Uuid) {
+pub fn remember(user: Uuid) {
     if let Some(storage) = storage() {
         let _ = storage.set_item(REMEMBERED, &user.to_string());
     }
