@@ -740,34 +740,11 @@ async fn the_default_limits_let_a_browser_resync_1000_pending_commands_at_once()
     let _ = server;
 }
 
-/// Runs a browser scenario and panics with a screenshot path and the server
-/// log when it fails.
-async fn in_browser<F, Fut>(server: &ServerProcess, scenario: F)
-where
-    F: FnOnce(sextant_tests::browser::Browser) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<sextant_tests::browser::Browser>>,
-{
-    let browser = sextant_tests::browser::Browser::launch()
-        .await
-        .expect("headless Chromium starts");
-    let profile = browser.profile_dir().to_path_buf();
-    match scenario(browser).await {
-        Ok(browser) => {
-            let _ = browser.close().await;
-        }
-        Err(error) => panic!(
-            "{error:#}\n(profile {}; server log:\n{})",
-            profile.display(),
-            server.log()
-        ),
-    }
-}
-
-#[tokio::test]
-async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_page() {
-    use sextant_tests::browser::{dist_dir, testid};
+/// A server serving the built app, with a second user `bob` (signed in
+/// already): its data dir, the server and bob's token.
+async fn start_with_app_and_bob() -> (tempfile::TempDir, ServerProcess, String) {
     let data = tempfile::tempdir().unwrap();
-    let dist = dist_dir();
+    let dist = sextant_tests::browser::dist_dir();
     let server = ServerProcess::start(
         data.path(),
         &["--no-demo", "--static-dir", dist.to_str().unwrap()],
@@ -775,6 +752,23 @@ async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_pa
     .unwrap();
     let bob = server.add_user("bob").unwrap();
     wait_for_status(&server, &bob, 200).await;
+    (data, server, bob)
+}
+
+/// Runs a browser scenario and panics with the profile and the server log
+/// when it fails.
+async fn in_browser<F, Fut>(server: &ServerProcess, scenario: F)
+where
+    F: FnOnce(sextant_tests::browser::Browser) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<sextant_tests::browser::Browser>>,
+{
+    in_browser_returning(server, |b| async move { Ok((scenario(b).await?, ())) }).await
+}
+
+#[tokio::test]
+async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_page() {
+    use sextant_tests::browser::testid;
+    let (_data, server, bob) = start_with_app_and_bob().await;
     let base = server.url();
     in_browser(&server, |b| async move {
         // Signed in as the owner by the fixture; the worker takes control.
@@ -817,17 +811,9 @@ async fn sign_in_links_reach_the_server_while_the_service_worker_controls_the_pa
 
 #[tokio::test]
 async fn a_viewer_sees_a_share_appear_live_and_no_rename_controls() {
-    use sextant_tests::browser::{dist_dir, testid};
-    let data = tempfile::tempdir().unwrap();
-    let dist = dist_dir();
-    let server = ServerProcess::start(
-        data.path(),
-        &["--no-demo", "--static-dir", dist.to_str().unwrap()],
-    )
-    .unwrap();
+    use sextant_tests::browser::testid;
+    let (_data, server, bob) = start_with_app_and_bob().await;
     let owner = Api::new(server.url());
-    let bob = server.add_user("bob").unwrap();
-    wait_for_status(&server, &bob, 200).await;
     let session = Uuid::new_v4();
     owner
         .accept(&envelope(session, 0, create("Shared revenue")))
@@ -938,18 +924,10 @@ async fn a_request_for_another_users_local_data_is_refused_and_appends_nothing()
 
 #[tokio::test]
 async fn local_data_is_per_user_and_pending_work_is_never_sent_as_another_user() {
-    use sextant_tests::browser::{dist_dir, testid};
+    use sextant_tests::browser::testid;
     use sextant_tests::proxy::Relay;
-    let data = tempfile::tempdir().unwrap();
-    let dist = dist_dir();
-    let server = ServerProcess::start(
-        data.path(),
-        &["--no-demo", "--static-dir", dist.to_str().unwrap()],
-    )
-    .unwrap();
+    let (_data, server, bob) = start_with_app_and_bob().await;
     let owner = Api::new(server.url());
-    let bob = server.add_user("bob").unwrap();
-    wait_for_status(&server, &bob, 200).await;
     let relay = Relay::start(server.addr).await.expect("relay starts");
     let base = relay.url();
     let owner_token = server.token.clone();
