@@ -173,9 +173,16 @@ pub trait Reactor: Send + Sync + 'static {
 
 /// The server's dataset catalog, consulted before `AttachDataset` is decided.
 pub trait DatasetCatalog: Send + Sync + 'static {
-    /// Whether a server dataset of this name exists. Called on the writer
-    /// thread: answer from memory.
+    /// Whether a server dataset of this name is known. Called on the writer
+    /// thread inside the write transaction: answer from memory, never read
+    /// the disk (every command of the group would wait for it).
     fn exists(&self, name: &DatasetName) -> bool;
+
+    /// Brings the catalog up to date when it does not know `name` yet (a
+    /// file dropped into the datasets directory since the last scan).
+    /// Called on a blocking thread before the command is queued: may read
+    /// the disk.
+    fn learn(&self, _name: &DatasetName) {}
 }
 
 /// Parses a wire envelope into a session command (400 when it is not one).
@@ -394,6 +401,23 @@ impl Pipeline {
         outcomes
     }
 
+    /// Lets the catalog read the disk for a dataset it does not know yet,
+    /// here, before the writer decides with what the catalog has in memory.
+    async fn learn_dataset(&self, command: &SessionCommand) {
+        let Some(name) = DecisionContext::needs(command).server_dataset else {
+            return;
+        };
+        let catalog = self.shared.catalog.read().expect("catalog lock").clone();
+        let Some(catalog) = catalog else {
+            return;
+        };
+        if catalog.exists(name) {
+            return;
+        }
+        let name = name.clone();
+        let _ = tokio::task::spawn_blocking(move || catalog.learn(&name)).await;
+    }
+
     async fn enqueue(
         &self,
         envelope: CommandEnvelope<SessionCommand>,
@@ -405,6 +429,7 @@ impl Pipeline {
                 envelope.aggregate_type
             )));
         }
+        self.learn_dataset(&envelope.command).await;
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(WriteRequest {
