@@ -73,7 +73,7 @@ self.addEventListener("fetch", (event) => {
     caches.open(cacheName).then((cache) =>
       cache.match(request).then(
         (hit) =>
-          hit ||
+          (hit && embeddable(hit)) ||
           fetch(request).then((response) => {
             if (response.ok && response.type === "basic") cache.put(request, response.clone());
             return response;
@@ -82,3 +82,22 @@ self.addEventListener("fetch", (event) => {
     ),
   );
 });
+
+// Cross-origin isolation (server/src/http/shell.rs): a cached answer keeps
+// the headers the server sent, so a page loaded from the cache is isolated
+// exactly when it was online (COOP and COEP come with index.html). A file
+// cached while the server served without isolation lacks COEP, and an
+// isolated page refuses to start a worker from such a script: the duckdb-wasm
+// workers would then fail offline. So cached files (all our own) get the
+// embedder and resource policies when they lack them.
+const EMBEDDABLE = [
+  ["Cross-Origin-Embedder-Policy", "require-corp"],
+  ["Cross-Origin-Resource-Policy", "same-origin"],
+];
+
+function embeddable(response) {
+  if (EMBEDDABLE.every(([name]) => response.headers.has(name))) return response;
+  const headers = new Headers(response.headers);
+  for (const [name, value] of EMBEDDABLE) if (!headers.has(name)) headers.set(name, value);
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+}

@@ -4,8 +4,11 @@
 // (client/src/duckdb/) loads that file with a dynamic import(), so the app
 // pays nothing for DuckDB until a local query is needed.
 //
-// Everything is served from our own origin, next to this module: the worker
-// and the wasm of the exception-handling build, the MVP build as fallback.
+// Everything is served from our own origin, next to this module: the
+// threaded build (COI: wasm, worker and pthread worker) when the page is
+// cross-origin isolated, else the exception-handling build, the MVP build
+// as the last resort. A threaded build that fails to start falls back to the
+// single-threaded one, so isolation can only make the engine faster.
 // Extension autoloading and autoinstall are off, so nothing is ever fetched
 // from a CDN or extension repository.
 //
@@ -61,7 +64,40 @@ function localBundles() {
       mainModule: asset("./duckdb-eh.wasm"),
       mainWorker: asset("./duckdb-browser-eh.worker.js"),
     },
+    coi: {
+      mainModule: asset("./duckdb-coi.wasm"),
+      mainWorker: asset("./duckdb-browser-coi.worker.js"),
+      pthreadWorker: asset("./duckdb-browser-coi.pthread.worker.js"),
+    },
   };
+}
+
+/** "coi", "eh" or "mvp": which of `localBundles()` `bundle` is. */
+function bundleName(bundle) {
+  if (bundle.mainModule.endsWith("duckdb-coi.wasm")) return "coi";
+  if (bundle.mainModule.endsWith("duckdb-eh.wasm")) return "eh";
+  return "mvp";
+}
+
+/**
+ * The threads the threaded build may use: every core the browser reports,
+ * at most 16 (each one is a worker with its own stack in the shared memory).
+ */
+function threadBudget() {
+  const cores = Number(globalThis.navigator?.hardwareConcurrency) || 1;
+  return Math.max(1, Math.min(16, cores));
+}
+
+/**
+ * How long the threaded build may go without progress (bytes of its wasm
+ * arriving, then compiling and opening) before we fall back.
+ */
+const COI_STALL_TIMEOUT_MS = 60_000;
+
+/** A worker for `bundle`, started through the guard that reports failures. */
+function startWorker(bundle) {
+  const main = bundle.mainWorker.slice(bundle.mainWorker.lastIndexOf("/") + 1);
+  return new Worker(asset(`./duckdb-worker-guard.js?main=${encodeURIComponent(main)}`));
 }
 
 function plainValue(value) {
@@ -112,11 +148,16 @@ async function duck(promise) {
 }
 
 class LocalDuckDb {
-  constructor(db, worker, conn, bundle, startupMs) {
+  constructor(db, worker, conn, bundle, threads, fallback, startupMs) {
     this.db = db;
     this.worker = worker;
     this.conn = conn;
+    /** "coi" (threaded), "eh" or "mvp". */
     this.bundle = bundle;
+    /** DuckDB's `threads` setting as the engine started. */
+    this.threads = threads;
+    /** Why the threaded build was not used although chosen, or "". */
+    this.fallback = fallback;
     this.startupMs = startupMs;
   }
 
@@ -233,30 +274,85 @@ class LocalDuckDb {
 
 /**
  * Starts duckdb-wasm in a Web Worker with the best local bundle and opens a
- * connection. Resolves to a LocalDuckDb.
+ * connection. Resolves to a LocalDuckDb. When the threaded build was chosen
+ * (the page is cross-origin isolated) but does not start, the
+ * single-threaded build is started instead and `fallback` says why.
  */
 export async function start() {
   const started = performance.now();
-  const bundle = await duckdb.selectBundle(localBundles());
-  const worker = new Worker(bundle.mainWorker);
+  const bundles = localBundles();
+  const chosen = await duckdb.selectBundle(bundles);
+  let fallback = "";
+  if (bundleName(chosen) === "coi") {
+    try {
+      return await open(chosen, "", started);
+    } catch (error) {
+      fallback = errorMessage(error) || "the threaded engine did not start";
+      console.warn(`duckdb-wasm: the threaded build failed, using the single-threaded one: ${fallback}`);
+    }
+    return await open(bundles.eh, fallback, started);
+  }
+  return await open(chosen, fallback, started);
+}
+
+/** Instantiates `bundle` in a new worker and opens an in-memory database. */
+async function open(bundle, fallback, started) {
+  const name = bundleName(bundle);
+  const worker = startWorker(bundle);
   const logger = new duckdb.VoidLogger();
   const db = new duckdb.AsyncDuckDB(logger, worker);
-  try {
-    await db.instantiate(bundle.mainModule, bundle.pthreadWorker);
-    await db.open({
-      path: ":memory:",
-      query: { castBigIntToDouble: false, castDecimalToDouble: false },
-      filesystem: { allowFullHTTPReads: true },
+  // A worker that cannot load fires "error"; a module that does not load or
+  // compile is reported by the guard; either way AsyncDuckDB alone would
+  // wait for an answer forever. The threaded build also gets a stall timer.
+  let timer = null;
+  let restartTimer = () => {};
+  const failed = new Promise((_, reject) => {
+    worker.addEventListener("error", (event) => {
+      reject(new Error(`the ${name} worker failed: ${event.message || "it could not load"}`));
     });
-    const conn = await db.connect();
+    worker.addEventListener("message", (event) => {
+      const failure = event.data && event.data.sextantWorkerFailure;
+      if (failure !== undefined) reject(new Error(`the ${name} build failed: ${failure}`));
+    });
+    if (name === "coi") {
+      restartTimer = () => {
+        if (timer !== null) clearTimeout(timer);
+        timer = setTimeout(
+          () => reject(new Error(`the ${name} build made no progress for ${COI_STALL_TIMEOUT_MS / 1000} s`)),
+          COI_STALL_TIMEOUT_MS,
+        );
+      };
+      restartTimer();
+    }
+  });
+  failed.catch(() => {}); // raced below; later errors are not this start's
+  try {
+    const threads = name === "coi" ? threadBudget() : 1;
+    const conn = await Promise.race([
+      failed,
+      (async () => {
+        await db.instantiate(bundle.mainModule, bundle.pthreadWorker, () => restartTimer());
+        restartTimer();
+        await db.open({
+          path: ":memory:",
+          maximumThreads: threads,
+          query: { castBigIntToDouble: false, castDecimalToDouble: false },
+          filesystem: { allowFullHTTPReads: true },
+        });
+        return await db.connect();
+      })(),
+    ]);
     // Nothing may be downloaded at run time.
     await conn.query("SET autoinstall_known_extensions = false");
     await conn.query("SET autoload_known_extensions = false");
-    const name = bundle.mainModule.endsWith("duckdb-eh.wasm") ? "eh" : "mvp";
-    return new LocalDuckDb(db, worker, conn, name, performance.now() - started);
+    const setting = await conn.query("SELECT current_setting('threads')::INTEGER AS threads");
+    const actual = Number(setting.getChildAt(0).get(0));
+    return new LocalDuckDb(db, worker, conn, name, actual, fallback, performance.now() - started);
   } catch (error) {
     worker.terminate();
     throw new Error(errorMessage(error));
+  } finally {
+    if (timer !== null) clearTimeout(timer);
   }
 }
 

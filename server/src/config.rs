@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
 
+    /// Serve the app without the cross-origin isolation headers (COOP/COEP):
+    /// the browser's local engine then runs single-threaded.
+    #[arg(long, env = "SEXTANT_NO_CROSS_ORIGIN_ISOLATION")]
+    pub no_cross_origin_isolation: bool,
+
     /// Requests per second each user may make, sustained (twice as many in a
     /// burst); more are answered 429 with `Retry-After`.
     #[arg(long, env = "SEXTANT_RATE_LIMIT", default_value_t = 1000)]
@@ -162,6 +167,7 @@ impl Config {
             tls_key: None,
             data_dir: data_dir.into(),
             static_dir: PathBuf::from("dist"),
+            no_cross_origin_isolation: false,
             body_limit: 1024 * 1024,
             rate_limit: 1000,
             query_rate_limit: 50,

@@ -7,8 +7,12 @@
 //!   esbuild with `@duckdb/duckdb-wasm` and `apache-arrow` (the package's
 //!   browser module imports `apache-arrow` by bare name, so it needs a
 //!   bundler or an import map);
-//! - the exception-handling build (`duckdb-eh.wasm`, `duckdb-browser-eh.worker.js`)
-//!   and the MVP build as fallback, copied from `node_modules`;
+//! - the threaded build for cross-origin isolated pages (`duckdb-coi.wasm`,
+//!   `duckdb-browser-coi.worker.js`, `duckdb-browser-coi.pthread.worker.js`),
+//!   the exception-handling build (`duckdb-eh.wasm`, `duckdb-browser-eh.worker.js`)
+//!   and the MVP build as fallbacks, copied from `node_modules`;
+//! - `duckdb-worker-guard.js`, through which the bridge starts those workers
+//!   (copied from `client/js/`);
 //! - `parquet.js`: `client/js/parquet.js` bundled with npm's `parquet-wasm`,
 //!   and its `parquet_wasm_bg.wasm`: Parquet for the local engine (duckdb-wasm's
 //!   own Parquet support is an extension it would download at run time). The
@@ -35,12 +39,20 @@ use anyhow::{bail, Context, Result};
 use crate::util;
 
 /// The bundles copied next to the bridge, from `@duckdb/duckdb-wasm/dist`.
-const DUCKDB_FILES: [&str; 4] = [
+const DUCKDB_FILES: [&str; 7] = [
+    "duckdb-coi.wasm",
+    "duckdb-browser-coi.worker.js",
+    "duckdb-browser-coi.pthread.worker.js",
     "duckdb-eh.wasm",
     "duckdb-browser-eh.worker.js",
     "duckdb-mvp.wasm",
     "duckdb-browser-mvp.worker.js",
 ];
+
+/// The script the bridge starts duckdb-wasm's workers through (it reports a
+/// module that fails to load, which duckdb-wasm leaves unhandled); copied
+/// as it is from `client/js/`.
+const WORKER_GUARD: &str = "duckdb-worker-guard.js";
 
 /// The repository this run works on: trunk's hook environment names the
 /// client directory (`TRUNK_SOURCE_DIR`), which is exact even when the xtask
@@ -96,6 +108,10 @@ pub fn run() -> Result<()> {
     for file in DUCKDB_FILES {
         copy_if_changed(&dist.join(file), &out.join(file))?;
     }
+    copy_if_changed(
+        &root().join("client/js").join(WORKER_GUARD),
+        &out.join(WORKER_GUARD),
+    )?;
     bundle(&bridge_source(), &out.join("duckdb-bridge.js"))?;
     copy_if_changed(&parquet_wasm(), &out.join(PARQUET_WASM))?;
     bundle(

@@ -27,6 +27,14 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     pub fn bundle(this: &JsLocalDuckDb) -> String;
 
+    /// DuckDB's `threads` setting as the engine started.
+    #[wasm_bindgen(method, getter)]
+    pub fn threads(this: &JsLocalDuckDb) -> u32;
+
+    /// Why the threaded build was chosen but not used, or empty.
+    #[wasm_bindgen(method, getter)]
+    pub fn fallback(this: &JsLocalDuckDb) -> String;
+
     #[wasm_bindgen(method, getter, js_name = startupMs)]
     pub fn startup_ms(this: &JsLocalDuckDb) -> f64;
 

@@ -177,9 +177,21 @@ impl LocalDb {
         SHARED.with(|s| s.borrow().is_some())
     }
 
-    /// `"eh"` (exception handling) or `"mvp"`.
+    /// `"coi"` (threaded, in a cross-origin isolated page), `"eh"`
+    /// (exception handling) or `"mvp"`.
     pub fn bundle(&self) -> String {
         self.db.bundle()
+    }
+
+    /// The threads DuckDB uses (1 but for the `"coi"` build).
+    pub fn threads(&self) -> u32 {
+        self.db.threads()
+    }
+
+    /// Why the threaded build was chosen but did not start (empty if it did,
+    /// or was not chosen).
+    pub fn fallback(&self) -> String {
+        self.db.fallback()
     }
 
     /// How long loading and starting duckdb-wasm took, in ms.

@@ -340,15 +340,19 @@ pub fn LocalDataPanel(
                         .collect_view()
                 }}
             </ul>
-            <div class="muted small" data-testid="local-engine-status">
-                {move || match catalog.status.get() {
-                    EngineStatus::NotStarted => "Local engine: starts on first use".to_owned(),
-                    EngineStatus::Starting => "Local engine: starting…".to_owned(),
-                    EngineStatus::Ready { bundle, startup_ms } => {
-                        format!("Local engine: ready (duckdb-wasm {bundle}, started in {startup_ms:.0} ms)")
-                    }
-                    EngineStatus::Failed(message) => format!("Local engine failed: {message}"),
-                }}
+            <div
+                class="muted small"
+                data-testid="local-engine-status"
+                data-bundle=move || match catalog.status.get() {
+                    EngineStatus::Ready { bundle, .. } => bundle,
+                    _ => String::new(),
+                }
+                data-threads=move || match catalog.status.get() {
+                    EngineStatus::Ready { threads, .. } => threads.to_string(),
+                    _ => String::new(),
+                }
+            >
+                {move || catalog.status.get().describe()}
             </div>
         </section>
     }

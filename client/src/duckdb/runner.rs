@@ -259,8 +259,43 @@ pub fn kept_result(query_id: QueryId) -> Option<Rc<LocalResult>> {
 pub enum EngineStatus {
     NotStarted,
     Starting,
-    Ready { bundle: String, startup_ms: f64 },
+    Ready {
+        bundle: String,
+        threads: u32,
+        /// Why the threaded build did not start, when it was chosen.
+        fallback: String,
+        startup_ms: f64,
+    },
     Failed(String),
+}
+
+impl EngineStatus {
+    /// The status line under the local data panel.
+    pub fn describe(&self) -> String {
+        match self {
+            EngineStatus::NotStarted => "Local engine: starts on first use".to_owned(),
+            EngineStatus::Starting => "Local engine: starting…".to_owned(),
+            EngineStatus::Ready {
+                bundle,
+                threads,
+                fallback,
+                startup_ms,
+            } => {
+                let threads = match threads {
+                    1 => "1 thread".to_owned(),
+                    n => format!("{n} threads"),
+                };
+                let mut line = format!(
+                    "Local engine: ready (duckdb-wasm {bundle}, {threads}, started in {startup_ms:.0} ms)"
+                );
+                if !fallback.is_empty() {
+                    line.push_str(&format!("; the threaded build failed: {fallback}"));
+                }
+                line
+            }
+            EngineStatus::Failed(message) => format!("Local engine failed: {message}"),
+        }
+    }
 }
 
 /// Starts duckdb-wasm now (e.g. when the user opens a file) and reports.
@@ -273,9 +308,42 @@ pub fn warm_up(status: RwSignal<EngineStatus>) {
         status.set(match LocalDb::shared().await {
             Ok(db) => EngineStatus::Ready {
                 bundle: db.bundle(),
+                threads: db.threads(),
+                fallback: db.fallback(),
                 startup_ms: db.startup_ms(),
             },
             Err(error) => EngineStatus::Failed(error.to_string()),
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineStatus;
+
+    fn ready(bundle: &str, threads: u32, fallback: &str) -> EngineStatus {
+        EngineStatus::Ready {
+            bundle: bundle.to_owned(),
+            threads,
+            fallback: fallback.to_owned(),
+            startup_ms: 812.4,
+        }
+    }
+
+    #[test]
+    fn the_status_line_names_the_build_its_threads_and_why_threads_are_missing() {
+        assert_eq!(
+            ready("coi", 4, "").describe(),
+            "Local engine: ready (duckdb-wasm coi, 4 threads, started in 812 ms)"
+        );
+        assert_eq!(
+            ready("eh", 1, "").describe(),
+            "Local engine: ready (duckdb-wasm eh, 1 thread, started in 812 ms)"
+        );
+        assert_eq!(
+            ready("eh", 1, "the coi worker failed: it could not load").describe(),
+            "Local engine: ready (duckdb-wasm eh, 1 thread, started in 812 ms); \
+             the threaded build failed: the coi worker failed: it could not load"
+        );
+    }
 }

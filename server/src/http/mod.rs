@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod queries;
 pub mod reads;
+pub mod shell;
 pub mod users;
 
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
 use shared_domain::sync::identity::{judge_witness, judgement_header, Witness, WITNESS_HEADER};
@@ -70,9 +70,13 @@ pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Rout
             stamp_store_id,
         ));
 
-    // Client routes (`/sessions/…`) fall back to index.html; the client routes itself.
-    let index = config.static_dir.join("index.html");
-    let static_files = ServeDir::new(&config.static_dir).fallback(ServeFile::new(index));
+    // The built client, cross-origin isolated unless turned off.
+    let client = Router::new().fallback_service(shell::files(config)).layer(
+        axum::middleware::from_fn_with_state(
+            shell::Isolation::from_config(config),
+            shell::stamp_isolation,
+        ),
+    );
 
     let guard = auth::Guard {
         state: state.clone(),
@@ -80,7 +84,7 @@ pub fn router(state: AppState, config: &Config, hosts: auth::HostPolicy) -> Rout
     };
     Router::new()
         .nest("/api", api)
-        .fallback_service(static_files)
+        .merge(client)
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

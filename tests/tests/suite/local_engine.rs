@@ -9,13 +9,16 @@
 //! 3. a long local query is cancelled and the engine stays usable; a local
 //!    failure shows DuckDB's message and an error id;
 //! 4. a URL dataset (CSV on another origin, with CORS) runs locally:
-//!    duckdb-wasm fetches it itself;
+//!    duckdb-wasm fetches it itself, also in the cross-origin isolated page;
 //! 5. a Parquet file opened in the browser (parquet-wasm) keeps DuckDB's
 //!    exact types; files sharing a stem, and a local file named like an
 //!    offline copy, get distinct names; after an offline reload only the
 //!    stored files a query names are loaded;
 //! 6. a local result downloads as Parquet with every row (not only those
 //!    kept in the tab), read back by native DuckDB.
+//!
+//! The threaded engine in cross-origin isolated pages, and its fallbacks,
+//! are in `threads.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -35,12 +38,12 @@ const SALES_CSV: &str = "id,region,amount,day\n\
     3,north,1.00,2024-02-01\n\
     4,east,99.99,2024-03-15\n";
 
-fn start_server(data: &std::path::Path) -> ServerProcess {
+pub(crate) fn start_server(data: &std::path::Path) -> ServerProcess {
     let dist = dist_dir();
     ServerProcess::start(data, &["--static-dir", dist.to_str().unwrap()]).expect("server starts")
 }
 
-async fn scenario<F>(name: &str, b: &Browser, logs: impl Fn() -> String, body: F)
+pub(crate) async fn scenario<F>(name: &str, b: &Browser, logs: impl Fn() -> String, body: F)
 where
     F: std::future::Future<Output = Result<()>>,
 {
@@ -55,7 +58,7 @@ where
     }
 }
 
-async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
+pub(crate) async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
     b.wait_for(&testid("new-session")).await?;
     b.fill(&testid("session-title-input"), title).await?;
     b.click(&testid("create-session")).await?;
@@ -63,7 +66,7 @@ async fn create_session(b: &Browser, title: &str) -> Result<Uuid> {
     Ok(Uuid::parse_str(&b.text(&testid("session-id")).await?)?)
 }
 
-async fn run_query(b: &Browser, sql: &str) -> Result<()> {
+pub(crate) async fn run_query(b: &Browser, sql: &str) -> Result<()> {
     b.fill_editor(&testid("sql-input"), sql).await?;
     let editor = b.wait_for(&testid("sql-input")).await?;
     let chord: String = [Key::Control, Key::Enter, Key::Null]
@@ -74,7 +77,7 @@ async fn run_query(b: &Browser, sql: &str) -> Result<()> {
     Ok(())
 }
 
-async fn choose_engine(b: &Browser, value: &str) -> Result<()> {
+pub(crate) async fn choose_engine(b: &Browser, value: &str) -> Result<()> {
     b.wait_for(&format!(
         "{} option[value=\"{value}\"]",
         testid("engine-select")
@@ -99,7 +102,10 @@ async fn newest(b: &Browser) -> Result<(String, String, String)> {
 }
 
 /// Waits until the newest query of `count` is in a final state and returns it.
-async fn wait_newest_done(b: &Browser, count: usize) -> Result<(String, String, String)> {
+pub(crate) async fn wait_newest_done(
+    b: &Browser,
+    count: usize,
+) -> Result<(String, String, String)> {
     let deadline = Instant::now() + WAIT;
     let mut last = None;
     while Instant::now() < deadline {
@@ -137,7 +143,7 @@ async fn table_rows(b: &Browser) -> Result<Vec<Vec<String>>> {
     Ok(rows)
 }
 
-async fn wait_table(b: &Browser, rows: usize) -> Result<Vec<Vec<String>>> {
+pub(crate) async fn wait_table(b: &Browser, rows: usize) -> Result<Vec<Vec<String>>> {
     b.wait_for_count(&testid("result-row"), rows).await?;
     table_rows(b).await
 }
@@ -467,7 +473,7 @@ async fn a_long_local_query_is_cancelled_and_the_engine_stays_usable() {
 /// A minimal HTTP server on another origin serving one CSV with CORS
 /// headers (HEAD, GET, and preflight OPTIONS); ignores ranges and answers
 /// the whole file, which duckdb-wasm accepts (`allowFullHTTPReads`).
-async fn serve_csv(body: &'static str) -> Result<String> {
+pub(crate) async fn serve_csv(body: &'static str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -519,6 +525,15 @@ async fn a_url_dataset_is_fetched_and_queried_by_duckdb_wasm() {
     let b = Browser::launch().await.expect("headless Chromium starts");
     scenario("url", &b, || server.log(), async {
         b.goto(&base).await?;
+        // The page is cross-origin isolated (COEP require-corp): the CSV
+        // on another origin still loads, as duckdb-wasm fetches it in CORS
+        // mode, which needs no Cross-Origin-Resource-Policy.
+        b.wait_for(&testid("app-ready")).await?;
+        let isolated = b.eval("return self.crossOriginIsolated;", vec![]).await?;
+        ensure!(
+            isolated == Value::Bool(true),
+            "crossOriginIsolated: {isolated}"
+        );
         let session = create_session(&b, "Remote sales").await?;
         let url = format!("{csv_origin}/data/sales.csv");
         b.fill(&testid("url-input"), &url).await?;

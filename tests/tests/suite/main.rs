@@ -23,4 +23,5 @@ mod store_failure;
 mod sync_client;
 mod sync_edges;
 mod sync_protocol;
+mod threads;
 mod workbench;
