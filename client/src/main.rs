@@ -16,6 +16,7 @@ mod grid;
 mod held;
 mod ids;
 mod listing;
+mod marks;
 mod offline;
 mod progress;
 mod route;
@@ -34,8 +35,6 @@ fn main() {
         offline::engine::install(engine);
         leptos::mount::mount_to_body(app::App);
         // Navigation to first interactive render, for the benchmark.
-        if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
-            let _ = performance.mark("sextant-interactive");
-        }
+        marks::once(marks::INTERACTIVE);
     });
 }

@@ -1,11 +1,15 @@
-//! The local engine's benchmark (issue 6), printed as a table: the same
-//! aggregation over the same rows in duckdb-wasm (headless Chromium, the
-//! dataset taken offline as Arrow IPC into an in-memory table) and in the
-//! native DuckDB the server uses (over the Parquet file, all cores and one
-//! thread, since duckdb-wasm runs single-threaded without cross-origin
-//! isolation); what taking the dataset offline costs; and duckdb-wasm's
-//! start-up, cold and from the service-worker cache with the server stopped.
-//! Real parts: the release server serving the trunk-built `dist/`.
+//! The local engine's benchmark (issues 6 and 13), printed as a table: the
+//! same aggregation over the same rows in duckdb-wasm (headless Chromium,
+//! the dataset taken offline as Arrow IPC into an in-memory table) and in
+//! the native DuckDB the server uses, at equal thread counts: duckdb-wasm's
+//! threaded COI build in the cross-origin isolated page with all the
+//! browser's cores and with one thread, its single-threaded EH build in a
+//! page served without isolation (`--no-cross-origin-isolation`), native
+//! DuckDB on the same in-memory table with the same thread counts (and over
+//! the Parquet file); what taking the dataset offline costs; and
+//! duckdb-wasm's start-up, cold and from the service-worker cache with the
+//! server stopped. Real parts: the release server serving the trunk-built
+//! `dist/`.
 //!
 //! Run with `cargo xtask bench`, or after `trunk build --release` and
 //! `cargo build --release -p server`:
@@ -194,6 +198,15 @@ fn sizes(dist: &Path) -> Result<Vec<(String, String)>> {
             "duckdb-wasm worker (EH), lazy",
         ),
         ("duckdb-eh.wasm", "duckdb-wasm module (EH), lazy"),
+        (
+            "duckdb-browser-coi.worker.js",
+            "duckdb-wasm worker (COI, threads), lazy",
+        ),
+        (
+            "duckdb-browser-coi.pthread.worker.js",
+            "duckdb-wasm thread worker (COI), lazy",
+        ),
+        ("duckdb-coi.wasm", "duckdb-wasm module (COI, threads), lazy"),
     ] {
         let path = dist.join("duckdb-wasm").join(file);
         let raw = std::fs::metadata(&path)
@@ -212,7 +225,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Median of `RUNS` runs after one warm-up, in ms.
+/// Median of `RUNS` runs after one warm-up, in ms, and the groups.
 fn native(connection: &duckdb::Connection) -> Result<(f64, usize)> {
     let run = || -> Result<(f64, usize)> {
         let started = Instant::now();
@@ -256,6 +269,80 @@ async fn set_script_timeout(browser: &Browser) -> Result<()> {
         .context("setting the script timeout")
 }
 
+/// duckdb-wasm in the page at `url`: start-up (cold), taking `bench`
+/// offline, then the query's median time with each of `threads` (the
+/// engine's `threads` setting; the single-threaded build ignores it).
+async fn wasm_engine(browser: &Browser, url: &str, threads: &[u64]) -> Result<Value> {
+    browser.goto(url).await?;
+    // The service worker controls the page, so it caches duckdb-wasm's
+    // files as they are fetched.
+    browser
+        .wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
+        .await?;
+    let cold = in_page(
+        browser,
+        "const t0 = performance.now();
+         const db = await bridge.start();
+         const ms = performance.now() - t0;
+         window.__benchDb = db;
+         return { ms, bundle: db.bundle, threads: db.threads, isolated: self.crossOriginIsolated };",
+    )
+    .await?;
+    let offline = in_page(
+        browser,
+        "const db = window.__benchDb;
+         const t0 = performance.now();
+         const response = await fetch('/api/datasets/bench/download');
+         const bytes = new Uint8Array(await response.arrayBuffer());
+         const size = bytes.length; // the buffer is transferred to the worker
+         const t1 = performance.now();
+         await db.insertArrowIpc('bench', bytes);
+         const t2 = performance.now();
+         return { download_ms: t1 - t0, insert_ms: t2 - t1, bytes: size };",
+    )
+    .await?;
+    let mut runs = Vec::new();
+    for &n in threads {
+        let local = in_page(
+            browser,
+            &format!(
+                "const db = window.__benchDb;
+                 if (db.bundle === 'coi') await db.run('SET threads = {n}', 1);
+                 const setting = JSON.parse(await db.run(\"SELECT current_setting('threads')\", 1)).rows[0][0];
+                 const sql = {sql};
+                 const first = JSON.parse(await db.run(sql, 100000));
+                 const times = [];
+                 for (let i = 0; i < {RUNS}; i++) {{
+                   const t0 = performance.now();
+                   await db.run(sql, 100000);
+                   times.push(performance.now() - t0);
+                 }}
+                 return {{ times, groups: first.rows.length, threads: setting }};",
+                sql = json!(SQL)
+            ),
+        )
+        .await?;
+        runs.push(local);
+    }
+    in_page(browser, "await window.__benchDb.terminate(); return {};").await?;
+    Ok(json!({ "cold": cold, "offline": offline, "runs": runs }))
+}
+
+/// The median of a run's times and its group count.
+fn run_median(run: &Value) -> Result<(f64, usize, u64)> {
+    let times: Vec<f64> = run["times"]
+        .as_array()
+        .context("times")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    Ok((
+        median(times),
+        run["groups"].as_u64().unwrap_or(0) as usize,
+        run["threads"].as_u64().unwrap_or(0),
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let rows: u64 = std::env::var("SEXTANT_BENCH_LOCAL_ROWS")
@@ -267,26 +354,6 @@ async fn main() -> Result<()> {
     let parquet = datasets.join("bench.parquet");
     let parquet_bytes = server::query::demo::write_trips(&parquet, rows)?;
 
-    // Native DuckDB, as the server runs it (the same prebuilt library).
-    let connection = duckdb::Connection::open_in_memory()?;
-    connection.execute_batch(&format!(
-        "SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;
-         CREATE VIEW bench AS SELECT * FROM read_parquet('{}');",
-        parquet.display()
-    ))?;
-    let (native_all, groups) = native(&connection)?;
-    let threads: i64 =
-        connection.query_row("SELECT current_setting('threads')", [], |r| r.get(0))?;
-    connection.execute_batch("SET threads = 1")?;
-    let (native_one, _) = native(&connection)?;
-    // Like duckdb-wasm after taking the dataset offline: an in-memory table.
-    connection.execute_batch(
-        "ALTER VIEW bench RENAME TO bench_parquet;
-         CREATE TABLE bench AS SELECT * FROM bench_parquet;",
-    )?;
-    let (native_table, _) = native(&connection)?;
-    drop(connection);
-
     let dist = dist_dir();
     let size_rows = sizes(&dist)?;
     let args = [
@@ -295,56 +362,35 @@ async fn main() -> Result<()> {
         "--no-demo",
     ];
     let server = ServerProcess::start(data.path(), &args)?;
+    // The same datasets, served without cross-origin isolation.
+    let plain_data = tempfile::tempdir()?;
+    let plain = ServerProcess::start(
+        plain_data.path(),
+        &[
+            args[0],
+            args[1],
+            args[2],
+            "--datasets-dir",
+            datasets.to_str().context("utf-8 path")?,
+            "--no-cross-origin-isolation",
+        ],
+    )?;
     let browser = Browser::launch().await?;
     let outcome = async {
         set_script_timeout(&browser).await?;
         browser.goto(&server.url()).await?;
-        // The service worker controls the page, so it caches duckdb-wasm's
-        // files as they are fetched.
-        browser
-            .wait_for_attr(&testid("app-ready"), "data-sw", "controlled")
-            .await?;
-        let cold = in_page(
-            &browser,
-            "const t0 = performance.now();
-             const db = await bridge.start();
-             const ms = performance.now() - t0;
-             window.__benchDb = db;
-             return { ms, bundle: db.bundle };",
-        )
-        .await?;
-        let offline = in_page(
-            &browser,
-            "const db = window.__benchDb;
-             const t0 = performance.now();
-             const response = await fetch('/api/datasets/bench/download');
-             const bytes = new Uint8Array(await response.arrayBuffer());
-             const size = bytes.length; // the buffer is transferred to the worker
-             const t1 = performance.now();
-             await db.insertArrowIpc('bench', bytes);
-             const t2 = performance.now();
-             return { download_ms: t1 - t0, insert_ms: t2 - t1, bytes: size };",
-        )
-        .await?;
-        let local = in_page(
-            &browser,
-            &format!(
-                "const db = window.__benchDb;
-                 const sql = {sql};
-                 const first = JSON.parse(await db.run(sql, 100000));
-                 const times = [];
-                 for (let i = 0; i < {RUNS}; i++) {{
-                   const t0 = performance.now();
-                   await db.run(sql, 100000);
-                   times.push(performance.now() - t0);
-                 }}
-                 return {{ times, groups: first.rows.length }};",
-                sql = json!(SQL)
-            ),
-        )
-        .await?;
+        let cores = browser
+            .eval("return navigator.hardwareConcurrency;", vec![])
+            .await?
+            .as_u64()
+            .context("hardwareConcurrency")?
+            .clamp(1, 16);
+        let threaded = wasm_engine(&browser, &server.url(), &[cores, 1]).await?;
+        let single = wasm_engine(&browser, &plain.url(), &[1]).await?;
         // The server goes away: the reloaded page and duckdb-wasm come from
         // the service worker's cache.
+        browser.goto(&server.url()).await?;
+        browser.wait_for(&testid("app-ready")).await?;
         server.stop()?;
         browser.reload().await?;
         browser.wait_for(&testid("app-ready")).await?;
@@ -353,71 +399,128 @@ async fn main() -> Result<()> {
             "const t0 = performance.now();
              const db = await bridge.start();
              const ms = performance.now() - t0;
+             const bundle = db.bundle;
              await db.terminate();
-             return { ms };",
+             return { ms, bundle };",
         )
         .await?;
-        Ok::<_, anyhow::Error>((cold, offline, local, cached))
+        Ok::<_, anyhow::Error>((cores, threaded, single, cached))
     }
     .await;
     let _ = browser.close().await;
-    let (cold, offline, local, cached) = outcome?;
+    drop(plain);
+    let (cores, threaded, single, cached) = outcome?;
 
-    let local_times: Vec<f64> = local["times"]
-        .as_array()
-        .context("times")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    let local_ms = median(local_times);
-    let local_groups = local["groups"].as_u64().unwrap_or(0) as usize;
-    if local_groups != groups {
-        bail!("duckdb-wasm returned {local_groups} groups, native {groups}");
+    // Native DuckDB, as the server runs it (the same prebuilt library), after
+    // the browser is done so that the two never share the cores.
+    let connection = duckdb::Connection::open_in_memory()?;
+    connection.execute_batch(&format!(
+        "SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;
+         SET threads = {cores};
+         CREATE VIEW bench AS SELECT * FROM read_parquet('{}');",
+        parquet.display()
+    ))?;
+    let (native_parquet_all, groups) = native(&connection)?;
+    connection.execute_batch("SET threads = 1")?;
+    let (native_parquet_one, _) = native(&connection)?;
+    // Like duckdb-wasm after taking the dataset offline: an in-memory table.
+    connection.execute_batch(
+        "ALTER VIEW bench RENAME TO bench_parquet;
+         CREATE TABLE bench AS SELECT * FROM bench_parquet;",
+    )?;
+    let (native_table_one, _) = native(&connection)?;
+    connection.execute_batch(&format!("SET threads = {cores}"))?;
+    let (native_table_all, _) = native(&connection)?;
+    drop(connection);
+
+    let (coi_all, coi_all_groups, coi_all_threads) = run_median(&threaded["runs"][0])?;
+    let (coi_one, coi_one_groups, coi_one_threads) = run_median(&threaded["runs"][1])?;
+    let (eh_one, eh_groups, eh_threads) = run_median(&single["runs"][0])?;
+    for (engine, got) in [
+        ("duckdb-wasm COI", coi_all_groups),
+        ("duckdb-wasm COI, 1 thread", coi_one_groups),
+        ("duckdb-wasm EH", eh_groups),
+    ] {
+        if got != groups {
+            bail!("{engine} returned {got} groups, native {groups}");
+        }
+    }
+    let bundle = |run: &Value| run["cold"]["bundle"].as_str().unwrap_or("?").to_owned();
+    if bundle(&threaded) != "coi" || coi_all_threads != cores || coi_one_threads != 1 {
+        bail!(
+            "the isolated page ran {} with {coi_all_threads} / {coi_one_threads} threads, \
+             expected coi with {cores} / 1: {threaded}",
+            bundle(&threaded)
+        );
+    }
+    if bundle(&single) != "eh" || eh_threads != 1 {
+        bail!(
+            "the page without isolation ran {}: {single}",
+            bundle(&single)
+        );
     }
     let mb = |bytes: f64| bytes / 1_000_000.0;
+    let offline = &threaded["offline"];
     let ipc_bytes = offline["bytes"].as_f64().unwrap_or(0.0);
     println!(
-        "\nlocal engine (issue 6): {rows} rows, {groups} groups; median of {RUNS} runs after a warm-up"
+        "\nlocal engine (issues 6, 13): {rows} rows, {groups} groups; median of {RUNS} runs after a warm-up; \
+         the browser reports {cores} cores"
     );
     println!("| metric | value |");
     println!("|---|---:|");
     println!(
-        "| native DuckDB 1.4.3, Parquet ({:.1} MB), {threads} threads | {native_all:.1} ms |",
+        "| native DuckDB 1.4.3, in-memory table, {cores} threads | {native_table_all:.1} ms |"
+    );
+    println!(
+        "| duckdb-wasm 1.32.0 COI, in-memory table from Arrow, {cores} threads | {coi_all:.1} ms |"
+    );
+    println!(
+        "| ratio duckdb-wasm COI / native, {cores} threads | {:.2}x |",
+        coi_all / native_table_all
+    );
+    println!("| native DuckDB 1.4.3, in-memory table, 1 thread | {native_table_one:.1} ms |");
+    println!("| duckdb-wasm 1.32.0 COI, in-memory table, 1 thread | {coi_one:.1} ms |");
+    println!(
+        "| ratio duckdb-wasm COI / native, 1 thread | {:.2}x |",
+        coi_one / native_table_one
+    );
+    println!(
+        "| duckdb-wasm 1.32.0 EH (no isolation), in-memory table, 1 thread | {eh_one:.1} ms |"
+    );
+    println!(
+        "| ratio duckdb-wasm EH / native, 1 thread | {:.2}x |",
+        eh_one / native_table_one
+    );
+    println!(
+        "| speed-up duckdb-wasm COI {cores} threads vs EH | {:.2}x |",
+        eh_one / coi_all
+    );
+    println!(
+        "| speed-up native {cores} threads vs 1 (same table) | {:.2}x |",
+        native_table_one / native_table_all
+    );
+    println!(
+        "| native DuckDB 1.4.3, Parquet ({:.1} MB), {cores} threads | {native_parquet_all:.1} ms |",
         mb(parquet_bytes as f64)
     );
-    println!("| native DuckDB 1.4.3, Parquet, 1 thread | {native_one:.1} ms |");
-    println!("| native DuckDB 1.4.3, in-memory table, 1 thread | {native_table:.1} ms |");
-    println!(
-        "| duckdb-wasm 1.32.0 ({}), in-memory table from Arrow, 1 thread | {local_ms:.1} ms |",
-        cold["bundle"].as_str().unwrap_or("?")
-    );
-    println!(
-        "| ratio duckdb-wasm / native (Parquet, {threads} threads) | {:.2}x |",
-        local_ms / native_all
-    );
-    println!(
-        "| ratio duckdb-wasm / native (Parquet, 1 thread) | {:.2}x |",
-        local_ms / native_one
-    );
-    println!(
-        "| ratio duckdb-wasm / native (in-memory table, 1 thread) | {:.2}x |",
-        local_ms / native_table
-    );
+    println!("| native DuckDB 1.4.3, Parquet, 1 thread | {native_parquet_one:.1} ms |");
     println!(
         "| take offline: download {:.1} MB Arrow IPC | {:.0} ms |",
         mb(ipc_bytes),
         offline["download_ms"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "| take offline: insert into duckdb-wasm | {:.0} ms |",
+        "| take offline: insert into duckdb-wasm (COI) | {:.0} ms |",
         offline["insert_ms"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "| duckdb-wasm start-up, cold (fetch + compile + open) | {:.0} ms |",
-        cold["ms"].as_f64().unwrap_or(0.0)
+        "| duckdb-wasm start-up, cold (fetch + compile + open): COI / EH | {:.0} / {:.0} ms |",
+        threaded["cold"]["ms"].as_f64().unwrap_or(0.0),
+        single["cold"]["ms"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "| duckdb-wasm start-up, service-worker cache, server stopped | {:.0} ms |",
+        "| duckdb-wasm start-up, service-worker cache, server stopped ({}) | {:.0} ms |",
+        cached["bundle"].as_str().unwrap_or("?"),
         cached["ms"].as_f64().unwrap_or(0.0)
     );
     for (metric, value) in size_rows {

@@ -79,6 +79,7 @@ pub fn Editor() -> impl IntoView {
                 Ok(editor) => {
                     mounted.set_value(Some(editor));
                     state.set(EditorState::Ready);
+                    crate::marks::once(crate::marks::EDITOR_READY);
                 }
                 Err(error) => {
                     web_sys::console::warn_1(&format!("sql editor unavailable: {error}").into());

@@ -367,7 +367,7 @@ pub fn ResultGrid(
                             title="Profile: min, max, distinct, nulls"
                             on:click=move |_| show_profile(profile_name.clone())
                         >
-                            "ⓘ"
+                            "ℹ"
                         </button>
                         <span
                             class="col-resize"

@@ -58,14 +58,40 @@ pub(crate) async fn run_scenario<F>(
     }
 }
 
-/// With `SEXTANT_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (to look at the UI).
+/// With `SEXTANT_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (to look
+/// at the UI); a relative `DIR` is in the repository.
 async fn save_screenshot(b: &Browser, name: &str) -> Result<()> {
     if let Some(dir) = std::env::var_os("SEXTANT_SCREENSHOTS") {
-        let dir = std::path::PathBuf::from(dir);
+        let dir = sextant_tests::repo_root().join(dir);
         std::fs::create_dir_all(&dir)?;
         b.screenshot(&dir.join(format!("{name}.png"))).await?;
     }
     Ok(())
+}
+
+/// With `SEXTANT_SCREENSHOTS=DIR`, saves the whole page (the window grown
+/// to the document's height) as `DIR/NAME.png`. `SEXTANT_SCREENSHOTS=docs`
+/// refreshes the README's `docs/workbench.png`.
+async fn save_full_page(b: &Browser, name: &str) -> Result<()> {
+    if std::env::var_os("SEXTANT_SCREENSHOTS").is_none() {
+        return Ok(());
+    }
+    // Focus elsewhere, so that no completion list covers the editor.
+    let height = b
+        .eval(
+            "document.activeElement && document.activeElement.blur(); \
+             return document.documentElement.scrollHeight;",
+            vec![],
+        )
+        .await?
+        .as_u64()
+        .unwrap_or(900)
+        .clamp(900, 3000);
+    b.client.set_window_size(1280, height as u32).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saved = save_screenshot(b, name).await;
+    b.client.set_window_size(1280, 900).await?;
+    saved
 }
 
 /// Creates a session from the sessions page; returns its id once the server confirmed it.
@@ -223,6 +249,8 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
         b.wait_for_count(&testid("chart-bar"), 6).await?;
         let range = b.text(&testid("result-range")).await?;
         ensure!(range.contains("of 6"), "range {range:?}");
+        // The README's picture: editor, schema, grid and chart at once.
+        save_full_page(&b, "workbench").await?;
 
         // The downloads point at the server's result files.
         let csv = b
@@ -1179,7 +1207,7 @@ async fn a_chart_over_a_million_local_rows_aggregates_all_of_them_and_axe_finds_
             .context("a ChartConfigured event")?;
         ensure!(chart["event_version"] == 1, "{chart}");
         ensure!(chart["payload"]["chart"]["aggregate"] == "count", "{chart}");
-        save_screenshot(&b, "workbench").await?;
+        save_screenshot(&b, "chart-million").await?;
 
         let on_session = axe_violations(&b).await?;
         ensure!(on_session.is_empty(), "session page: {on_session:?}");
