@@ -26,31 +26,52 @@ function asset(file) {
   return new URL(file, import.meta.url).href;
 }
 
-let parquetModule = null;
+let parquetWorker = null;
+let parquetRequests = new Map();
+let parquetNextId = 0;
 
 /**
- * parquet-wasm's reader and writer (client/js/parquet.js, bundled next to
- * this file), imported on first use only. The URL is computed so that
- * esbuild leaves the import alone instead of bundling it in here.
+ * parquet-wasm's reader and writer in their own module worker
+ * (client/js/parquet-worker.js, bundled next to this file), started on
+ * first use only: a large file is converted without freezing the page.
  */
-function parquet() {
-  if (parquetModule === null) {
-    parquetModule = import(asset("./parquet.js")).catch((error) => {
-      parquetModule = null;
-      throw error;
+function parquetCall(op, bytes) {
+  if (parquetWorker === null) {
+    parquetWorker = new Worker(asset("./parquet-worker.js"), { type: "module" });
+    parquetWorker.addEventListener("message", (event) => {
+      const { id, bytes: out, error } = event.data;
+      const request = parquetRequests.get(id);
+      if (request === undefined) return;
+      parquetRequests.delete(id);
+      if (error !== undefined) request.reject(new Error(error));
+      else request.resolve(out);
+    });
+    parquetWorker.addEventListener("error", (event) => {
+      // A worker that cannot load fails every waiting request; the next
+      // call starts a new one (the network may be back).
+      const failure = new Error(`the Parquet worker failed: ${event.message || "it could not load"}`);
+      for (const request of parquetRequests.values()) request.reject(failure);
+      parquetRequests = new Map();
+      parquetWorker.terminate();
+      parquetWorker = null;
     });
   }
-  return parquetModule;
+  const id = parquetNextId++;
+  return new Promise((resolve, reject) => {
+    parquetRequests.set(id, { resolve, reject });
+    // Copied, not transferred: the caller's bytes may be a view it keeps.
+    parquetWorker.postMessage({ id, op, bytes });
+  });
 }
 
-/** Parquet file bytes to an Arrow IPC stream (parquet-wasm). */
+/** Parquet file bytes to an Arrow IPC stream (parquet-wasm, in its worker). */
 export async function parquetToIpc(bytes) {
-  return await (await parquet()).parquetToIpc(bytes);
+  return await parquetCall("read", bytes);
 }
 
-/** An Arrow IPC stream to Parquet file bytes (parquet-wasm). */
+/** An Arrow IPC stream to Parquet file bytes (parquet-wasm, in its worker). */
 export async function ipcToParquet(bytes) {
-  return await (await parquet()).ipcToParquet(bytes);
+  return await parquetCall("write", bytes);
 }
 
 /** The bundles, all local: never duckdb.getJsDelivrBundles(). */

@@ -1,9 +1,10 @@
 // Parquet in the browser with parquet-wasm (Rust's arrow/parquet crates in
 // WebAssembly): duckdb-wasm's Parquet reader and writer are an extension it
-// would download from extensions.duckdb.org, which we never do. esbuild
-// bundles this file into client/duckdb-wasm/parquet.js next to
+// would download from extensions.duckdb.org, which we never do. It runs in
+// the worker of client/js/parquet-worker.js, which esbuild bundles with this
+// file into client/duckdb-wasm/parquet-worker.js next to
 // parquet_wasm_bg.wasm (`cargo xtask duckdb-bundle`); the duckdb bridge
-// imports it only when Parquet is read or written, so its 5 MB of wasm cost
+// starts it only when Parquet is read or written, so its 5 MB of wasm cost
 // nothing otherwise. Both directions go through Arrow IPC streams, the form
 // duckdb-wasm takes in (insertArrowFromIPCStream) and gives out (tableToIPC).
 

@@ -13,10 +13,11 @@
 //!   and the MVP build as fallbacks, copied from `node_modules`;
 //! - `duckdb-worker-guard.js`, through which the bridge starts those workers
 //!   (copied from `client/js/`);
-//! - `parquet.js`: `client/js/parquet.js` bundled with npm's `parquet-wasm`,
-//!   and its `parquet_wasm_bg.wasm`: Parquet for the local engine (duckdb-wasm's
-//!   own Parquet support is an extension it would download at run time). The
-//!   bridge imports it only when a Parquet file is read or written.
+//! - `parquet-worker.js`: `client/js/parquet-worker.js` (with `parquet.js`)
+//!   bundled with npm's `parquet-wasm`, and its `parquet_wasm_bg.wasm`:
+//!   Parquet for the local engine (duckdb-wasm's own Parquet support is an
+//!   extension it would download at run time), in a module worker the bridge
+//!   starts only when a Parquet file is read or written.
 //!
 //! It also bundles the app's other lazily loaded JavaScript into
 //! `client/bundles/` (gitignored, copied to `/bundles/`), each one file with
@@ -86,7 +87,7 @@ fn duckdb_dist() -> PathBuf {
     root().join("node_modules/@duckdb/duckdb-wasm/dist")
 }
 
-/// parquet-wasm's WebAssembly, copied next to `parquet.js`.
+/// parquet-wasm's WebAssembly, copied next to `parquet-worker.js`.
 const PARQUET_WASM: &str = "parquet_wasm_bg.wasm";
 
 fn parquet_wasm() -> PathBuf {
@@ -115,8 +116,8 @@ pub fn run() -> Result<()> {
     bundle(&bridge_source(), &out.join("duckdb-bridge.js"))?;
     copy_if_changed(&parquet_wasm(), &out.join(PARQUET_WASM))?;
     bundle(
-        &root().join("client/js/parquet.js"),
-        &out.join("parquet.js"),
+        &root().join("client/js/parquet-worker.js"),
+        &out.join("parquet-worker.js"),
     )?;
     let bundles = bundles_dir();
     fs::create_dir_all(&bundles).with_context(|| format!("creating {}", bundles.display()))?;

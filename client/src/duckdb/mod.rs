@@ -12,8 +12,9 @@
 //!   SQL names and which ones a statement mentions (pure).
 //! - `sql`: the pure SQL wrapping (native unit tests).
 //!
-//! Parquet is read and written by parquet-wasm (`client/js/parquet.js`,
-//! loaded on first use): duckdb-wasm's Parquet support is an extension it
+//! Parquet is read and written by parquet-wasm (`client/js/parquet.js`, in
+//! the worker of `client/js/parquet-worker.js`, started on first use):
+//! duckdb-wasm's Parquet support is an extension it
 //! would download from extensions.duckdb.org at run time.
 //!
 //! Results cross from JavaScript as one JSON string of plain values: DuckDB

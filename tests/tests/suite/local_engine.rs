@@ -10,8 +10,8 @@
 //!    failure shows DuckDB's message and an error id;
 //! 4. a URL dataset (CSV on another origin, with CORS) runs locally:
 //!    duckdb-wasm fetches it itself, also in the cross-origin isolated page;
-//! 5. a Parquet file opened in the browser (parquet-wasm) keeps DuckDB's
-//!    exact types; files sharing a stem, and a local file named like an
+//! 5. a Parquet file opened in the browser (parquet-wasm, in its worker)
+//!    keeps DuckDB's exact types; files sharing a stem, and a local file named like an
 //!    offline copy, get distinct names; after an offline reload only the
 //!    stored files a query names are loaded;
 //! 6. a local result downloads as Parquet with every row (not only those
@@ -655,6 +655,20 @@ async fn a_parquet_file_opens_and_queries_offline_and_colliding_names_stay_disti
         let (state, engine, query_id) = wait_newest_done(&b, 1).await?;
         ensure!(state == "completed" && engine == "local", "{state} on {engine}");
         ensure!(wait_table(&b, 3).await? == expected_parquet_sales());
+        // parquet-wasm read it in its worker: the page itself started the
+        // worker and never fetched parquet-wasm's module.
+        let fetched = b
+            .eval(
+                "return performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname);",
+                vec![],
+            )
+            .await?;
+        let fetched: Vec<String> = serde_json::from_value(fetched)?;
+        ensure!(
+            fetched.iter().any(|p| p == "/duckdb-wasm/parquet-worker.js")
+                && !fetched.iter().any(|p| p.ends_with("parquet_wasm_bg.wasm")),
+            "the page's own fetches: {fetched:?}"
+        );
         let completed = completed_on_server(&base, session, &query_id).await?;
         ensure!(
             completed["columns"]
