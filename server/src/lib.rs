@@ -7,7 +7,7 @@
 //! - [`tls`]: HTTPS with rustls;
 //! - [`error`]: the one error type, rendered as problem JSON with an error id;
 //! - [`http`]: the axum router, handlers and static file serving;
-//! - [`store`]: the SQLite event store and its migrations;
+//! - [`store`]: the event store interface and its SQLite and PostgreSQL backends;
 //! - [`pipeline`]: load -> decide -> persist -> publish -> react (the one writer);
 //! - [`bus`]: in-process broadcast of committed events and progress frames;
 //! - [`projections`]: in-memory read models;

@@ -18,6 +18,7 @@ mod query_slots;
 mod skeleton;
 mod sse;
 mod store;
+mod store_conformance;
 mod store_failure;
 mod sync_client;
 mod sync_edges;
