@@ -219,3 +219,46 @@ impl Drop for PgCluster {
         let _ = self.child.lock().unwrap().wait();
     }
 }
+
+/// A Sextant node (the real server binary) on the PostgreSQL database
+/// `url`, with a data directory of its own (DuckDB's work files, its copy
+/// of `owner.token`).
+pub struct Node {
+    pub server: crate::ServerProcess,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts a node on `url`. The first node of a database creates the
+    /// owner; pass its data directory as `owner_from` to start the others
+    /// with the same `owner.token`, as a deployment copies it.
+    pub fn start(
+        url: &str,
+        owner_from: Option<&Path>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Node> {
+        let data_dir = tempfile::tempdir()?;
+        if let Some(first) = owner_from {
+            std::fs::copy(
+                first.join("owner.token"),
+                data_dir.path().join("owner.token"),
+            )
+            .context("copying owner.token")?;
+        }
+        let mut args = vec!["--database-url", url, "--no-demo"];
+        args.extend_from_slice(extra_args);
+        let server = crate::ServerProcess::start(data_dir.path(), &args)?;
+        Ok(Node { server, data_dir })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// `server users ARGS… --database-url URL --data-dir DIR`: its stdout.
+pub fn users_command(url: &str, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--database-url", url]);
+    crate::users_command(data_dir, &all)
+}

@@ -9,6 +9,7 @@ mod dataset_download;
 mod defaults;
 mod fuzz;
 mod local_engine;
+mod postgres_node;
 mod power_cut;
 mod query;
 mod query_faults;
