@@ -74,6 +74,7 @@ impl AppState {
             bus.clone(),
         )
         .await?;
+        let metrics = Metrics::new(&pipeline);
         Ok(Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
@@ -86,7 +87,7 @@ impl AppState {
                 accounts,
                 owner_token,
                 limits: crate::limits::Limits::from_config(config),
-                metrics: Metrics::default(),
+                metrics,
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })

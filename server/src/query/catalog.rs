@@ -140,16 +140,12 @@ impl Catalog {
         &self.dir
     }
 
-    /// Whether a dataset of this name exists: registered, or a file that the
-    /// next rescan will register. Cheap enough for the command writer.
-    pub fn exists(&self, name: &str) -> bool {
+    /// Whether a dataset of this name is registered, from memory only (the
+    /// command writer asks inside its transaction). A file added since the
+    /// last scan is known after [`Catalog::refresh`].
+    pub fn knows(&self, name: &str) -> bool {
         let key = name.to_ascii_lowercase();
-        if self.names.read().expect("catalog names").contains(&key) {
-            return true;
-        }
-        self.scan()
-            .map(|files| select_candidates(files).0.contains_key(&key))
-            .unwrap_or(false)
+        self.names.read().expect("catalog names").contains(&key)
     }
 
     fn scan(&self) -> std::io::Result<Vec<Candidate>> {

@@ -248,7 +248,13 @@ struct CatalogHook(Arc<Catalog>);
 
 impl DatasetCatalog for CatalogHook {
     fn exists(&self, name: &shared_domain::DatasetName) -> bool {
-        self.0.exists(name.as_str())
+        self.0.knows(name.as_str())
+    }
+
+    fn learn(&self, name: &shared_domain::DatasetName) {
+        if let Err(error) = self.0.refresh() {
+            tracing::warn!(dataset = %name, %error, "refreshing the dataset catalog failed");
+        }
     }
 }
 
