@@ -226,6 +226,11 @@ struct Shared {
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
     /// Fault injection (tests): the writer panics on its next command.
     kill_writer: AtomicBool,
+    /// When set (PostgreSQL), committed events reach the bus through the
+    /// node's fan-out follower, which this wakes after each commit, instead
+    /// of being published here: one publisher keeps the bus in global order
+    /// when other nodes append too (see [`crate::fanout`]).
+    fanout: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 struct WriteRequest {
@@ -254,6 +259,7 @@ impl Pipeline {
             accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
             kill_writer: AtomicBool::new(false),
+            fanout: std::sync::OnceLock::new(),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Vec<EventEnvelope>>();
@@ -353,6 +359,13 @@ impl Pipeline {
             .write()
             .expect("reactors lock")
             .push(reactor);
+    }
+
+    /// Committed events reach the bus through a fan-out follower woken by
+    /// `wake`, not from here (PostgreSQL, where other nodes append too).
+    /// Set before serving.
+    pub fn publish_through(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.shared.fanout.set(wake);
     }
 
     /// Installs the catalog that validates server dataset names.
@@ -586,6 +599,10 @@ impl Writer {
             self.cache.clear();
         }
         self.cache.extend(staged);
+        let fanout = self.shared.fanout.get();
+        if let Some(wake) = fanout {
+            wake.notify_one();
+        }
         let has_reactors = !self
             .shared
             .reactors
@@ -603,10 +620,12 @@ impl Writer {
                         version = accepted.version,
                         "command accepted"
                     );
-                    for event in &accepted.events {
-                        self.shared
-                            .bus
-                            .publish_event(Arc::new(StoredEvent::new(event.clone())));
+                    if fanout.is_none() {
+                        for event in &accepted.events {
+                            self.shared
+                                .bus
+                                .publish_event(Arc::new(StoredEvent::new(event.clone())));
+                        }
                     }
                     if has_reactors {
                         let _ = self.committed.send(accepted.events.clone());
@@ -666,6 +685,9 @@ impl Writer {
             let _ = request.reply.send(outcome);
         }
         self.shared.bus.publish_catch_up();
+        if let Some(wake) = self.shared.fanout.get() {
+            wake.notify_one();
+        }
     }
 }
 

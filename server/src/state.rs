@@ -41,6 +41,7 @@ impl AppState {
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let bus = Bus::default();
+        let fanout_wake = Arc::new(tokio::sync::Notify::new());
         let (store, pipeline): (Store, Pipeline) = match &config.database_url {
             None => {
                 let path = config.database_path();
@@ -55,7 +56,9 @@ impl AppState {
                 let (store, writer) = PgStore::open(url)
                     .await
                     .context("opening the PostgreSQL event store")?;
-                (store.into(), Pipeline::start(writer, bus.clone()))
+                let pipeline = Pipeline::start(writer, bus.clone());
+                pipeline.publish_through(fanout_wake.clone());
+                (store.into(), pipeline)
             }
         };
         tracing::info!(backend = store.backend(), "event store open");
@@ -65,7 +68,17 @@ impl AppState {
             .await
             .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
         pipeline.set_accounts(accounts.clone());
+        // Other nodes append too (PostgreSQL): the fan-out follower publishes
+        // every event after the head read here, once the projections have
+        // subscribed (they drop what their rebuild already covered).
+        let fanout_from = match &store {
+            Store::Postgres(_) => Some(store.max_global_sequence().await?),
+            Store::Sqlite(_) => None,
+        };
         let projections = Projections::start(store.clone(), &bus).await?;
+        if let Some(cursor) = fanout_from {
+            crate::fanout::start(store.clone(), bus.clone(), cursor, fanout_wake);
+        }
         // DuckDB, the catalog (and the demo dataset), restart recovery.
         let query = QueryService::start(
             config.query_settings(),

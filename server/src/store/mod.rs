@@ -40,6 +40,10 @@ use crate::error::AppError;
 /// How many read connections are kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
+/// The SQLite backend's name before the store interface existed, kept so
+/// tests and benches that open a SQLite store directly read the same.
+pub type EventStore = SqliteStore;
+
 /// Shared handle to the SQLite store: cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {

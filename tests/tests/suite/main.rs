@@ -11,6 +11,7 @@ mod defaults;
 mod fuzz;
 mod local_engine;
 mod postgres_node;
+mod postgres_nodes;
 mod power_cut;
 mod query;
 mod query_faults;
