@@ -1338,6 +1338,36 @@ impl World {
                     "command {command_id} applied and reported rejected"
                 );
             }
+            // A command of this node whose events a replica holds only in
+            // part is still pending there (a `CloseSession` cut after its
+            // first event), so the view keeps showing it whole.
+            let by_position: HashMap<(Uuid, u64), Uuid> = self
+                .authority
+                .log
+                .iter()
+                .map(|e| {
+                    (
+                        (e.aggregate_id, e.aggregate_sequence),
+                        e.metadata.command_id,
+                    )
+                })
+                .collect();
+            for replica in &node.tabs {
+                for (command_id, aggregate_id) in &node.submitted {
+                    let Some(version) = replica.confirmed(*aggregate_id).map(|s| s.version())
+                    else {
+                        continue;
+                    };
+                    let partly_held = replica.head(*aggregate_id) == Some(*command_id)
+                        && by_position.get(&(*aggregate_id, version)) == Some(command_id)
+                        && by_position.get(&(*aggregate_id, version + 1)) == Some(command_id);
+                    assert!(
+                        !partly_held
+                            || replica.outbox().iter().any(|p| p.command_id == *command_id),
+                        "command {command_id} left the outbox with part of its events"
+                    );
+                }
+            }
             for replica in &node.tabs {
                 for aggregate_id in replica.aggregate_ids() {
                     let mut expected = replica.confirmed(aggregate_id).cloned().unwrap_or_default();
@@ -1591,6 +1621,22 @@ fn every_seeded_mutant_is_caught() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut survivors = Vec::new();
     for mutant in mutants::ALL {
+        let fixed = (mutant == Mutant::FirstEventFinishes).then(|| {
+            mutants::with(Some(mutant), || {
+                std::panic::catch_unwind(
+                    a_close_cut_between_its_two_events_stays_pending_until_both_are_in,
+                )
+            })
+        });
+        if let Some(Err(panic)) = fixed {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!("mutant {mutant:?} caught by its fixed schedule: {message}");
+            continue;
+        }
         match campaign(2000, Some(mutant)) {
             Ok(_) => survivors.push(mutant),
             Err(message) => eprintln!("mutant {mutant:?} caught: {message}"),
@@ -1715,6 +1761,42 @@ fn a_command_made_after_one_that_changes_nothing_waits_for_it() {
         Action::Send { node: 0 },
         // The rename lands, the repeated chart gets 503, the new chart lands.
         deliver(0, Fault::Partial503),
+    ]);
+}
+
+/// `CloseSession` with an active query is two events; the answer is lost
+/// and the feed is cut after the first: the close stays pending (the
+/// view keeps the session closed) until the second arrives or its resend
+/// is answered with both, applied once.
+#[test]
+fn a_close_cut_between_its_two_events_stays_pending_until_both_are_in() {
+    let query_id = QueryId(Uuid::from_u128(0));
+    let lost_answer = Action::Deliver {
+        node: 0,
+        pick: 0,
+        answer: false,
+        fault: Fault::None,
+    };
+    run(&[
+        submit(0, 0, create_session()),
+        submit(
+            0,
+            0,
+            SessionCommand::SubmitQuery {
+                query_id,
+                sql: crate::values::SqlQuery::new("SELECT 42").unwrap(),
+                engine: crate::values::Engine::Server,
+            },
+        ),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        Action::Feed { node: 0, count: 2 },
+        submit(0, 0, SessionCommand::CloseSession {}),
+        Action::Send { node: 0 },
+        lost_answer,
+        Action::Feed { node: 0, count: 1 },
+        Action::Crash { node: 0 },
+        Action::Feed { node: 0, count: 1 },
     ]);
 }
 
