@@ -21,19 +21,21 @@ use shared_domain::sync::answers::{batch_verdict, BatchVerdict};
 use shared_domain::sync::identity::{
     check_store, same_store, take_answer, ResetReason, StoreCheck, TakeAnswer, Witness,
 };
+use shared_domain::sync::orphans::{settle_local_runs, LocalRun, Orphan};
 use shared_domain::sync::{ConflictStep, PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
-    Actor, Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand,
-    SessionEvent, UserId,
+    Actor, Aggregate, CommandEnvelope, ErrorId, EventEnvelope, QueryId, QuerySession,
+    SessionCommand, SessionEvent, UserId,
 };
 use uuid::Uuid;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
+use super::local_runs::{self, RunLock};
 use super::net::{self, Answer, BatchFailure, Fetched};
 use super::owner::LocalNames;
-use super::storage::{FeedPosition, LocalStore, StorageError};
+use super::storage::{FeedPosition, LocalStore, RunChange, StorageError};
 use crate::ids::{random_uuid, time_ordered_uuid};
 
 /// What the connection indicator shows. It is derived from facts (is the
@@ -147,6 +149,10 @@ struct EngineState {
     wake: Option<oneshot::Sender<()>>,
     feed: Option<web_sys::EventSource>,
     channel: Option<web_sys::BroadcastChannel>,
+    /// The Web Locks of the local queries this page runs.
+    run_locks: HashMap<QueryId, Option<RunLock>>,
+    /// Orphaned local runs are being settled now.
+    settling: bool,
 }
 
 /// Cheap to clone; lives for the page.
@@ -217,6 +223,8 @@ impl SyncEngine {
                 wake: None,
                 feed: None,
                 channel: None,
+                run_locks: HashMap::new(),
+                settling: false,
             })),
             revision: RwSignal::new(0),
         };
@@ -265,6 +273,9 @@ impl SyncEngine {
         }
         engine.become_sender_when_elected();
         engine.changed();
+        // Local queries whose tab closed before they ended.
+        let settling = engine.clone();
+        spawn_local(async move { settling.settle_orphans().await });
         engine
     }
 
@@ -390,6 +401,157 @@ impl SyncEngine {
     /// outbox and schedules sending. A locally invalid command is reported
     /// here (with an error id) and never sent.
     pub fn submit(&self, session_id: Uuid, command: SessionCommand) -> Option<Vec<SessionEvent>> {
+        self.submit_with(session_id, command, None)
+    }
+
+    /// Submits `SubmitQuery` of a query this page runs locally: the run is
+    /// stored with the command (in one transaction) and this page holds its
+    /// Web Lock until [`SyncEngine::submit_local_outcome`] or
+    /// [`SyncEngine::local_run_ended`], so if the tab closes first, the next
+    /// page ends the query (`shared_domain::sync::orphans`).
+    pub fn submit_local_query(
+        &self,
+        session_id: Uuid,
+        query_id: QueryId,
+        command: SessionCommand,
+    ) -> Option<Vec<SessionEvent>> {
+        let lock = local_runs::hold(&local_runs::lock_name(
+            &self.state.borrow().names.sender_lock,
+            query_id,
+        ));
+        self.state.borrow_mut().run_locks.insert(query_id, lock);
+        let run = LocalRun {
+            aggregate_id: session_id,
+            query_id,
+            outcome: None,
+        };
+        let submitted = self.submit_with(session_id, command, Some(RunChange::Remember(run)));
+        if submitted.is_none() {
+            self.state.borrow_mut().run_locks.remove(&query_id);
+        }
+        submitted
+    }
+
+    /// Submits the outcome (`CompleteQuery`, `FailQuery`) of a local query
+    /// this page ran, forgetting its run with it. If the outcome cannot be
+    /// submitted now (its query is not active on the view, e.g. its start is
+    /// pending across a reset), the run keeps it, to be submitted once it
+    /// can. Releases the run's lock once stored.
+    pub fn submit_local_outcome(
+        &self,
+        session_id: Uuid,
+        query_id: QueryId,
+        command: SessionCommand,
+    ) {
+        let submitted = self.submit_with(
+            session_id,
+            command.clone(),
+            Some(RunChange::Forget(query_id)),
+        );
+        if submitted.is_none() {
+            let kept = LocalRun {
+                aggregate_id: session_id,
+                query_id,
+                outcome: Some(command),
+            };
+            self.change_run(RunChange::Remember(kept));
+        }
+    }
+
+    /// A local query this page started will not run (cancelled, or its
+    /// start was refused): forget its run and release its lock.
+    pub fn local_run_ended(&self, query_id: QueryId) {
+        self.change_run(RunChange::Forget(query_id));
+    }
+
+    /// Stores `change`, then releases the run's lock (never before: a page
+    /// that sees the lock gone must see the stored run as it is now).
+    fn change_run(&self, change: RunChange) {
+        let query_id = match &change {
+            RunChange::Remember(run) => run.query_id,
+            RunChange::Forget(query_id) => *query_id,
+        };
+        let store = self.state.borrow().store.clone();
+        let engine = self.clone();
+        spawn_local(async move {
+            if let Some(store) = store {
+                if let Err(error) = store.change_run(&change).await {
+                    engine.storage_failed(error);
+                }
+            }
+            engine.state.borrow_mut().run_locks.remove(&query_id);
+            engine.settle_orphans().await;
+        });
+    }
+
+    /// Settles the stored local runs no live tab runs (no one holds their
+    /// lock): submits the kept outcome or fails the query once it is active
+    /// on the view, forgets the others (`settle_local_runs`). Runs at the
+    /// start, when the feed opens, after a flush and after a run of this
+    /// page ends.
+    async fn settle_orphans(&self) {
+        let store = {
+            let mut state = self.state.borrow_mut();
+            if state.settling || state.fatal.is_some() {
+                return;
+            }
+            let Some(store) = state.store.clone() else {
+                return;
+            };
+            state.settling = true;
+            store
+        };
+        self.settle_orphans_in(&store).await;
+        self.state.borrow_mut().settling = false;
+    }
+
+    async fn settle_orphans_in(&self, store: &LocalStore) {
+        let runs = match store.local_runs().await {
+            Ok(runs) if runs.is_empty() => return,
+            Ok(runs) => runs,
+            Err(error) => return self.storage_failed(error),
+        };
+        // Without Web Locks a run of another tab looks like an orphan: leave them.
+        let Some(held) = local_runs::held_locks().await else {
+            return;
+        };
+        let orphans = {
+            let state = self.state.borrow();
+            let mut running = local_runs::running(&state.names.sender_lock, &held);
+            running.extend(state.run_locks.keys().copied());
+            settle_local_runs(&state.replica, &runs, &running, || ErrorId(random_uuid()))
+        };
+        for orphan in orphans {
+            match orphan {
+                Orphan::Submit {
+                    aggregate_id,
+                    command,
+                } => {
+                    let Some(query_id) = command.query_id() else {
+                        continue;
+                    };
+                    let forget = Some(RunChange::Forget(query_id));
+                    if self.submit_with(aggregate_id, command, forget).is_none() {
+                        // Refused here (reported once): do not try again.
+                        let _ = store.change_run(&RunChange::Forget(query_id)).await;
+                    }
+                }
+                Orphan::Forget(query_id) => {
+                    if let Err(error) = store.change_run(&RunChange::Forget(query_id)).await {
+                        self.storage_failed(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`SyncEngine::submit`], storing `run` with the command.
+    fn submit_with(
+        &self,
+        session_id: Uuid,
+        command: SessionCommand,
+        run: Option<RunChange>,
+    ) -> Option<Vec<SessionEvent>> {
         if let Some(fatal) = self.state.borrow().fatal.clone() {
             self.report_input(format!("{} was not done: {fatal}", command.name()));
             return None;
@@ -433,9 +595,16 @@ impl SyncEngine {
         let engine = self.clone();
         spawn_local(async move {
             if let Some(store) = store {
-                if let Err(error) = store.put_pending(&[(order, pending)]).await {
+                if let Err(error) = store
+                    .put_pending_with_run(&[(order, pending)], run.as_ref())
+                    .await
+                {
                     engine.storage_failed(error);
                 }
+            }
+            if let Some(RunChange::Forget(query_id)) = run {
+                // The outcome is stored: the run's lock may go.
+                engine.state.borrow_mut().run_locks.remove(&query_id);
             }
             engine.state.borrow_mut().unwritten.remove(&command_id);
             engine.tell_other_tabs();
@@ -789,7 +958,10 @@ impl SyncEngine {
             engine.set_feed(true);
             engine.retry_gaps();
             let engine = engine.clone();
-            spawn_local(async move { engine.flush().await });
+            spawn_local(async move {
+                engine.flush().await;
+                engine.settle_orphans().await;
+            });
         });
         feed.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         on_open.forget();
@@ -975,14 +1147,34 @@ impl SyncEngine {
                 return;
             }
         };
-        let outcome = self
-            .state
-            .borrow_mut()
-            .replica
-            .receive(&envelope, Source::Feed);
+        let command_id = envelope.metadata.command_id;
+        let (outcome, finished) = {
+            let mut state = self.state.borrow_mut();
+            let is_pending = |state: &EngineState| {
+                state
+                    .replica
+                    .outbox()
+                    .iter()
+                    .any(|p| p.command_id == command_id)
+            };
+            let was_pending = is_pending(&state);
+            let outcome = state.replica.receive(&envelope, Source::Feed);
+            // A command leaves the outbox with its last event (two for
+            // `CloseSession` with an active query), and its row with it.
+            let finished = was_pending && !is_pending(&state);
+            if finished {
+                state.orders.remove(&command_id);
+            }
+            (outcome, finished)
+        };
         match outcome {
             Ok(Received::Applied) => {
-                self.persist_events(vec![envelope], true);
+                let finished = if finished {
+                    vec![command_id]
+                } else {
+                    Vec::new()
+                };
+                self.persist_events_finishing(vec![envelope], true, finished);
                 self.changed();
             }
             Ok(Received::Duplicate) => self.persist_events(Vec::new(), true),
@@ -1003,6 +1195,17 @@ impl SyncEngine {
     /// Stores confirmed events and, with `position`, the feed position
     /// (cursor and gap ledger) as the replica has it now.
     fn persist_events(&self, events: Vec<EventEnvelope>, position: bool) {
+        self.persist_events_finishing(events, position, Vec::new());
+    }
+
+    /// [`SyncEngine::persist_events`], removing the outbox rows of the
+    /// commands they `finished` in the same transaction.
+    fn persist_events_finishing(
+        &self,
+        events: Vec<EventEnvelope>,
+        position: bool,
+        finished: Vec<Uuid>,
+    ) {
         let (store, position) = {
             let state = self.state.borrow();
             let Some(store) = state.store.clone() else {
@@ -1019,7 +1222,10 @@ impl SyncEngine {
         }
         let engine = self.clone();
         spawn_local(async move {
-            if let Err(error) = store.add_events(&events, position.as_ref()).await {
+            if let Err(error) = store
+                .add_events_finishing(&events, position.as_ref(), &finished)
+                .await
+            {
                 engine.storage_failed(error);
             }
         });
@@ -1173,6 +1379,8 @@ impl SyncEngine {
         }
         self.state.borrow_mut().flushing = false;
         self.changed();
+        // The view moved: a kept outcome may be submittable now.
+        self.settle_orphans().await;
     }
 
     /// A batch failed as a whole: how long to wait (None: go on at once).
