@@ -82,6 +82,41 @@ struct PendingRow {
     pending: PendingCommand<SessionCommand>,
 }
 
+/// Changes stored together ([`LocalStore::write`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Write {
+    /// Confirmed events to add.
+    pub events: Vec<EventEnvelope>,
+    /// The feed position to store with them.
+    pub position: Option<FeedPosition>,
+    /// Outbox rows to delete: their commands are confirmed or rejected.
+    pub finished: Vec<Uuid>,
+    /// Outbox rows to add or update (rebased), with their order.
+    pub put: Vec<(f64, PendingCommand<SessionCommand>)>,
+}
+
+impl Write {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.position.is_none()
+            && self.finished.is_empty()
+            && self.put.is_empty()
+    }
+
+    /// Adds `later` to this write: its events, rows and deletions after
+    /// these, its position instead of this one.
+    pub fn merge(&mut self, later: Write) {
+        self.events.extend(later.events);
+        if later.position.is_some() {
+            self.position = later.position;
+        }
+        self.put
+            .retain(|(_, p)| !later.finished.contains(&p.command_id));
+        self.finished.extend(later.finished);
+        self.put.extend(later.put);
+    }
+}
+
 /// A remembered local run, in `meta` under [`run_key`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunRow {
@@ -205,6 +240,7 @@ impl LocalStore {
 
     /// Adds or updates pending commands (after a submit or a rebase). `order`
     /// keeps a command's place: pass the time it was first submitted.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn put_pending(
         &self,
         pending: &[(f64, PendingCommand<SessionCommand>)],
@@ -254,6 +290,7 @@ impl LocalStore {
     }
 
     /// Removes commands that were applied or rejected.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn remove_pending(&self, command_ids: &[Uuid]) -> Result<(), StorageError> {
         if command_ids.is_empty() {
             return Ok(());
@@ -305,47 +342,78 @@ impl LocalStore {
     /// [`LocalStore::add_events`], and removes the outbox rows of the
     /// commands these events finished, in the same transaction: a row never
     /// outlives the events that confirm its command, nor goes before them.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn add_events_finishing(
         &self,
         events: &[EventEnvelope],
         position: Option<&FeedPosition>,
         finished: &[Uuid],
     ) -> Result<(), StorageError> {
+        self.write(&Write {
+            events: events.to_vec(),
+            position: position.cloned(),
+            finished: finished.to_vec(),
+            put: Vec::new(),
+        })
+        .await
+    }
+
+    /// Everything in `write`, in one transaction, its requests issued
+    /// together (not one after the other's completion): a resync stores a
+    /// batch's events and outbox changes at once.
+    pub async fn write(&self, write: &Write) -> Result<(), StorageError> {
+        if write.is_empty() {
+            return Ok(());
+        }
         let tx = self
             .db
             .transaction(&[EVENTS, META, PENDING], TransactionMode::ReadWrite)?;
-        if !finished.is_empty() {
-            let pending = tx.store(PENDING)?;
-            for id in finished {
-                pending.delete(key_of(*id)).await?;
-            }
+        let pending = tx.store(PENDING)?;
+        let events = tx.store(EVENTS)?;
+        let meta = tx.store(META)?;
+        let mut values = Vec::new();
+        for (order, command) in &write.put {
+            let row = PendingRow {
+                v: RECORD_FORMAT,
+                order: *order,
+                pending: command.clone(),
+            };
+            values.push((PENDING, encode(&row)?, key_of(command.command_id)));
         }
-        let store = tx.store(EVENTS)?;
-        for event in events {
+        for event in &write.events {
             let key = format!("{}/{:020}", event.aggregate_id, event.aggregate_sequence);
             let row = EventRow {
                 v: RECORD_FORMAT,
                 event: event.clone(),
             };
-            store
-                .put(&encode(&row)?, Some(&JsValue::from_str(&key)))
-                .await?;
+            values.push((EVENTS, encode(&row)?, JsValue::from_str(&key)));
         }
-        if let Some(position) = position {
-            let meta = tx.store(META)?;
-            meta.put(
-                &JsValue::from_f64(position.cursor as f64),
-                Some(&JsValue::from_str(CURSOR_KEY)),
-            )
-            .await?;
+        if let Some(position) = &write.position {
             let gaps = serde_json::to_string(&position.gaps)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            meta.put(
-                &JsValue::from_str(&gaps),
-                Some(&JsValue::from_str(GAPS_KEY)),
-            )
-            .await?;
+            values.push((
+                META,
+                JsValue::from_f64(position.cursor as f64),
+                JsValue::from_str(CURSOR_KEY),
+            ));
+            values.push((META, JsValue::from_str(&gaps), JsValue::from_str(GAPS_KEY)));
         }
+        let store_of = |name: &str| match name {
+            PENDING => &pending,
+            EVENTS => &events,
+            _ => &meta,
+        };
+        let puts = values
+            .iter()
+            .map(|(store, value, key)| store_of(store).put(value, Some(key)));
+        let deletes = write.finished.iter().map(|id| pending.delete(key_of(*id)));
+        let (put, deleted) = futures::future::join(
+            futures::future::try_join_all(puts),
+            futures::future::try_join_all(deletes),
+        )
+        .await;
+        put?;
+        deleted?;
         tx.done().await?;
         Ok(())
     }

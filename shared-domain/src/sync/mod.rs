@@ -29,9 +29,11 @@
 
 pub mod answers;
 pub mod base;
+pub mod context;
 pub mod identity;
 mod mutants;
 pub mod orphans;
+pub mod shell;
 
 use mutants::{active, Mutant};
 
@@ -386,8 +388,22 @@ impl<A: Aggregate> Replica<A> {
         aggregate_id: Uuid,
         command: A::Command,
     ) -> Result<Vec<A::Event>, A::Error> {
+        self.submit_decided(command_id, aggregate_id, command, A::handle)
+    }
+
+    /// [`Replica::submit`] with the shell's own decision on the view, for
+    /// facts the aggregate alone lacks (the browser's
+    /// `decision::decide` with the context it knows: the signed-in user,
+    /// the query ids of its other sessions, the catalog it loaded).
+    pub fn submit_decided<E>(
+        &mut self,
+        command_id: Uuid,
+        aggregate_id: Uuid,
+        command: A::Command,
+        decide: impl FnOnce(&A, &A::Command) -> Result<Vec<A::Event>, E>,
+    ) -> Result<Vec<A::Event>, E> {
         let (view, base) = self.view_and_base(aggregate_id);
-        let events = view.handle(&command)?;
+        let events = decide(&view, &command)?;
         self.outbox.push_back(PendingCommand {
             command_id,
             aggregate_id,

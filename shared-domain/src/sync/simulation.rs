@@ -26,7 +26,7 @@
 //! shared-domain --release --lib the_simulation_reaches_every_path --
 //! --nocapture` (10,000 take about 4 s in release).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
@@ -42,6 +42,7 @@ use super::identity::{
 };
 use super::mutants::{self, Mutant};
 use super::orphans::{settle_local_runs, LocalRun, Orphan};
+use super::shell::{after_catch_up, on_answer, AnswerEffect, CommandAnswer};
 use super::*;
 use crate::access::{Actor, UserId};
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
@@ -1261,54 +1262,47 @@ impl World {
             }
         }
         for (envelope, reply) in batch.iter().zip(replies) {
-            match (command_verdict(reply.status()), reply) {
-                (CommandVerdict::Accepted, Reply::Ok(events)) => {
-                    let outcomes = node.tabs[0].accepted(envelope, &events).unwrap();
-                    if outcomes.contains(&Received::Diverged) {
-                        node.reset(
-                            self.authority.store_id,
-                            ResetReason::WitnessDiffers,
-                            &mut self.stats,
-                        );
-                        return;
-                    }
-                    node.persist_events(&events);
-                    if outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
-                        node.catch_up(&self.authority, envelope.aggregate_id, &mut self.stats);
-                    }
-                }
+            // The browser's answer path itself (`shell::on_answer`).
+            let answer = match (command_verdict(reply.status()), reply) {
+                (CommandVerdict::Accepted, Reply::Ok(events)) => CommandAnswer::Accepted { events },
                 (CommandVerdict::CatchUp, Reply::Conflict(current, command)) => {
                     self.stats.conflicts += 1;
-                    match node.tabs[0].conflict(envelope, Some(current), command) {
-                        ConflictStep::CatchUp { aggregate_id, .. } => {
-                            if node.catch_up(&self.authority, aggregate_id, &mut self.stats) {
-                                let rejections = node.tabs[0].rebase(aggregate_id);
-                                self.stats.rejections += rejections.len();
-                                node.report(rejections, &self.authority, self.number_only);
-                            }
-                        }
-                        ConflictStep::Stale => self.stats.stale_answers += 1,
-                        ConflictStep::Reset => {
-                            // The authority lost events it confirmed.
-                            node.reset(
-                                self.authority.store_id,
-                                ResetReason::WitnessMissing,
-                                &mut self.stats,
-                            );
-                            return;
-                        }
+                    CommandAnswer::Conflict {
+                        current_version: Some(current),
+                        current_command: command,
                     }
                 }
                 (CommandVerdict::Reject, Reply::Refused(_, reason)) => {
-                    let rejections = node.tabs[0].rejected(envelope, reason);
-                    if rejections.is_empty() {
-                        self.stats.stale_answers += 1;
-                    }
-                    self.stats.rejections += rejections.len();
-                    node.report(rejections, &self.authority, self.number_only);
+                    CommandAnswer::Rejected { reason }
                 }
-                (CommandVerdict::Retry, _) => {}
+                (CommandVerdict::Retry, _) => CommandAnswer::Retry,
                 (verdict, reply) => panic!("{verdict:?} for {reply:?}"),
+            };
+            let mut effects: VecDeque<_> = on_answer(&mut node.tabs[0], envelope, answer)
+                .unwrap()
+                .into();
+            while let Some(effect) = effects.pop_front() {
+                match effect {
+                    AnswerEffect::StoreEvents(events) => node.persist_events(&events),
+                    AnswerEffect::CatchUp {
+                        aggregate_id,
+                        rebase,
+                    } => {
+                        if node.catch_up(&self.authority, aggregate_id, &mut self.stats) {
+                            effects.extend(after_catch_up(&mut node.tabs[0], aggregate_id, rebase));
+                        }
+                    }
+                    AnswerEffect::Report(rejections) => {
+                        self.stats.rejections += rejections.len();
+                        node.report(rejections, &self.authority, self.number_only);
+                    }
+                    AnswerEffect::Reset(reason) => {
+                        node.reset(self.authority.store_id, reason, &mut self.stats);
+                        return;
+                    }
+                    AnswerEffect::Ignored => self.stats.stale_answers += 1,
+                    AnswerEffect::Retry => {}
+                }
             }
         }
         node.attempt = 0;
