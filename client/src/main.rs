@@ -17,6 +17,7 @@ mod held;
 mod ids;
 mod listing;
 mod offline;
+mod progress;
 mod route;
 mod sqltext;
 mod sw;

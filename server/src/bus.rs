@@ -7,6 +7,7 @@
 //! (SSE streams, projections) then catch up from the store, which is the
 //! truth. Ephemeral frames lost that way are simply superseded by later ones.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
@@ -154,6 +155,8 @@ pub enum BusMessage {
 #[derive(Clone)]
 pub struct Bus {
     sender: broadcast::Sender<BusMessage>,
+    /// Times a subscriber fell behind and caught up from the store.
+    lag_catch_ups: Arc<AtomicU64>,
 }
 
 impl Default for Bus {
@@ -165,7 +168,10 @@ impl Default for Bus {
 impl Bus {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity);
-        Self { sender }
+        Self {
+            sender,
+            lag_catch_ups: Arc::default(),
+        }
     }
 
     /// A receiver of every message published from now on. Subscribe before
@@ -189,6 +195,16 @@ impl Bus {
     /// Tells every event consumer to catch up from the store.
     pub fn publish_catch_up(&self) {
         let _ = self.sender.send(BusMessage::CatchUp);
+    }
+
+    /// Counts a subscriber that lagged behind and catches up from the store.
+    pub fn note_lag(&self) {
+        self.lag_catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times subscribers lagged and caught up from the store.
+    pub fn lag_catch_ups(&self) -> u64 {
+        self.lag_catch_ups.load(Ordering::Relaxed)
     }
 
     /// The number of live receivers.

@@ -1,7 +1,8 @@
 //! `GET /api/metrics`: operational figures in the Prometheus text format,
 //! read from the parts that own them at scrape time (no extra bookkeeping
-//! on hot paths): the pipeline's command and group counters and writer
-//! queue, SSE subscribers, the query slots and the result cache and store.
+//! on hot paths): the pipeline's command and group counters, commit latency
+//! histogram and writer queue, SSE subscribers and their lag catch-ups, the
+//! query slots and the result cache and store.
 
 use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
@@ -25,6 +26,7 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     store_bytes: IntGauge,
     store_files: IntGauge,
+    sse_lag_catch_ups: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -127,12 +129,28 @@ impl Default for Metrics {
                 "sextant_result_store_results",
                 "Results persisted on disk.",
             ),
+            sse_lag_catch_ups: counter(
+                r,
+                "sextant_sse_lag_catch_ups_total",
+                "Times an SSE stream fell behind the bus and caught up from the store.",
+            ),
             registry,
         }
     }
 }
 
 impl Metrics {
+    /// The registry, with the instruments their owners keep themselves
+    /// (the pipeline's commit latency histogram).
+    pub fn new(pipeline: &crate::pipeline::Pipeline) -> Self {
+        let metrics = Self::default();
+        metrics
+            .registry
+            .register(Box::new(pipeline.commit_latency()))
+            .expect("unique metric");
+        metrics
+    }
+
     /// Reads every figure from its owner and renders the text format.
     pub fn render(&self, state: &AppState) -> String {
         let (groups, commands) = state.pipeline().stats();
@@ -141,6 +159,7 @@ impl Metrics {
         self.writer_queue.set(state.pipeline().queue_depth() as i64);
         self.sse_subscribers
             .set(state.bus().subscriber_count() as i64);
+        catch_up(&self.sse_lag_catch_ups, state.bus().lag_catch_ups());
         let query = state.query();
         let slots = query.slots();
         self.slots.set(slots.slots as i64);

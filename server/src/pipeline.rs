@@ -63,6 +63,11 @@ use crate::bus::{Bus, StoredEvent};
 use crate::error::{AppError, ErrorKind};
 use crate::store::{self, ProcessedCommand, WriteConnection};
 
+/// Commit latency buckets, in seconds: a durable commit is about 1 ms on
+/// this class of disk, a slow one tens of milliseconds.
+const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+];
 /// The most commands committed in one transaction.
 pub const MAX_GROUP: usize = 256;
 /// How long the writer waits at most for a group to grow to the size of the
@@ -173,9 +178,16 @@ pub trait Reactor: Send + Sync + 'static {
 
 /// The server's dataset catalog, consulted before `AttachDataset` is decided.
 pub trait DatasetCatalog: Send + Sync + 'static {
-    /// Whether a server dataset of this name exists. Called on the writer
-    /// thread: answer from memory.
+    /// Whether a server dataset of this name is known. Called on the writer
+    /// thread inside the write transaction: answer from memory, never read
+    /// the disk (every command of the group would wait for it).
     fn exists(&self, name: &DatasetName) -> bool;
+
+    /// Brings the catalog up to date when it does not know `name` yet (a
+    /// file dropped into the datasets directory since the last scan).
+    /// Called on a blocking thread before the command is queued: may read
+    /// the disk.
+    fn learn(&self, _name: &DatasetName) {}
 }
 
 /// Parses a wire envelope into a session command (400 when it is not one).
@@ -208,6 +220,8 @@ struct Shared {
     /// Transactions committed and commands handled by the writer.
     groups: AtomicU64,
     commands: AtomicU64,
+    /// Seconds from a group's BEGIN to its COMMIT returning (fsync included).
+    commit_latency: prometheus::Histogram,
     catalog: RwLock<Option<Arc<dyn DatasetCatalog>>>,
     accounts: RwLock<Option<crate::accounts::Accounts>>,
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
@@ -229,6 +243,14 @@ impl Pipeline {
             bus,
             groups: AtomicU64::new(0),
             commands: AtomicU64::new(0),
+            commit_latency: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "sextant_commit_seconds",
+                    "Time from a group's BEGIN to its COMMIT (decisions and fsync included).",
+                )
+                .buckets(COMMIT_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
             catalog: RwLock::new(None),
             accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
@@ -291,6 +313,11 @@ impl Pipeline {
 
     /// (transactions committed, commands handled) so far: their ratio is the
     /// mean group-commit size.
+    /// The commit latency histogram (the metrics registry renders it).
+    pub fn commit_latency(&self) -> prometheus::Histogram {
+        self.shared.commit_latency.clone()
+    }
+
     pub fn stats(&self) -> (u64, u64) {
         (
             self.shared.groups.load(Ordering::Relaxed),
@@ -394,6 +421,23 @@ impl Pipeline {
         outcomes
     }
 
+    /// Lets the catalog read the disk for a dataset it does not know yet,
+    /// here, before the writer decides with what the catalog has in memory.
+    async fn learn_dataset(&self, command: &SessionCommand) {
+        let Some(name) = DecisionContext::needs(command).server_dataset else {
+            return;
+        };
+        let catalog = self.shared.catalog.read().expect("catalog lock").clone();
+        let Some(catalog) = catalog else {
+            return;
+        };
+        if catalog.exists(name) {
+            return;
+        }
+        let name = name.clone();
+        let _ = tokio::task::spawn_blocking(move || catalog.learn(&name)).await;
+    }
+
     async fn enqueue(
         &self,
         envelope: CommandEnvelope<SessionCommand>,
@@ -405,6 +449,7 @@ impl Pipeline {
                 envelope.aggregate_type
             )));
         }
+        self.learn_dataset(&envelope.command).await;
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(WriteRequest {
@@ -487,6 +532,7 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let now = store::now();
+        let timer = self.shared.commit_latency.start_timer();
         let mut staged: HashMap<Uuid, QuerySession> = HashMap::new();
         let mut decided: Vec<Result<Decided, AppError>> = Vec::with_capacity(group.len());
         let committed = match self
@@ -529,9 +575,11 @@ impl Writer {
             Err(error) => Err(error.to_string()),
         };
         if let Err(failure) = committed {
+            timer.stop_and_discard();
             self.fail_group(group, decided, &failure);
             return;
         }
+        timer.observe_duration();
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
         self.shared
             .commands

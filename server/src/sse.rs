@@ -121,6 +121,7 @@ pub async fn events(
         }),
     );
     feed.slot = Some(slot);
+    feed.bus = Some(state.bus().clone());
     if let Some(frame) = hello {
         feed.pending.push_back(frame);
     }
@@ -297,6 +298,8 @@ struct Feed {
     catching_up: bool,
     /// Frames of a replay page not sent yet.
     pending: VecDeque<Bytes>,
+    /// The bus, to count this stream's lags (metrics).
+    bus: Option<crate::bus::Bus>,
 }
 
 impl Feed {
@@ -321,6 +324,7 @@ impl Feed {
             last_sent: request.after,
             catching_up: true,
             pending: VecDeque::new(),
+            bus: None,
         }
     }
 
@@ -402,6 +406,9 @@ impl Feed {
                 Ok(BusMessage::CatchUp) => self.catching_up = true,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "SSE stream lagged; catching up from the store");
+                    if let Some(bus) = &self.bus {
+                        bus.note_lag();
+                    }
                     self.catching_up = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,

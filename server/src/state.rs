@@ -63,6 +63,7 @@ impl AppState {
             bus.clone(),
         )
         .await?;
+        let metrics = Metrics::new(&pipeline);
         Ok(Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
@@ -75,7 +76,7 @@ impl AppState {
                 accounts,
                 owner_token,
                 limits: crate::limits::Limits::from_config(config),
-                metrics: Metrics::default(),
+                metrics,
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
         })

@@ -14,7 +14,7 @@ use wasm_bindgen::prelude::*;
 use super::session::Workbench;
 use crate::duckdb::choice::EngineChoice;
 use crate::offline::engine::engine;
-use crate::{api, bundles, sqltext};
+use crate::{api, bundles, progress, sqltext};
 
 /// The mounted CodeMirror editor and the callbacks it calls (kept alive
 /// as long as it is mounted).
@@ -291,11 +291,12 @@ pub fn ActiveQuery() -> impl IntoView {
                 Some(record) => {
                     let query_id = record.query_id;
                     let running = record.state == QueryState::Running;
-                    let percent = move || {
-                        engine().progress(query_id).and_then(|p| p.percent).unwrap_or(0.0)
-                    };
-                    let elapsed = move || {
-                        engine().progress(query_id).map(|p| p.elapsed_ms).unwrap_or(0)
+                    let fill = move || engine().progress(query_id).and_then(|p| progress::fill(&p));
+                    let percent = move || fill().unwrap_or(0.0);
+                    let described = move || match engine().progress(query_id) {
+                        Some(p) => progress::describe(&p),
+                        None if running => "running".to_owned(),
+                        None => "waiting to start".to_owned(),
                     };
                     view! {
                         <div class="row end active-head">
@@ -332,12 +333,12 @@ pub fn ActiveQuery() -> impl IntoView {
                         >
                             <div
                                 class="progress-fill"
-                                class:indeterminate=move || !running
+                                class:indeterminate=move || !running || fill().is_none()
                                 style:width=move || format!("{:.1}%", percent().clamp(2.0, 100.0))
                             ></div>
                         </div>
-                        <div class="muted small">
-                            {move || format!("{:.0}% · {} ms", percent(), elapsed())}
+                        <div class="muted small" data-testid="query-progress-text">
+                            {described}
                         </div>
                     }
                         .into_any()

@@ -91,6 +91,15 @@ pub struct Progress {
     pub percent: Option<f64>,
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// Rows the scans have read so far, and will read in all (DuckDB's
+    /// counts, when it keeps them).
+    #[serde(default)]
+    pub rows_read: Option<u64>,
+    #[serde(default)]
+    pub rows_total: Option<u64>,
+    /// Result rows produced so far.
+    #[serde(default)]
+    pub rows_returned: Option<u64>,
 }
 
 /// The feed's first frame: the store, and whether what the page holds is confirmed.

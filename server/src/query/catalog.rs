@@ -121,6 +121,9 @@ struct CatalogState {
     registered: HashMap<String, Registered>,
     /// Problems already logged, so a rescan does not repeat them.
     reported: HashSet<String>,
+    /// Files DuckDB could not read, as they were then: tried again only
+    /// once they change.
+    unreadable: HashMap<String, Candidate>,
 }
 
 impl Catalog {
@@ -140,16 +143,12 @@ impl Catalog {
         &self.dir
     }
 
-    /// Whether a dataset of this name exists: registered, or a file that the
-    /// next rescan will register. Cheap enough for the command writer.
-    pub fn exists(&self, name: &str) -> bool {
+    /// Whether a dataset of this name is registered, from memory only (the
+    /// command writer asks inside its transaction). A file added since the
+    /// last scan is known after [`Catalog::refresh`].
+    pub fn knows(&self, name: &str) -> bool {
         let key = name.to_ascii_lowercase();
-        if self.names.read().expect("catalog names").contains(&key) {
-            return true;
-        }
-        self.scan()
-            .map(|files| select_candidates(files).0.contains_key(&key))
-            .unwrap_or(false)
+        self.names.read().expect("catalog names").contains(&key)
     }
 
     fn scan(&self) -> std::io::Result<Vec<Candidate>> {
@@ -196,13 +195,21 @@ impl Catalog {
                 tracing::warn!("{problem}");
             }
         }
-        let connection = self.database.crate_connection()?;
         let stale: Vec<String> = state
             .registered
             .iter()
             .filter(|(key, reg)| selected.get(*key) != Some(&reg.candidate))
             .map(|(key, _)| key.clone())
             .collect();
+        let unchanged = stale.is_empty()
+            && selected.iter().all(|(key, candidate)| {
+                state.registered.contains_key(key) || state.unreadable.get(key) == Some(candidate)
+            });
+        if unchanged {
+            // Every query rescans: when nothing moved, no DuckDB work at all.
+            return Ok(());
+        }
+        let connection = self.database.crate_connection()?;
         for key in stale {
             let reg = state.registered.remove(&key).expect("registered");
             let _ = connection.execute_batch(&format!(
@@ -212,11 +219,13 @@ impl Catalog {
             tracing::info!(dataset = %reg.candidate.name, "dataset removed or changed");
         }
         for (key, candidate) in selected {
-            if state.registered.contains_key(&key) {
+            if state.registered.contains_key(&key) || state.unreadable.get(&key) == Some(&candidate)
+            {
                 continue;
             }
             match register(&connection, &candidate) {
                 Ok(dataset) => {
+                    state.unreadable.remove(&key);
                     tracing::info!(
                         dataset = %dataset.name,
                         format = ?dataset.format,
@@ -233,6 +242,7 @@ impl Catalog {
                         "skipping dataset file {}: DuckDB cannot read it: {error}",
                         candidate.path.display()
                     );
+                    state.unreadable.insert(key, candidate);
                     if state.reported.insert(problem.clone()) {
                         tracing::warn!("{problem}");
                     }
@@ -405,5 +415,33 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("a.ndjson")), Some(Format::Json));
         assert_eq!(Format::from_path(Path::new("a.txt")), None);
         assert_eq!(Format::from_path(Path::new("a")), None);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_tried_again_once_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::open_in_memory(&[]).unwrap();
+        let catalog = Catalog::open(dir.path().to_path_buf(), database).unwrap();
+        let path = dir.path().join("broken.parquet");
+        std::fs::write(&path, b"not parquet").unwrap();
+        catalog.refresh().unwrap();
+        assert!(!catalog.knows("broken"));
+        // Unchanged: still skipped (and not tried again).
+        catalog.refresh().unwrap();
+        assert!(!catalog.knows("broken"));
+        // Rewritten as real Parquet: registered at the next rescan.
+        duckdb::Connection::open_in_memory()
+            .unwrap()
+            .execute_batch(&format!(
+                "COPY (SELECT 1 AS x) TO '{}' (FORMAT parquet)",
+                path.display()
+            ))
+            .unwrap();
+        catalog.refresh().unwrap();
+        assert!(catalog.knows("broken"));
+        // Removed: dropped.
+        std::fs::remove_file(&path).unwrap();
+        catalog.refresh().unwrap();
+        assert!(!catalog.knows("broken"));
     }
 }

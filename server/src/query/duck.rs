@@ -402,6 +402,24 @@ impl Drop for LogicalType {
     }
 }
 
+/// DuckDB's error data carries some messages as JSON
+/// (`{"exception_type":"Invalid Input","exception_message":"…"}`): show
+/// them as DuckDB prints its other errors, `Invalid Input Error: …`.
+fn readable_message(message: String) -> String {
+    #[derive(serde::Deserialize)]
+    struct Structured {
+        exception_type: String,
+        exception_message: String,
+    }
+    match serde_json::from_str::<Structured>(&message) {
+        Ok(error) => format!(
+            "{} Error: {}",
+            error.exception_type, error.exception_message
+        ),
+        Err(_) => message,
+    }
+}
+
 /// Turns a `duckdb_error_data` into a Result, freeing it.
 fn error_data(mut data: ffi::duckdb_error_data) -> Result<(), DuckError> {
     if data.is_null() {
@@ -410,10 +428,10 @@ fn error_data(mut data: ffi::duckdb_error_data) -> Result<(), DuckError> {
     // SAFETY: a valid error data object, destroyed once.
     unsafe {
         let result = if ffi::duckdb_error_data_has_error(data) {
-            Err(DuckError(borrowed_str(
+            Err(DuckError(readable_message(borrowed_str(
                 ffi::duckdb_error_data_message(data),
                 "DuckDB error",
-            )))
+            ))))
         } else {
             Ok(())
         };
@@ -713,4 +731,23 @@ pub fn quote_identifier(name: &str) -> String {
 /// Quotes an SQL string literal (`'it''s'`).
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_error_messages_read_like_duckdbs_others() {
+        assert_eq!(
+            readable_message(
+                r#"{"exception_type":"Invalid Input","exception_message":"too big"}"#.into()
+            ),
+            "Invalid Input Error: too big"
+        );
+        assert_eq!(
+            readable_message("Binder Error: x".into()),
+            "Binder Error: x"
+        );
+    }
 }

@@ -248,7 +248,13 @@ struct CatalogHook(Arc<Catalog>);
 
 impl DatasetCatalog for CatalogHook {
     fn exists(&self, name: &shared_domain::DatasetName) -> bool {
-        self.0.exists(name.as_str())
+        self.0.knows(name.as_str())
+    }
+
+    fn learn(&self, name: &shared_domain::DatasetName) {
+        if let Err(error) = self.0.refresh() {
+            tracing::warn!(dataset = %name, %error, "refreshing the dataset catalog failed");
+        }
     }
 }
 
@@ -638,6 +644,7 @@ impl QueryService {
             )
             .await;
         self.active.lock().expect("active").remove(&query_id);
+        let mut to_persist = None;
         let command = match outcome {
             Ok(Execution {
                 columns,
@@ -647,8 +654,8 @@ impl QueryService {
             }) => {
                 let row_count = result.total_rows;
                 let result = Arc::new(result);
-                self.persist(query_id, result.clone()).await;
-                self.cache.insert(query_id, result).await;
+                self.cache.insert(query_id, result.clone()).await;
+                to_persist = Some(result);
                 SessionCommand::CompleteQuery {
                     query_id,
                     row_count,
@@ -672,7 +679,19 @@ impl QueryService {
         };
         // Clients may see the outcome on SSE before the read model has it.
         self.finishing.lock().expect("finishing").insert(query_id);
-        match self.issue_until_recorded(session_id, command, None).await {
+        // The result is written to disk while the outcome commits (both pay
+        // an fsync); until then the cache serves it, and a crash in between
+        // only means a recompute while the data is unchanged.
+        let persisted = async {
+            if let Some(result) = to_persist {
+                self.persist(query_id, result).await;
+            }
+        };
+        let (recorded, ()) = tokio::join!(
+            self.issue_until_recorded(session_id, command, None),
+            persisted
+        );
+        match recorded {
             Ok(accepted) => {
                 tracing::info!(%query_id, version = accepted.version, "server query finished");
             }

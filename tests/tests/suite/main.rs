@@ -4,6 +4,7 @@
 mod accounts;
 mod api;
 mod browser;
+mod catalog_lookup;
 mod crash;
 mod dataset_download;
 mod defaults;

@@ -138,6 +138,17 @@ async fn readers_that_stop_reading_lose_their_slots_and_queries_still_run() {
     assert_eq!(record["state"], "completed", "{record}");
     assert_eq!(record["row_count"], 1, "{record}");
 
+    // The query needed one slot, so the other download may still be inside
+    // its stall window; reading it now would let it finish whole. Wait until
+    // both downloads have given their slots up (the query's is free too).
+    metric_reaches(
+        &api,
+        "sextant_query_slots_busy",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+
     // What the stalled clients got never looks like a complete download:
     // the chunked body is cut off without its final empty chunk.
     for stream in &mut stalled {

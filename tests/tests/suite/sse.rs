@@ -237,6 +237,20 @@ async fn a_stream_that_falls_behind_the_bus_catches_up_from_the_store() {
         progress < 100_000,
         "the stream lagged and skipped ephemeral frames ({progress} of 100000 arrived)"
     );
+    // Operators see it: the lag is counted, and commits are timed.
+    let (_, _, metrics) = api.get_raw("/api/metrics", None).await;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(
+        value("sextant_sse_lag_catch_ups_total ") >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("sextant_commit_seconds_count ") >= 41.0, "{metrics}");
     drop(slow);
     running.stop().await.unwrap();
 }

@@ -281,6 +281,17 @@ async fn a_server_query_on_the_demo_dataset_shows_rows_and_a_chart() {
         run_query(&b, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)").await?;
         b.wait_for_text(&testid("active-state"), "running").await?;
         b.wait_for(&testid("query-progress")).await?;
+        // It never looks frozen: the line under the bar moves (time, rows).
+        let first = b.text(&testid("query-progress-text")).await?;
+        let mut moved = first.clone();
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            moved = b.text(&testid("query-progress-text")).await?;
+            if moved != first {
+                break;
+            }
+        }
+        ensure!(moved != first, "the progress line stayed at {first:?}");
         b.click(&testid("cancel-query")).await?;
         wait_history_states(&b, &["cancelled", "failed", "completed"]).await?;
 
