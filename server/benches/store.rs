@@ -26,7 +26,7 @@ use serde_json::json;
 use server::bus::Bus;
 use server::pipeline::{self, Origin, Pipeline};
 use server::projections::{replay_into, ReadModel};
-use server::store::{self, Durability, EventStore, ProcessedCommand, StoreOptions};
+use server::store::{self, Durability, ProcessedCommand, SqliteStore as EventStore, StoreOptions};
 use shared_domain::{
     Aggregate, Column, CommandEnvelope, DatasetName, DatasetRef, Engine, ErrorId, EventEnvelope,
     EventMetadata, QueryId, QuerySession, SessionCommand, SessionEvent, SessionTitle, SqlQuery,
@@ -338,7 +338,8 @@ fn naive_throughput(total: usize, durability: Durability) -> f64 {
             assert!(store::find_processed(&tx, envelope.command_id)
                 .unwrap()
                 .is_none());
-            let state = pipeline::load_session(&tx, *session).unwrap();
+            let stored = store::aggregate_events(&tx, "QuerySession", *session, 0).unwrap();
+            let state = pipeline::fold_session(*session, &stored).unwrap();
             assert_eq!(state.version(), envelope.expected_version);
             let events = state.handle(&envelope.command).unwrap();
             let now = store::now();

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
-use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -25,8 +24,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{AppError, ErrorKind};
-use crate::store::accounts::{self as sql, UserRow};
-use crate::store::{self, EventStore, StoreOptions};
+use crate::store::accounts::UserRow;
+use crate::store::{self, Store, StoreError};
 
 /// The admin a fresh store creates.
 pub const OWNER_NAME: &str = "owner";
@@ -72,15 +71,15 @@ pub fn validate_name(name: &str) -> Result<(), AppError> {
         .map_err(|e| AppError::bad_request(e.to_string()))
 }
 
-/// Creates a user with a fresh id and token on `conn` (a write connection);
-/// returns the user and its token, the only time the token exists in clear.
-/// A name taken by an active user is a 409.
-pub fn add_user(conn: &Connection, name: &str, admin: bool) -> Result<(User, String), AppError> {
-    add_user_with_id(conn, Uuid::now_v7(), name, admin)
+/// Creates a user with a fresh id and token in `store`; returns the user
+/// and its token, the only time the token exists in clear. A name taken by
+/// an active user is a 409.
+pub async fn add_user(store: &Store, name: &str, admin: bool) -> Result<(User, String), AppError> {
+    add_user_with_id(store, Uuid::now_v7(), name, admin).await
 }
 
-fn add_user_with_id(
-    conn: &Connection,
+async fn add_user_with_id(
+    store: &Store,
     user_id: Uuid,
     name: &str,
     admin: bool,
@@ -95,11 +94,9 @@ fn add_user_with_id(
         created_at: store::format_timestamp(store::now()),
         revoked_at: None,
     };
-    match sql::insert_user(conn, &row) {
+    match store.insert_user(row).await {
         Ok(()) => {}
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        Err(StoreError::Duplicate(_)) => {
             return Err(AppError::new(
                 ErrorKind::Conflict,
                 format!("a user named {name:?} already exists"),
@@ -116,10 +113,12 @@ fn add_user_with_id(
     Ok((user, token))
 }
 
-/// Revokes the active user `name` on `conn` (404 when there is none).
-pub fn revoke_user(conn: &Connection, name: &str) -> Result<Uuid, AppError> {
+/// Revokes the active user `name` in `store` (404 when there is none).
+pub async fn revoke_user(store: &Store, name: &str) -> Result<Uuid, AppError> {
     let at = store::format_timestamp(store::now());
-    let revoked = sql::revoke_user(conn, name, &at)
+    let revoked = store
+        .revoke_user(name.to_owned(), at)
+        .await
         .map_err(|e| AppError::internal(format!("revoking user {name:?}: {e}")))?;
     let id =
         revoked.ok_or_else(|| AppError::not_found(format!("no active user named {name:?}")))?;
@@ -132,16 +131,28 @@ pub fn revoke_user(conn: &Connection, name: &str) -> Result<Uuid, AppError> {
 /// the file is missing or no longer matches, the owner gets a new token
 /// (same user, same sessions) written to the file. Returns the owner's
 /// token, or `None` when the owner was revoked.
-pub fn ensure_owner(conn: &Connection, data_dir: &Path) -> anyhow::Result<Option<String>> {
+///
+/// On PostgreSQL, where several nodes with data directories of their own
+/// share the users, a node without the file does not rotate the owner's
+/// token (that would sign out every other node's owner): it has no owner
+/// token until `owner.token` is copied into its data directory.
+pub async fn ensure_owner(store: &Store, data_dir: &Path) -> anyhow::Result<Option<String>> {
     let path = data_dir.join(OWNER_TOKEN_FILE);
-    if sql::user_count(conn)? == 0 {
-        let (_, token) = add_user_with_id(conn, OWNER_USER_ID, OWNER_NAME, true)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = |e: AppError| anyhow::anyhow!("{}", e.detail);
+    if store.user_count().await.map_err(app)? == 0 {
+        let (_, token) = match add_user_with_id(store, OWNER_USER_ID, OWNER_NAME, true).await {
+            Ok(added) => added,
+            // Another node created the owner a moment ago.
+            Err(e) if e.kind == ErrorKind::Conflict && matches!(store, Store::Postgres(_)) => {
+                return Ok(read_token_file(&path));
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        };
         write_token_file(&path, &token)?;
         tracing::info!(path = %path.display(), "created the admin user `owner`");
         return Ok(Some(token));
     }
-    let Some(owner) = sql::user_by_id(conn, OWNER_USER_ID)? else {
+    let Some(owner) = store.user_by_id(OWNER_USER_ID).await.map_err(app)? else {
         return Ok(None);
     };
     if owner.revoked_at.is_some() {
@@ -160,11 +171,28 @@ pub fn ensure_owner(conn: &Connection, data_dir: &Path) -> anyhow::Result<Option
             return Ok(Some(token.to_owned()));
         }
     }
+    if matches!(store, Store::Postgres(_)) {
+        tracing::warn!(
+            path = %path.display(),
+            "owner.token is missing or does not match the owner in the shared database: \
+             copy it from the node that created the owner (or sign in with another admin's token)"
+        );
+        return Ok(None);
+    }
     let token = new_token();
-    sql::replace_token_hash(conn, OWNER_USER_ID, &hash_token(&token))?;
+    store
+        .replace_token_hash(OWNER_USER_ID, hash_token(&token))
+        .await?;
     write_token_file(&path, &token)?;
     tracing::warn!(path = %path.display(), "owner.token was missing or stale: the owner has a new token");
     Ok(Some(token))
+}
+
+/// The token in `owner.token`, if the file exists.
+fn read_token_file(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|token| token.trim().to_owned())
 }
 
 fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
@@ -292,32 +320,20 @@ pub struct Accounts {
 }
 
 struct Inner {
-    store: EventStore,
-    options: StoreOptions,
+    store: Store,
     directory: watch::Sender<Arc<Directory>>,
 }
 
 impl Accounts {
     /// Creates the owner on a fresh store, loads the directory and starts
     /// following changes made by other processes. Returns the owner's token.
-    pub async fn open(
-        store: EventStore,
-        data_dir: &Path,
-    ) -> anyhow::Result<(Self, Option<String>)> {
-        let path = store.path().to_path_buf();
-        let data_dir = data_dir.to_path_buf();
-        let options = store.options().clone();
-        let side = options.clone();
-        let owner_token = tokio::task::spawn_blocking(move || {
-            let conn = store::open_side_writer(&path, &side)?;
-            ensure_owner(&conn, &data_dir)
-        })
-        .await
-        .context("creating the owner")??;
+    pub async fn open(store: Store, data_dir: &Path) -> anyhow::Result<(Self, Option<String>)> {
+        let owner_token = ensure_owner(&store, data_dir)
+            .await
+            .context("creating the owner")?;
         let accounts = Accounts {
             inner: Arc::new(Inner {
                 store,
-                options,
                 directory: watch::channel(Arc::new(Directory::default())).0,
             }),
         };
@@ -352,35 +368,21 @@ impl Accounts {
 
     /// Adds a user (admin API); the directory knows it before this returns.
     pub async fn add(&self, name: String, admin: bool) -> Result<(User, String), AppError> {
-        let added = self.write(move |conn| add_user(conn, &name, admin)).await?;
+        let added = add_user(&self.inner.store, &name, admin).await?;
         self.refresh().await?;
         Ok(added)
     }
 
     /// Revokes a user (admin API); its token stops working before this returns.
     pub async fn revoke(&self, name: String) -> Result<Uuid, AppError> {
-        let id = self.write(move |conn| revoke_user(conn, &name)).await?;
+        let id = revoke_user(&self.inner.store, &name).await?;
         self.refresh().await?;
         Ok(id)
-    }
-
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, AppError> {
-        let path = self.inner.store.path().to_path_buf();
-        let options = self.inner.options.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = store::open_side_writer(&path, &options).map_err(AppError::internal)?;
-            f(&conn)
-        })
-        .await
-        .map_err(AppError::internal)?
     }
 }
 
 async fn refresh(inner: &Inner) -> Result<(), AppError> {
-    let rows = inner.store.read(sql::active_users).await?;
+    let rows = inner.store.active_users().await?;
     let next = Directory::from_rows(&rows);
     inner.directory.send_if_modified(|current| {
         if current.same_as(&next) {
@@ -409,19 +411,19 @@ async fn follow_changes(inner: Weak<Inner>) {
 mod tests {
     use super::*;
 
-    fn store_conn() -> (tempfile::TempDir, Connection) {
+    fn store_conn() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let (_, writer) = EventStore::open(&dir.path().join("s.sqlite3")).unwrap();
-        (dir, writer.0)
+        let (store, _) = store::SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+        (dir, store.into())
     }
 
-    #[test]
-    fn tokens_are_long_random_and_stored_as_hashes() {
+    #[tokio::test]
+    async fn tokens_are_long_random_and_stored_as_hashes() {
         let (_dir, conn) = store_conn();
-        let (alice, token) = add_user(&conn, "alice", false).unwrap();
+        let (alice, token) = add_user(&conn, "alice", false).await.unwrap();
         assert!(token.len() >= 43, "{token}");
         assert_ne!(token, new_token());
-        let rows = sql::all_users(&conn).unwrap();
+        let rows = conn.all_users().await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_ne!(rows[0].token_hash, token);
         let directory = Directory::from_rows(&rows);
@@ -430,33 +432,33 @@ mod tests {
         assert_eq!(directory.authenticate(&token[..token.len() - 1]), None);
     }
 
-    #[test]
-    fn names_are_unique_among_active_users_only() {
+    #[tokio::test]
+    async fn names_are_unique_among_active_users_only() {
         let (_dir, conn) = store_conn();
-        let (first, old_token) = add_user(&conn, "bob", false).unwrap();
-        let taken = add_user(&conn, "bob", true).unwrap_err();
+        let (first, old_token) = add_user(&conn, "bob", false).await.unwrap();
+        let taken = add_user(&conn, "bob", true).await.unwrap_err();
         assert_eq!(taken.kind, ErrorKind::Conflict);
-        revoke_user(&conn, "bob").unwrap();
-        let (second, new_token) = add_user(&conn, "bob", false).unwrap();
+        revoke_user(&conn, "bob").await.unwrap();
+        let (second, new_token) = add_user(&conn, "bob", false).await.unwrap();
         assert_ne!(first.id, second.id, "a re-added name is a new user");
-        let directory = Directory::from_rows(&sql::all_users(&conn).unwrap());
+        let directory = Directory::from_rows(&conn.all_users().await.unwrap());
         assert_eq!(directory.authenticate(&old_token), None);
         assert_eq!(directory.authenticate(&new_token), Some(second));
         assert_eq!(
-            revoke_user(&conn, "carol").unwrap_err().kind,
+            revoke_user(&conn, "carol").await.unwrap_err().kind,
             ErrorKind::NotFound
         );
         assert_eq!(
-            add_user(&conn, "../x", false).unwrap_err().kind,
+            add_user(&conn, "../x", false).await.unwrap_err().kind,
             ErrorKind::BadRequest
         );
     }
 
-    #[test]
-    fn the_owner_keeps_its_token_across_starts() {
+    #[tokio::test]
+    async fn the_owner_keeps_its_token_across_starts() {
         let (dir, conn) = store_conn();
-        let first = ensure_owner(&conn, dir.path()).unwrap().unwrap();
-        let again = ensure_owner(&conn, dir.path()).unwrap().unwrap();
+        let first = ensure_owner(&conn, dir.path()).await.unwrap().unwrap();
+        let again = ensure_owner(&conn, dir.path()).await.unwrap().unwrap();
         assert_eq!(first, again);
         let path = dir.path().join(OWNER_TOKEN_FILE);
         #[cfg(unix)]
@@ -467,9 +469,9 @@ mod tests {
         }
         // A lost file gives the same owner a new token.
         std::fs::remove_file(&path).unwrap();
-        let rotated = ensure_owner(&conn, dir.path()).unwrap().unwrap();
+        let rotated = ensure_owner(&conn, dir.path()).await.unwrap().unwrap();
         assert_ne!(rotated, first);
-        let directory = Directory::from_rows(&sql::all_users(&conn).unwrap());
+        let directory = Directory::from_rows(&conn.all_users().await.unwrap());
         let owner = directory.authenticate(&rotated).unwrap();
         assert_eq!((owner.id, owner.admin), (OWNER_USER_ID, true));
         assert_eq!(directory.authenticate(&first), None);

@@ -1,6 +1,7 @@
 //! The in-process bus: one `tokio::sync::broadcast` channel carrying every
 //! committed event (in global-sequence order, published by the pipeline's
-//! writer right after each commit) and ephemeral frames such as query
+//! writer right after each commit, or on PostgreSQL by the node's fan-out
+//! follower) and ephemeral frames such as query
 //! progress, which are never stored.
 //!
 //! Subscribers that fall behind get `RecvError::Lagged`; event consumers
@@ -180,8 +181,9 @@ impl Bus {
         self.sender.subscribe()
     }
 
-    /// Publishes a committed event. Only the pipeline's writer calls this,
-    /// after the commit, in global-sequence order.
+    /// Publishes a committed event. Only one publisher per node calls this,
+    /// after the commit, in global-sequence order: the pipeline's writer
+    /// (SQLite) or the fan-out follower (PostgreSQL, [`crate::fanout`]).
     pub fn publish_event(&self, event: Arc<StoredEvent>) {
         // No subscribers is fine: nobody is listening yet.
         let _ = self.sender.send(BusMessage::Event(event));

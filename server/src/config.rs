@@ -83,6 +83,12 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_DURABILITY", value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
 
+    /// The PostgreSQL database of a deployment of several nodes
+    /// (`postgres://user@host:port/db`). Without it the event store is the
+    /// SQLite file in the data directory, and nothing else is needed.
+    #[arg(long, env = "SEXTANT_DATABASE_URL")]
+    pub database_url: Option<String>,
+
     /// The SQLite VFS of the event store's connections. Not a flag: only
     /// tests set it, to a power-cut or fault-injecting VFS they registered.
     #[arg(skip)]
@@ -175,6 +181,7 @@ impl Config {
             sse_per_user: 64,
             sse_total: 4096,
             durability: Durability::Full,
+            database_url: None,
             sqlite_vfs: None,
             datasets_dir: None,
             no_demo: false,

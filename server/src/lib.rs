@@ -7,9 +7,10 @@
 //! - [`tls`]: HTTPS with rustls;
 //! - [`error`]: the one error type, rendered as problem JSON with an error id;
 //! - [`http`]: the axum router, handlers and static file serving;
-//! - [`store`]: the SQLite event store and its migrations;
+//! - [`store`]: the event store interface and its SQLite and PostgreSQL backends;
 //! - [`pipeline`]: load -> decide -> persist -> publish -> react (the one writer);
 //! - [`bus`]: in-process broadcast of committed events and progress frames;
+//! - [`fanout`]: on PostgreSQL, every node's one reader of the events all nodes append;
 //! - [`projections`]: in-memory read models;
 //! - [`sse`]: the `/api/events` Server-Sent Events feed;
 //! - [`metrics`]: `/api/metrics` in the Prometheus text format.
@@ -18,6 +19,7 @@ pub mod accounts;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod metrics;

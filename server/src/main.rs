@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use server::store::{PgStore, SqliteStore, Store};
 use server::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,17 @@ enum Command {
     },
 }
 
+/// Which store `server users` changes: the data directory's SQLite store,
+/// or the PostgreSQL database every node shares.
+#[derive(Debug, clap::Args)]
+struct Target {
+    #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// The shared PostgreSQL database of a multi-node deployment.
+    #[arg(long, env = "SEXTANT_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum UsersAction {
     /// Creates a user; prints its token as the last line of standard output.
@@ -40,19 +52,19 @@ enum UsersAction {
         /// The user may add and revoke users.
         #[arg(long)]
         admin: bool,
-        #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Lists users (name, id, admin, created, revoked).
     List {
-        #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Revokes a user: its token stops working, its SSE streams end.
     Revoke {
         name: String,
-        #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -68,27 +80,35 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => server::run(cli.config, shutdown_signal()).await,
-        Some(Command::Users { action }) => users(action),
+        Some(Command::Users { action }) => users(action).await,
     }
 }
 
-fn users(action: UsersAction) -> anyhow::Result<()> {
-    let data_dir = match &action {
-        UsersAction::Add { data_dir, .. }
-        | UsersAction::List { data_dir }
-        | UsersAction::Revoke { data_dir, .. } => data_dir.clone(),
+async fn users(action: UsersAction) -> anyhow::Result<()> {
+    let target = match &action {
+        UsersAction::Add { target, .. }
+        | UsersAction::List { target }
+        | UsersAction::Revoke { target, .. } => target,
     };
+    let data_dir = target.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let config = Config::for_data_dir(&data_dir);
     // Opening migrates; a fresh store gets its `owner` first, as a server would.
-    let (_, writer) = server::store::EventStore::open(&config.database_path())?;
-    let conn = writer.0;
-    server::accounts::ensure_owner(&conn, &data_dir)?;
+    let store: Store = match &target.database_url {
+        None => {
+            let config = Config::for_data_dir(&data_dir);
+            let (store, _writer) = SqliteStore::open(&config.database_path())?;
+            store.into()
+        }
+        Some(url) => PgStore::open(url).await?.0.into(),
+    };
+    server::accounts::ensure_owner(&store, &data_dir).await?;
+    let detail = |e: server::error::AppError| anyhow::anyhow!("{}", e.detail);
     match action {
         UsersAction::Add { name, admin, .. } => {
-            let (user, token) = server::accounts::add_user(&conn, &name, admin)
-                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let (user, token) = server::accounts::add_user(&store, &name, admin)
+                .await
+                .map_err(detail)?;
             println!(
                 "added user {} (id {}{})",
                 user.name,
@@ -102,7 +122,7 @@ fn users(action: UsersAction) -> anyhow::Result<()> {
                 "{:<24} {:<36} {:<5} {:<27} REVOKED",
                 "NAME", "ID", "ADMIN", "CREATED"
             );
-            for user in server::store::accounts::all_users(&conn)? {
+            for user in store.all_users().await.map_err(detail)? {
                 println!(
                     "{:<24} {:<36} {:<5} {:<27} {}",
                     user.name,
@@ -114,8 +134,9 @@ fn users(action: UsersAction) -> anyhow::Result<()> {
             }
         }
         UsersAction::Revoke { name, .. } => {
-            let id = server::accounts::revoke_user(&conn, &name)
-                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let id = server::accounts::revoke_user(&store, &name)
+                .await
+                .map_err(detail)?;
             println!("revoked user {name} (id {id})");
         }
     }

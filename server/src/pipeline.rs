@@ -3,8 +3,8 @@
 //!
 //! Every command, from HTTP or from the server's own query executor, goes
 //! through one writer thread. It takes whatever commands are queued (up to
-//! [`MAX_GROUP`]) and handles them one after the other inside one SQLite
-//! transaction (group commit): for each, it checks `processed_commands`
+//! [`MAX_GROUP`]) and handles them one after the other inside one group
+//! transaction of its [`WriteBackend`] (SQLite or PostgreSQL; group commit): for each, it checks `processed_commands`
 //! (idempotency, before anything else), loads the aggregate (from its cache,
 //! which only this thread mutates, or from the store with upcasting), refuses
 //! executor-only commands from HTTP (403), compares `expected_version` with
@@ -47,21 +47,20 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 use shared_domain::decision::{authorize, decide, DecisionContext, Issuer, Refusal};
 use shared_domain::sync::base::check_base;
 use shared_domain::{
     Actor, Aggregate, CommandEnvelope, DatasetName, EventEnvelope, EventMetadata, QuerySession,
-    SessionCommand, SessionEvent, UserDirectory,
+    SessionCommand, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::bus::{Bus, StoredEvent};
 use crate::error::{AppError, ErrorKind};
-use crate::store::{self, ProcessedCommand, WriteConnection};
+use crate::store::{self, AppendError, NewCommand, StoreError, WriteBackend, WriteTx};
 
 /// Commit latency buckets, in seconds: a durable commit is about 1 ms on
 /// this class of disk, a slow one tens of milliseconds.
@@ -227,6 +226,11 @@ struct Shared {
     reactors: RwLock<Vec<Arc<dyn Reactor>>>,
     /// Fault injection (tests): the writer panics on its next command.
     kill_writer: AtomicBool,
+    /// When set (PostgreSQL), committed events reach the bus through the
+    /// node's fan-out follower, which this wakes after each commit, instead
+    /// of being published here: one publisher keeps the bus in global order
+    /// when other nodes append too (see [`crate::fanout`]).
+    fanout: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 struct WriteRequest {
@@ -238,7 +242,7 @@ struct WriteRequest {
 impl Pipeline {
     /// Starts the writer thread on `writer` and the reactor dispatcher (on
     /// the current tokio runtime).
-    pub fn start(writer: WriteConnection, bus: Bus) -> Pipeline {
+    pub fn start(writer: impl WriteBackend, bus: Bus) -> Pipeline {
         let shared = Arc::new(Shared {
             bus,
             groups: AtomicU64::new(0),
@@ -255,11 +259,12 @@ impl Pipeline {
             accounts: RwLock::new(None),
             reactors: RwLock::new(Vec::new()),
             kill_writer: AtomicBool::new(false),
+            fanout: std::sync::OnceLock::new(),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Vec<EventEnvelope>>();
         let writer = Writer {
-            conn: writer.0,
+            conn: Box::new(writer),
             cache: HashMap::new(),
             shared: shared.clone(),
             committed: committed_tx.clone(),
@@ -354,6 +359,13 @@ impl Pipeline {
             .write()
             .expect("reactors lock")
             .push(reactor);
+    }
+
+    /// Committed events reach the bus through a fan-out follower woken by
+    /// `wake`, not from here (PostgreSQL, where other nodes append too).
+    /// Set before serving.
+    pub fn publish_through(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.shared.fanout.set(wake);
     }
 
     /// Installs the catalog that validates server dataset names.
@@ -480,9 +492,11 @@ async fn receive(rx: oneshot::Receiver<CommandOutcome>) -> CommandOutcome {
 
 /// The single writer: owns the write connection and the aggregate cache.
 struct Writer {
-    conn: Connection,
-    /// Committed aggregate states. Only this thread appends, so the cache is
-    /// always exactly what the store holds.
+    conn: Box<dyn WriteBackend>,
+    /// Committed aggregate states. With a sole writer (SQLite) the cache is
+    /// always exactly what the store holds; when other nodes append too
+    /// (PostgreSQL), a cached state is checked against the stored version
+    /// inside the transaction before it is used.
     cache: HashMap<Uuid, QuerySession>,
     shared: Arc<Shared>,
     committed: mpsc::UnboundedSender<Vec<EventEnvelope>>,
@@ -497,14 +511,11 @@ enum Decided {
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
         // Waiting for more commands pays off when a commit costs an fsync.
-        let synchronous: i64 = self
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap_or(2);
+        let durable = self.conn.durable_commits();
         let max_wait = match std::env::var("SEXTANT_GROUP_WAIT_US") {
             // For the store bench: compare with and without the wait.
             Ok(micros) => std::time::Duration::from_micros(micros.parse().unwrap_or(0)),
-            Err(_) if synchronous >= 2 => GROUP_WAIT_FULL,
+            Err(_) if durable => GROUP_WAIT_FULL,
             Err(_) => GROUP_WAIT_NORMAL,
         };
         let mut previous = 0;
@@ -535,32 +546,32 @@ impl Writer {
         let timer = self.shared.commit_latency.start_timer();
         let mut staged: HashMap<Uuid, QuerySession> = HashMap::new();
         let mut decided: Vec<Result<Decided, AppError>> = Vec::with_capacity(group.len());
-        let committed = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-        {
-            Ok(tx) => {
+        let sole_writer = self.conn.sole_writer();
+        let committed = match self.conn.begin() {
+            Ok(mut tx) => {
                 let mut failure = None;
                 for request in &group {
                     let outcome = decide_one(
-                        &tx,
+                        &mut *tx,
+                        sole_writer,
                         &mut self.cache,
                         &mut staged,
                         &self.shared,
                         request,
                         now,
                     );
-                    // A store error (full disk, I/O error, out of memory) may
-                    // have made SQLite roll back the whole transaction; the
+                    // A store error (full disk, I/O error, out of memory, a
+                    // lost connection) may have rolled back the whole
+                    // transaction; the
                     // rest of the group must not run in autocommit on state
                     // that is gone, so the group stops here.
                     if let Err(error) = &outcome {
-                        if error.kind == ErrorKind::Unavailable || tx.is_autocommit() {
+                        if error.kind == ErrorKind::Unavailable || tx.is_rolled_back() {
                             failure = Some(error.detail.clone());
                             break;
                         }
                     }
-                    if tx.is_autocommit() {
+                    if tx.is_rolled_back() {
                         failure = Some("the group transaction was rolled back".into());
                         break;
                     }
@@ -588,6 +599,10 @@ impl Writer {
             self.cache.clear();
         }
         self.cache.extend(staged);
+        let fanout = self.shared.fanout.get();
+        if let Some(wake) = fanout {
+            wake.notify_one();
+        }
         let has_reactors = !self
             .shared
             .reactors
@@ -605,10 +620,12 @@ impl Writer {
                         version = accepted.version,
                         "command accepted"
                     );
-                    for event in &accepted.events {
-                        self.shared
-                            .bus
-                            .publish_event(Arc::new(StoredEvent::new(event.clone())));
+                    if fanout.is_none() {
+                        for event in &accepted.events {
+                            self.shared
+                                .bus
+                                .publish_event(Arc::new(StoredEvent::new(event.clone())));
+                        }
                     }
                     if has_reactors {
                         let _ = self.committed.send(accepted.events.clone());
@@ -668,6 +685,9 @@ impl Writer {
             let _ = request.reply.send(outcome);
         }
         self.shared.bus.publish_catch_up();
+        if let Some(wake) = self.shared.fanout.get() {
+            wake.notify_one();
+        }
     }
 }
 
@@ -686,7 +706,8 @@ fn keep_collecting(
 
 /// Handles one command inside the group transaction `tx`.
 fn decide_one(
-    tx: &Connection,
+    tx: &mut dyn WriteTx,
+    sole_writer: bool,
     cache: &mut HashMap<Uuid, QuerySession>,
     staged: &mut HashMap<Uuid, QuerySession>,
     shared: &Shared,
@@ -708,7 +729,7 @@ fn decide_one(
 
     // 1. Idempotency first: a resend gets the original answer, even if its
     //    expected version is stale by now.
-    if let Some(processed) = store::find_processed(tx, command_id).map_err(store_error)? {
+    if let Some(processed) = tx.find_processed(command_id).map_err(store_error)? {
         // Another user replaying someone's command id learns nothing: not
         // the events, not even that the body matched.
         if processed.request != canonical
@@ -726,9 +747,7 @@ fn decide_one(
             processed.first_global_sequence,
             processed.last_global_sequence,
         ) {
-            (Some(first), Some(last)) => {
-                store::events_in_range(tx, first, last).map_err(store_error)?
-            }
+            (Some(first), Some(last)) => tx.events_in_range(first, last).map_err(store_error)?,
             _ => Vec::new(),
         };
         return Ok(Decided::Duplicate(CommandAccepted {
@@ -739,7 +758,20 @@ fn decide_one(
         }));
     }
 
-    // 2. Load: this group's staged state, the cache, or the store.
+    // 2. Load: this group's staged state, the cache, or the store. When
+    //    other nodes append too, a cached state is used only while the
+    //    store's version is still its version (this group holds the lock
+    //    that keeps it so until commit).
+    if !sole_writer && !staged.contains_key(&aggregate_id) {
+        if let Some(cached) = cache.get(&aggregate_id) {
+            let stored = tx
+                .aggregate_version(QuerySession::TYPE, aggregate_id)
+                .map_err(store_error)?;
+            if stored != cached.version() {
+                cache.remove(&aggregate_id);
+            }
+        }
+    }
     let loaded;
     let session = match staged
         .get(&aggregate_id)
@@ -767,20 +799,22 @@ fn decide_one(
 
     // 4. Optimistic concurrency on the exact base: the current version, and
     //    (when the sender names one) the command behind the last event.
-    let head = store::sync::head(
-        tx,
-        QuerySession::TYPE,
-        aggregate_id,
-        session.version(),
-        envelope.base_command,
-    )
-    .map_err(store_error)?;
+    let head = shared_domain::sync::base::Head {
+        version: session.version(),
+        last_command: match envelope.base_command {
+            Some(_) if session.version() > 0 => tx
+                .last_command(QuerySession::TYPE, aggregate_id)
+                .map_err(store_error)?,
+            _ => None,
+        },
+    };
     if let Err(stale) = check_base(envelope.expected_version, envelope.base_command, head) {
         // The command behind the current head lets the client tell a newer
         // history from another one (a restored store): docs/SYNC.md.
         let current_command = match head.last_command {
             Some(command) => Some(command),
-            None => store::sync::last_command(tx, QuerySession::TYPE, aggregate_id)
+            None => tx
+                .last_command(QuerySession::TYPE, aggregate_id)
                 .map_err(store_error)?,
         };
         let mut error = conflict(envelope.expected_version, stale.current_version);
@@ -798,7 +832,7 @@ fn decide_one(
         decision.server_dataset_exists = catalog.map(|catalog| catalog.exists(name));
     }
     if let Some(query_id) = needs.query_id {
-        decision.query_id_owner = store::session_of_query(tx, query_id.0).map_err(store_error)?;
+        decision.query_id_owner = tx.session_of_query(query_id.0).map_err(store_error)?;
     }
     if let Some(name) = needs.share_target {
         let directory = shared
@@ -814,7 +848,9 @@ fn decide_one(
     let decided =
         decide(session, &envelope.command, &decision).map_err(|r| refused(r, aggregate_id))?;
 
-    // 7. Persist under a savepoint, so a failure undoes only this command.
+    // 7. Persist: the version checked against the store, the events and
+    //    the processed-command record, all or nothing (a savepoint inside
+    //    the group).
     let metadata = EventMetadata {
         command_id,
         correlation_id: request.context.correlation_id,
@@ -822,44 +858,48 @@ fn decide_one(
         client_id: request.context.client_id.clone(),
         user_agent: request.context.user_agent.clone(),
     };
-    let recorded_actor = request.context.actor();
     let mut next = session.clone();
-    // The savepoint statements are prepared once: this runs for every command.
-    tx.prepare_cached("SAVEPOINT command")
-        .and_then(|mut stmt| stmt.execute([]))
-        .map_err(store_error)?;
-    let persisted = persist(
+    let envelopes = decided
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            EventEnvelope::new::<QuerySession>(
+                Uuid::now_v7(),
+                aggregate_id,
+                session.version() + 1 + index as u64,
+                event,
+                metadata.clone(),
+                now,
+            )
+        })
+        .collect();
+    let appended = store::append_command(
         tx,
-        aggregate_id,
-        &mut next,
-        &decided,
-        metadata,
-        Recorded {
-            canonical,
-            actor: recorded_actor,
+        NewCommand {
+            command_id,
+            aggregate_type: QuerySession::TYPE,
+            aggregate_id,
+            expected_version: session.version(),
+            events: envelopes,
+            request: canonical,
+            actor: request.context.actor(),
+            at: now,
         },
-        now,
     );
-    let finish = if persisted.is_ok() {
-        "RELEASE command"
-    } else {
-        "ROLLBACK TO command"
+    let events = match appended {
+        Ok(events) => events,
+        Err(AppendError::Conflict { expected, current }) => {
+            // The store holds a version the cached state did not: reload
+            // it next time.
+            cache.remove(&aggregate_id);
+            staged.remove(&aggregate_id);
+            return Err(conflict(expected, current));
+        }
+        Err(AppendError::Store(error)) => return Err(store_error(error)),
     };
-    tx.prepare_cached(finish)
-        .and_then(|mut stmt| stmt.execute([]))
-        .map_err(store_error)?;
-    if persisted.is_err() {
-        tx.prepare_cached("RELEASE command")
-            .and_then(|mut stmt| stmt.execute([]))
-            .map_err(store_error)?;
+    for event in &decided {
+        next.apply(event);
     }
-    if matches!(&persisted, Err(e) if e.kind == ErrorKind::Conflict) {
-        // The store refused a sequence the cache thought free: the cached
-        // state is stale, reload it next time.
-        cache.remove(&aggregate_id);
-        staged.remove(&aggregate_id);
-    }
-    let events = persisted?;
 
     let accepted = CommandAccepted {
         aggregate_id,
@@ -871,70 +911,21 @@ fn decide_one(
     Ok(Decided::Appended(accepted, envelope.command.clone()))
 }
 
-/// What `processed_commands` keeps of a request besides its result.
-struct Recorded {
-    /// The envelope's canonical JSON (the idempotency fingerprint).
-    canonical: String,
-    /// Who issued it.
-    actor: Option<String>,
-}
-
-/// Appends `decided` (folding them into `next`) and the processed-command
-/// record. Runs inside the caller's savepoint.
-fn persist(
-    conn: &Connection,
-    aggregate_id: Uuid,
-    next: &mut QuerySession,
-    decided: &[SessionEvent],
-    metadata: EventMetadata,
-    recorded: Recorded,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<EventEnvelope>, AppError> {
-    let Recorded { canonical, actor } = recorded;
-    let command_id = metadata.command_id;
-    let mut events = Vec::with_capacity(decided.len());
-    for event in decided {
-        let mut envelope = EventEnvelope::new::<QuerySession>(
-            Uuid::now_v7(),
-            aggregate_id,
-            next.version() + 1,
-            event,
-            metadata.clone(),
-            now,
-        );
-        envelope.global_sequence = match store::insert_event(conn, &envelope) {
-            Ok(sequence) => sequence,
-            Err(error) if is_unique_violation(&error) => {
-                // Unreachable with one writer and a coherent cache; the
-                // store's UNIQUE constraint is the last line of defence.
-                let current = store::aggregate_version(conn, QuerySession::TYPE, aggregate_id)
-                    .map_err(store_error)?;
-                return Err(conflict(envelope.aggregate_sequence - 1, current));
-            }
-            Err(error) => return Err(store_error(error)),
-        };
-        next.apply(event);
-        events.push(envelope);
-    }
-    let record = ProcessedCommand {
-        request: canonical,
-        aggregate_id,
-        version: next.version(),
-        first_global_sequence: events.first().map(|e| e.global_sequence),
-        last_global_sequence: events.last().map(|e| e.global_sequence),
-        actor,
-    };
-    store::insert_processed(conn, command_id, QuerySession::TYPE, &record, now)
+/// Rebuilds a session from its stored events inside the transaction.
+fn load_session(tx: &mut dyn WriteTx, aggregate_id: Uuid) -> Result<QuerySession, AppError> {
+    let envelopes = tx
+        .aggregate_events(QuerySession::TYPE, aggregate_id, 0)
         .map_err(store_error)?;
-    Ok(events)
+    fold_session(aggregate_id, &envelopes)
 }
 
-/// Rebuilds a session from its stored events, upcasting old versions.
-pub fn load_session(conn: &Connection, aggregate_id: Uuid) -> Result<QuerySession, AppError> {
-    let envelopes =
-        store::aggregate_events(conn, QuerySession::TYPE, aggregate_id, 0).map_err(store_error)?;
+/// Folds a session's stored events, upcasting old versions.
+pub fn fold_session(
+    aggregate_id: Uuid,
+    envelopes: &[EventEnvelope],
+) -> Result<QuerySession, AppError> {
     let mut session = QuerySession::default();
-    for envelope in &envelopes {
+    for envelope in envelopes {
         let event = envelope.decode::<QuerySession>().map_err(|e| {
             AppError::internal(format!(
                 "event {} of session {aggregate_id} cannot be read: {e}",
@@ -973,17 +964,8 @@ fn refused(refusal: Refusal, aggregate_id: Uuid) -> AppError {
 
 /// A failing store is unavailable (503: try again), not a bug; the writer
 /// stops the group on it (see `Writer::commit_group`).
-fn store_error(error: rusqlite::Error) -> AppError {
+fn store_error(error: StoreError) -> AppError {
     AppError::new(ErrorKind::Unavailable, format!("event store: {error}"))
-}
-
-fn is_unique_violation(error: &rusqlite::Error) -> bool {
-    matches!(
-        error,
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-    )
 }
 
 #[cfg(test)]

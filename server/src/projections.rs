@@ -12,17 +12,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection};
 use serde::Serialize;
-use shared_domain::{
-    Aggregate, DomainEvent, EventEnvelope, QuerySession, SessionEvent, Upcaster, UserId,
-};
+use shared_domain::{Aggregate, EventEnvelope, QuerySession, SessionEvent, UserId};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::bus::{Audience, Bus, BusMessage};
 use crate::error::{AppError, ErrorKind};
-use crate::store::EventStore;
+pub use crate::store::parse_store_timestamp;
+use crate::store::Store;
 
 /// How long a handler waits for the projections to reach its write.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,98 +141,24 @@ impl ReadModel {
     }
 }
 
-/// Replays every stored event after `model.global_sequence` into `model`,
-/// reading only the columns projections need (the rebuild's hot loop).
-/// Returns the number of events applied.
-pub fn replay_into(conn: &Connection, model: &mut ReadModel) -> Result<u64, AppError> {
-    let upcaster: Upcaster = QuerySession::upcaster();
-    // The unary `+` keeps SQLite from using the (aggregate_type, …) index,
-    // which would then sort every row by global sequence: walk the rowid.
-    let mut stmt = conn
-        .prepare(
-            "SELECT global_sequence, aggregate_id, event_type, event_version, payload, created_at
-             FROM events WHERE global_sequence > ?1 AND +aggregate_type = 'QuerySession'
-             ORDER BY global_sequence",
-        )
-        .map_err(AppError::internal)?;
-    let mut rows = stmt
-        .query(params![model.global_sequence])
-        .map_err(AppError::internal)?;
-    let mut applied = 0;
-    while let Some(row) = rows.next().map_err(AppError::internal)? {
-        let global_sequence: u64 = row.get(0).map_err(AppError::internal)?;
-        let read = || -> Result<(Uuid, SessionEvent, DateTime<Utc>), String> {
-            let aggregate_id = row.get_ref(1).map_err(|e| e.to_string())?;
-            let aggregate_id =
-                Uuid::try_parse_ascii(aggregate_id.as_bytes().map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-            let event_type = row.get_ref(2).map_err(|e| e.to_string())?;
-            let event_type = event_type.as_str().map_err(|e| e.to_string())?;
-            let version: u32 = row.get(3).map_err(|e| e.to_string())?;
-            let payload = row.get_ref(4).map_err(|e| e.to_string())?;
-            let payload = payload.as_bytes().map_err(|e| e.to_string())?;
-            // Current events deserialize straight from the text; only old
-            // versions go through the upcaster's JSON value.
-            let event = if SessionEvent::current_version(event_type) == Some(version) {
-                serde_json::from_slice::<SessionEvent>(payload).map_err(|e| e.to_string())?
-            } else {
-                let value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-                upcaster
-                    .decode::<SessionEvent>(event_type, version, value)
-                    .map_err(|e| e.to_string())?
-            };
-            let created_at = row.get_ref(5).map_err(|e| e.to_string())?;
-            let created_at = created_at.as_str().map_err(|e| e.to_string())?;
-            let created_at = match parse_store_timestamp(created_at) {
-                Some(at) => at,
-                None => DateTime::parse_from_rfc3339(created_at)
-                    .map_err(|e| e.to_string())?
-                    .with_timezone(&Utc),
-            };
-            Ok((aggregate_id, event, created_at))
-        };
-        let (aggregate_id, event, created_at) = read().map_err(|e| {
-            AppError::internal(format!("event {global_sequence} cannot be projected: {e}"))
-        })?;
-        model.apply(global_sequence, aggregate_id, &event, created_at);
-        applied += 1;
-    }
-    Ok(applied)
+/// Replays every stored event after `model.global_sequence` into `model`
+/// from a SQLite connection (the store bench's rebuild); the server goes
+/// through [`Store::fold_session_events`], which does the same on either
+/// backend. Returns the number of events applied.
+pub fn replay_into(conn: &rusqlite::Connection, model: &mut ReadModel) -> Result<u64, AppError> {
+    let after = model.global_sequence;
+    crate::store::fold_session_events(conn, after, model, apply_visited)
 }
 
-/// Parses the one form the store writes (`store::format_timestamp`:
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`) without chrono's general RFC 3339 parser,
-/// which was a tenth of the rebuild's time; `None` for any other form (the
-/// caller then falls back to the general parser).
-pub fn parse_store_timestamp(raw: &str) -> Option<DateTime<Utc>> {
-    let b = raw.as_bytes();
-    if b.len() != 27
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
-        || b[26] != b'Z'
-    {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, digit| {
-            digit
-                .is_ascii_digit()
-                .then(|| n * 10 + u32::from(digit - b'0'))
-        })
-    };
-    let date =
-        chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
-    let time = date.and_hms_micro_opt(
-        number(11..13)?,
-        number(14..16)?,
-        number(17..19)?,
-        number(20..26)?,
-    )?;
-    Some(time.and_utc())
+/// The [`crate::store::SessionVisitor`] that folds an event into a read model.
+fn apply_visited(
+    model: &mut ReadModel,
+    global_sequence: u64,
+    aggregate_id: Uuid,
+    event: &SessionEvent,
+    at: DateTime<Utc>,
+) {
+    model.apply(global_sequence, aggregate_id, event, at);
 }
 
 /// The projection manager; cheap to clone.
@@ -252,25 +176,20 @@ impl Projections {
     /// Subscribes to `bus`, rebuilds from `store`, then follows the bus in
     /// the background. Returns once the read models have caught up with
     /// everything stored when it was called.
-    pub async fn start(store: EventStore, bus: &Bus) -> anyhow::Result<Projections> {
+    pub async fn start(store: Store, bus: &Bus) -> anyhow::Result<Projections> {
         let subscription = bus.subscribe();
-        let model = store
-            .read(|conn| {
-                let mut model = ReadModel::default();
-                let started = std::time::Instant::now();
-                let applied = replay_into(conn, &mut model)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                tracing::info!(
-                    events = applied,
-                    sessions = model.sessions.len(),
-                    global_sequence = model.global_sequence,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "projections rebuilt"
-                );
-                Ok(model)
-            })
+        let started = std::time::Instant::now();
+        let (model, applied) = store
+            .fold_session_events(0, ReadModel::default(), apply_visited)
             .await
             .map_err(|e| anyhow::anyhow!("rebuilding projections: {e}"))?;
+        tracing::info!(
+            events = applied,
+            sessions = model.sessions.len(),
+            global_sequence = model.global_sequence,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "projections rebuilt"
+        );
         let (reflected, _) = watch::channel(model.global_sequence);
         let projections = Projections {
             inner: Arc::new(Inner {
@@ -282,7 +201,7 @@ impl Projections {
         Ok(projections)
     }
 
-    async fn follow(self, store: EventStore, mut subscription: broadcast::Receiver<BusMessage>) {
+    async fn follow(self, store: Store, mut subscription: broadcast::Receiver<BusMessage>) {
         loop {
             match subscription.recv().await {
                 Ok(BusMessage::Event(event)) => {
@@ -320,7 +239,7 @@ impl Projections {
         }
     }
 
-    async fn catch_up(&self, store: &EventStore) -> Result<(), AppError> {
+    async fn catch_up(&self, store: &Store) -> Result<(), AppError> {
         loop {
             let after = self.global_sequence();
             let page = store.events_after(after, None, CATCH_UP_PAGE).await?;

@@ -28,7 +28,7 @@ use crate::error::AppError;
 use crate::http::auth::Authenticated;
 use crate::projections::Projections;
 use crate::state::AppState;
-use crate::store::EventStore;
+use crate::store::Store;
 
 /// The keep-alive comment interval.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -244,17 +244,7 @@ async fn judge(
 ) -> Result<(Bytes, ResumeVerdict), AppError> {
     let store_id = state.store_id();
     let witness_sequence = resume.witness.map(|w| w.global_sequence);
-    let (head, event_at_witness) = state
-        .store()
-        .read(move |conn| {
-            let head = crate::store::max_global_sequence(conn)?;
-            let at = match witness_sequence {
-                Some(sequence) => crate::store::sync::event_id_at(conn, sequence)?,
-                None => None,
-            };
-            Ok((head, at))
-        })
-        .await?;
+    let (head, event_at_witness) = state.store().head_and_event_at(witness_sequence).await?;
     let verdict = judge_resume(
         resume,
         StoreFacts {
@@ -286,7 +276,7 @@ struct Feed {
     viewer: Option<Viewer>,
     /// This stream's place under the SSE caps, freed when the body is dropped.
     slot: Option<crate::limits::StreamSlot>,
-    store: EventStore,
+    store: Store,
     subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
     shutdown: watch::Receiver<bool>,
@@ -304,7 +294,7 @@ struct Feed {
 
 impl Feed {
     fn new(
-        store: EventStore,
+        store: Store,
         subscription: broadcast::Receiver<BusMessage>,
         request: StreamRequest,
         shutdown: watch::Receiver<bool>,
@@ -452,7 +442,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_stream_sends_a_keep_alive_comment_and_ends_on_shutdown() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let (store, _writer) =
+            crate::store::SqliteStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let store = Store::from(store);
         let bus = crate::bus::Bus::default();
         let (stopping, shutdown) = watch::channel(false);
         let request = StreamRequest {

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::projections::Projections;
 use crate::query::QueryService;
-use crate::store::EventStore;
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct AppState {
 
 struct Inner {
     ready: AtomicBool,
-    store: EventStore,
+    store: Store,
     store_id: uuid::Uuid,
     bus: Bus,
     pipeline: Pipeline,
@@ -40,21 +40,45 @@ impl AppState {
     /// Opens everything the server needs before it can answer.
     /// Migrations are applied and the projections rebuilt before it returns.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let path = config.database_path();
-        let options = config.store_options();
-        let (store, writer) =
-            tokio::task::spawn_blocking(move || EventStore::open_with(&path, &options))
-                .await
-                .context("opening the event store")??;
+        let bus = Bus::default();
+        let fanout_wake = Arc::new(tokio::sync::Notify::new());
+        let (store, pipeline): (Store, Pipeline) = match &config.database_url {
+            None => {
+                let path = config.database_path();
+                let options = config.store_options();
+                let (store, writer) =
+                    tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, &options))
+                        .await
+                        .context("opening the event store")??;
+                (store.into(), Pipeline::start(writer, bus.clone()))
+            }
+            Some(url) => {
+                let (store, writer) = PgStore::open(url)
+                    .await
+                    .context("opening the PostgreSQL event store")?;
+                let pipeline = Pipeline::start(writer, bus.clone());
+                pipeline.publish_through(fanout_wake.clone());
+                (store.into(), pipeline)
+            }
+        };
+        tracing::info!(backend = store.backend(), "event store open");
         let (accounts, owner_token) = Accounts::open(store.clone(), &config.data_dir).await?;
         let store_id = store
-            .read(crate::store::sync::store_id)
+            .store_id()
             .await
             .map_err(|e| anyhow::anyhow!("reading the store id: {}", e.detail))?;
-        let bus = Bus::default();
-        let pipeline = Pipeline::start(writer, bus.clone());
         pipeline.set_accounts(accounts.clone());
+        // Other nodes append too (PostgreSQL): the fan-out follower publishes
+        // every event after the head read here, once the projections have
+        // subscribed (they drop what their rebuild already covered).
+        let fanout_from = match &store {
+            Store::Postgres(_) => Some(store.max_global_sequence().await?),
+            Store::Sqlite(_) => None,
+        };
         let projections = Projections::start(store.clone(), &bus).await?;
+        if let Some(cursor) = fanout_from {
+            crate::fanout::start(store.clone(), bus.clone(), cursor, fanout_wake);
+        }
         // DuckDB, the catalog (and the demo dataset), restart recovery.
         let query = QueryService::start(
             config.query_settings(),
@@ -83,7 +107,7 @@ impl AppState {
     }
 
     /// The event store (read side).
-    pub fn store(&self) -> &EventStore {
+    pub fn store(&self) -> &Store {
         &self.inner.store
     }
 

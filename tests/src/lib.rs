@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod browser;
+pub mod postgres;
 pub mod power_cut;
 pub mod proxy;
 pub mod vfs;

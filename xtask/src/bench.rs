@@ -75,6 +75,20 @@ pub fn run(args: Args) -> Result<()> {
             ]))
         },
     )?;
+    // Several nodes (issue 14): durable commands/s with 64 issuers on one
+    // node on SQLite, one and three nodes on a throwaway PostgreSQL cluster.
+    steps.step(
+        "nodes bench (cargo bench -p sextant-tests --bench nodes)",
+        || {
+            util::run(util::cargo().args([
+                "bench",
+                "--package",
+                "sextant-tests",
+                "--bench",
+                "nodes",
+            ]))
+        },
+    )?;
     // The accounts fuzz campaign (issue 10): 100,000 generated requests
     // against a real server; it prints the count and the statuses seen.
     steps.step(

@@ -18,6 +18,7 @@ pub fn DatasetPanel() -> impl IntoView {
         spawn_local(async move {
             let answer = api::datasets().await;
             if let Ok(list) = &answer {
+                engine().know_catalog(list.iter().map(|d| d.name.clone()));
                 if choice.get_untracked().is_empty() {
                     if let Some(first) = list.first() {
                         choice.set(first.name.clone());

@@ -56,14 +56,17 @@ impl Workbench {
             &self.local.offline_copies(),
             !matches!(engine().connection(), Connection::Offline { .. }),
         );
-        let submitted = engine().submit(
-            self.session_id,
-            SessionCommand::SubmitQuery {
-                query_id,
-                sql,
-                engine: chosen,
-            },
-        );
+        let command = SessionCommand::SubmitQuery {
+            query_id,
+            sql,
+            engine: chosen,
+        };
+        let submitted = if chosen == Engine::Local {
+            // Remembered until its outcome is stored: see `duckdb::runner`.
+            engine().submit_local_query(self.session_id, query_id, command)
+        } else {
+            engine().submit(self.session_id, command)
+        };
         if submitted.is_some() {
             self.selected.set(None);
             if chosen == Engine::Local {

@@ -33,7 +33,9 @@ thread_local! {
     static IN_ENGINE: RefCell<Option<QueryId>> = const { RefCell::new(None) };
 }
 
-/// Runs local query `query_id` (already submitted) of `session_id`.
+/// Runs local query `query_id` of `session_id`, submitted with
+/// `SyncEngine::submit_local_query` (which remembers the run until its
+/// outcome is stored, so a closed tab's query is ended by the next page).
 pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
     spawn_local(async move {
         if engine()
@@ -41,6 +43,7 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
             .is_none()
         {
             // Refused (cancelled meanwhile, session closed): nothing to run.
+            engine().local_run_ended(query_id);
             return;
         }
         ACTIVE.with(|a| a.borrow_mut().insert(query_id));
@@ -62,10 +65,10 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
                 };
                 // The rows must be here before the view learns of completion.
                 RESULTS.with(|r| r.borrow_mut().insert(query_id, Rc::new(result)));
-                engine().submit(session_id, command);
+                engine().submit_local_outcome(session_id, query_id, command);
             }
             // The user's CancelQuery is already recorded.
-            Err(LocalError::Cancelled) => {}
+            Err(LocalError::Cancelled) => engine().local_run_ended(query_id),
             Err(error) => {
                 let error_id = random_uuid();
                 let message = error.to_string();
@@ -75,8 +78,9 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
                     )
                     .into(),
                 );
-                engine().submit(
+                engine().submit_local_outcome(
                     session_id,
+                    query_id,
                     SessionCommand::FailQuery {
                         query_id,
                         error_id: ErrorId(error_id),

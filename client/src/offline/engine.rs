@@ -9,21 +9,24 @@
 //! change, so views re-render when the replica moves.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use leptos::prelude::*;
 use serde::Deserialize;
-use shared_domain::decision::{self, DecisionContext, Issuer};
+use shared_domain::decision;
 use shared_domain::sync::answers::{batch_verdict, BatchVerdict};
+use shared_domain::sync::context::replica_context;
 use shared_domain::sync::identity::{
     check_store, same_store, take_answer, ResetReason, StoreCheck, TakeAnswer, Witness,
 };
-use shared_domain::sync::{ConflictStep, PendingCommand, Received, Rejection, Replica, Source};
+use shared_domain::sync::orphans::{settle_local_runs, LocalRun, Orphan};
+use shared_domain::sync::shell::{after_catch_up, on_answer, AnswerEffect, CommandAnswer};
+use shared_domain::sync::{PendingCommand, Received, Rejection, Replica, Source};
 use shared_domain::{
-    Actor, Aggregate, CommandEnvelope, EventEnvelope, QueryId, QuerySession, SessionCommand,
+    Aggregate, CommandEnvelope, ErrorId, EventEnvelope, QueryId, QuerySession, SessionCommand,
     SessionEvent, UserId,
 };
 use uuid::Uuid;
@@ -31,9 +34,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
+use super::local_runs::{self, RunLock};
 use super::net::{self, Answer, BatchFailure, Fetched};
 use super::owner::LocalNames;
-use super::storage::{FeedPosition, LocalStore, StorageError};
+use super::storage::{FeedPosition, LocalStore, RunChange, StorageError, Write};
 use crate::ids::{random_uuid, time_ordered_uuid};
 
 /// What the connection indicator shows. It is derived from facts (is the
@@ -156,6 +160,24 @@ struct EngineState {
     wake: Option<oneshot::Sender<()>>,
     feed: Option<web_sys::EventSource>,
     channel: Option<web_sys::BroadcastChannel>,
+    /// The Web Locks of the local queries this page runs.
+    run_locks: HashMap<QueryId, Option<RunLock>>,
+    /// Orphaned local runs are being settled now.
+    settling: bool,
+    /// Feed events handled and the time spent on them, since the outbox was
+    /// last empty (marked then, for the bench).
+    feed_events: u32,
+    feed_ms: f64,
+    /// What waits for the page's one IndexedDB writer ([`SyncEngine::queue_write`]),
+    /// and what it is writing now.
+    queued: Write,
+    writing: Option<Write>,
+    /// Tell the other tabs once the queued rows are stored.
+    tell_after_write: bool,
+    /// A re-render is scheduled ([`SyncEngine::changed_soon`]).
+    render_scheduled: bool,
+    /// The server's dataset names, once the page loaded them.
+    catalog: Option<BTreeSet<String>>,
 }
 
 /// Cheap to clone; lives for the page.
@@ -174,6 +196,8 @@ const PROBE_MS: u32 = 150;
 const SIGNED_OUT_PROBE_MS: u32 = 2_000;
 /// The first wait before a failed catch-up is tried again (then doubling).
 const GAP_RETRY_MS: u32 = 500;
+/// At most this long between a feed event or an answer and its render.
+const RENDER_COALESCE_MS: u32 = 16;
 
 thread_local! {
     static ENGINE: OnceCell<SyncEngine> = const { OnceCell::new() };
@@ -226,6 +250,15 @@ impl SyncEngine {
                 wake: None,
                 feed: None,
                 channel: None,
+                run_locks: HashMap::new(),
+                settling: false,
+                feed_events: 0,
+                feed_ms: 0.0,
+                queued: Write::default(),
+                writing: None,
+                tell_after_write: false,
+                render_scheduled: false,
+                catalog: None,
             })),
             revision: RwSignal::new(0),
         };
@@ -274,24 +307,17 @@ impl SyncEngine {
         }
         engine.become_sender_when_elected();
         engine.changed();
+        // Local queries whose tab closed before they ended.
+        let settling = engine.clone();
+        spawn_local(async move { settling.settle_orphans().await });
         engine
     }
 
-    /// The access rules of the shared domain for the signed-in user, on a
-    /// session the server confirmed (only then is its owner known here): the
-    /// page refuses at once what the server would refuse.
-    fn refused_by_access(&self, session_id: Uuid, command: &SessionCommand) -> Option<String> {
-        let user = self.local_user()?;
-        let state = self.state.borrow();
-        state
-            .replica
-            .confirmed(session_id)
-            .filter(|confirmed| confirmed.version() > 0)?;
-        let view = state.replica.view(session_id);
-        let context = DecisionContext::new(Issuer::Client, Actor::User(UserId(user)), session_id);
-        decision::authorize(&view, command, &context)
-            .err()
-            .map(|refusal| refusal.to_string())
+    /// Remembers the names in the server's catalog (the dataset panel
+    /// loaded them): an `AttachDataset` of another name is refused here as
+    /// the server would refuse it.
+    pub fn know_catalog(&self, names: impl IntoIterator<Item = String>) {
+        self.state.borrow_mut().catalog = Some(names.into_iter().collect());
     }
 
     /// The user whose local data this page holds (`None`: never known).
@@ -399,20 +425,184 @@ impl SyncEngine {
     /// outbox and schedules sending. A locally invalid command is reported
     /// here (with an error id) and never sent.
     pub fn submit(&self, session_id: Uuid, command: SessionCommand) -> Option<Vec<SessionEvent>> {
+        self.submit_with(session_id, command, None)
+    }
+
+    /// Submits `SubmitQuery` of a query this page runs locally: the run is
+    /// stored with the command (in one transaction) and this page holds its
+    /// Web Lock until [`SyncEngine::submit_local_outcome`] or
+    /// [`SyncEngine::local_run_ended`], so if the tab closes first, the next
+    /// page ends the query (`shared_domain::sync::orphans`).
+    pub fn submit_local_query(
+        &self,
+        session_id: Uuid,
+        query_id: QueryId,
+        command: SessionCommand,
+    ) -> Option<Vec<SessionEvent>> {
+        let lock = local_runs::hold(&local_runs::lock_name(
+            &self.state.borrow().names.sender_lock,
+            query_id,
+        ));
+        self.state.borrow_mut().run_locks.insert(query_id, lock);
+        let run = LocalRun {
+            aggregate_id: session_id,
+            query_id,
+            outcome: None,
+        };
+        let submitted = self.submit_with(session_id, command, Some(RunChange::Remember(run)));
+        if submitted.is_none() {
+            self.state.borrow_mut().run_locks.remove(&query_id);
+        }
+        submitted
+    }
+
+    /// Submits the outcome (`CompleteQuery`, `FailQuery`) of a local query
+    /// this page ran, forgetting its run with it. If the outcome cannot be
+    /// submitted now (its query is not active on the view, e.g. its start is
+    /// pending across a reset), the run keeps it, to be submitted once it
+    /// can. Releases the run's lock once stored.
+    pub fn submit_local_outcome(
+        &self,
+        session_id: Uuid,
+        query_id: QueryId,
+        command: SessionCommand,
+    ) {
+        let submitted = self.submit_with(
+            session_id,
+            command.clone(),
+            Some(RunChange::Forget(query_id)),
+        );
+        if submitted.is_none() {
+            let kept = LocalRun {
+                aggregate_id: session_id,
+                query_id,
+                outcome: Some(command),
+            };
+            self.change_run(RunChange::Remember(kept));
+        }
+    }
+
+    /// A local query this page started will not run (cancelled, or its
+    /// start was refused): forget its run and release its lock.
+    pub fn local_run_ended(&self, query_id: QueryId) {
+        self.change_run(RunChange::Forget(query_id));
+    }
+
+    /// Stores `change`, then releases the run's lock (never before: a page
+    /// that sees the lock gone must see the stored run as it is now).
+    fn change_run(&self, change: RunChange) {
+        let query_id = match &change {
+            RunChange::Remember(run) => run.query_id,
+            RunChange::Forget(query_id) => *query_id,
+        };
+        let store = self.state.borrow().store.clone();
+        let engine = self.clone();
+        spawn_local(async move {
+            if let Some(store) = store {
+                if let Err(error) = store.change_run(&change).await {
+                    engine.storage_failed(error);
+                }
+            }
+            engine.state.borrow_mut().run_locks.remove(&query_id);
+            engine.settle_orphans().await;
+        });
+    }
+
+    /// Settles the stored local runs no live tab runs (no one holds their
+    /// lock): submits the kept outcome or fails the query once it is active
+    /// on the view, forgets the others (`settle_local_runs`). Runs at the
+    /// start, when the feed opens, after a flush and after a run of this
+    /// page ends.
+    async fn settle_orphans(&self) {
+        let store = {
+            let mut state = self.state.borrow_mut();
+            if state.settling || state.fatal.is_some() {
+                return;
+            }
+            let Some(store) = state.store.clone() else {
+                return;
+            };
+            state.settling = true;
+            store
+        };
+        self.settle_orphans_in(&store).await;
+        self.state.borrow_mut().settling = false;
+    }
+
+    async fn settle_orphans_in(&self, store: &LocalStore) {
+        let runs = match store.local_runs().await {
+            Ok(runs) if runs.is_empty() => return,
+            Ok(runs) => runs,
+            Err(error) => return self.storage_failed(error),
+        };
+        // Without Web Locks a run of another tab looks like an orphan: leave them.
+        let Some(held) = local_runs::held_locks().await else {
+            return;
+        };
+        let orphans = {
+            let state = self.state.borrow();
+            let mut running = local_runs::running(&state.names.sender_lock, &held);
+            running.extend(state.run_locks.keys().copied());
+            settle_local_runs(&state.replica, &runs, &running, || ErrorId(random_uuid()))
+        };
+        for orphan in orphans {
+            match orphan {
+                Orphan::Submit {
+                    aggregate_id,
+                    command,
+                } => {
+                    let Some(query_id) = command.query_id() else {
+                        continue;
+                    };
+                    let forget = Some(RunChange::Forget(query_id));
+                    if self.submit_with(aggregate_id, command, forget).is_none() {
+                        // Refused here (reported once): do not try again.
+                        let _ = store.change_run(&RunChange::Forget(query_id)).await;
+                    }
+                }
+                Orphan::Forget(query_id) => {
+                    if let Err(error) = store.change_run(&RunChange::Forget(query_id)).await {
+                        self.storage_failed(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`SyncEngine::submit`], storing `run` with the command.
+    fn submit_with(
+        &self,
+        session_id: Uuid,
+        command: SessionCommand,
+        run: Option<RunChange>,
+    ) -> Option<Vec<SessionEvent>> {
         if let Some(fatal) = self.state.borrow().fatal.clone() {
             self.report_input(format!("{} was not done: {fatal}", command.name()));
             return None;
         }
         let name = command.name();
-        if let Some(refusal) = self.refused_by_access(session_id, &command) {
-            self.report_input(format!("{name} refused: {refusal}"));
-            return None;
-        }
+        let user = self.local_user().map(UserId);
         let command_id = time_ordered_uuid();
         let decided = {
             let mut state = self.state.borrow_mut();
             let order = js_sys::Date::now().max(state.last_order + 0.01);
-            let decided = state.replica.submit(command_id, session_id, command);
+            // The server's rule with what this page knows (the signed-in
+            // user on confirmed sessions, its other sessions' query ids, the
+            // catalog it loaded: `shared_domain::sync::context`); the
+            // server decides again with everything.
+            let context = replica_context(
+                &state.replica,
+                user,
+                session_id,
+                &command,
+                state.catalog.as_ref(),
+            );
+            let decided =
+                state
+                    .replica
+                    .submit_decided(command_id, session_id, command, |view, command| {
+                        decision::decide(view, command, &context)
+                    });
             if decided.is_ok() {
                 state.last_order = order;
                 state.orders.insert(command_id, order);
@@ -442,9 +632,16 @@ impl SyncEngine {
         let engine = self.clone();
         spawn_local(async move {
             if let Some(store) = store {
-                if let Err(error) = store.put_pending(&[(order, pending)]).await {
+                if let Err(error) = store
+                    .put_pending_with_run(&[(order, pending)], run.as_ref())
+                    .await
+                {
                     engine.storage_failed(error);
                 }
+            }
+            if let Some(RunChange::Forget(query_id)) = run {
+                // The outcome is stored: the run's lock may go.
+                engine.state.borrow_mut().run_locks.remove(&query_id);
             }
             engine.state.borrow_mut().unwritten.remove(&command_id);
             engine.tell_other_tabs();
@@ -479,6 +676,91 @@ impl SyncEngine {
 
     fn changed(&self) {
         self.revision.update(|r| *r += 1);
+    }
+
+    /// [`SyncEngine::changed`] within [`RENDER_COALESCE_MS`]: a resync
+    /// brings a feed event per command, and re-rendering after each one
+    /// (every view re-decides the pending commands) cost more than the
+    /// events themselves. The user's own actions still render at once.
+    fn changed_soon(&self) {
+        if std::mem::replace(&mut self.state.borrow_mut().render_scheduled, true) {
+            return;
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(RENDER_COALESCE_MS).await;
+            engine.state.borrow_mut().render_scheduled = false;
+            engine.changed();
+        });
+    }
+
+    /// Hands `write` to the page's one IndexedDB writer. Writes queued
+    /// while one is being stored go out together in the next transaction,
+    /// in the order queued (a resync's answers and feed events take a few
+    /// transactions, not one or two per command). `tell` tells the other
+    /// tabs once stored (they reload the outbox rows).
+    fn queue_write(&self, write: Write, tell: bool) {
+        let mut state = self.state.borrow_mut();
+        if state.store.is_none() {
+            return;
+        }
+        state.queued.merge(write);
+        state.tell_after_write |= tell;
+        if state.writing.is_some() || state.queued.is_empty() && !state.tell_after_write {
+            return;
+        }
+        state.writing = Some(Write::default());
+        drop(state);
+        let engine = self.clone();
+        spawn_local(async move { engine.write_queued().await });
+    }
+
+    async fn write_queued(&self) {
+        loop {
+            let (store, write, tell) = {
+                let mut state = self.state.borrow_mut();
+                let write = std::mem::take(&mut state.queued);
+                let tell = std::mem::take(&mut state.tell_after_write);
+                let store = state.store.clone();
+                if write.is_empty() && !tell || store.is_none() {
+                    state.writing = None;
+                    return;
+                }
+                state.writing = Some(write.clone());
+                (store.expect("checked"), write, tell)
+            };
+            // The transaction is created here, before anything else runs:
+            // later writes (and a reset's) are ordered after it.
+            if let Err(error) = store.write(&write).await {
+                self.storage_failed(error);
+            }
+            mark("sextant-sync-written");
+            if tell {
+                self.tell_other_tabs();
+            }
+        }
+    }
+
+    /// Outbox rows as stored, with the writes not stored yet applied (a
+    /// row deleted or rebased here must not come back from the database).
+    fn with_unstored(
+        &self,
+        mut rows: Vec<(f64, PendingCommand<SessionCommand>)>,
+    ) -> Vec<(f64, PendingCommand<SessionCommand>)> {
+        let state = self.state.borrow();
+        for write in state.writing.iter().chain([&state.queued]) {
+            rows.retain(|(_, p)| !write.finished.contains(&p.command_id));
+            for (order, put) in &write.put {
+                match rows
+                    .iter_mut()
+                    .find(|(_, p)| p.command_id == put.command_id)
+                {
+                    Some(row) => *row = (*order, put.clone()),
+                    None => rows.push((*order, put.clone())),
+                }
+            }
+        }
+        rows
     }
 
     fn report(&self, problem: Problem) {
@@ -577,7 +859,9 @@ impl SyncEngine {
                         state.orders.insert(pending.command_id, *order);
                         state.last_order = state.last_order.max(*order);
                     }
-                    let stored: Vec<(f64, PendingCommand<SessionCommand>)> = snapshot.outbox;
+                    drop(state);
+                    let stored = self.with_unstored(snapshot.outbox);
+                    let mut state = self.state.borrow_mut();
                     let outbox = merge_outboxes(
                         stored,
                         state.replica.outbox().iter().cloned().collect(),
@@ -715,6 +999,7 @@ impl SyncEngine {
                         gloo_timers::future::TimeoutFuture::new(SIGNED_OUT_PROBE_MS).await;
                         continue;
                     }
+                    mark("sextant-sync-server-up");
                     let held = engine.state.borrow().store_id;
                     if !same_store(held, announced) {
                         engine.reset(announced, "the server's data store was replaced");
@@ -795,10 +1080,14 @@ impl SyncEngine {
         };
         let engine = self.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || {
+            mark("sextant-sync-feed-open");
             engine.set_feed(true);
             engine.retry_gaps();
             let engine = engine.clone();
-            spawn_local(async move { engine.flush().await });
+            spawn_local(async move {
+                engine.flush().await;
+                engine.settle_orphans().await;
+            });
         });
         feed.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         on_open.forget();
@@ -949,6 +1238,10 @@ impl SyncEngine {
             state.replica.reset();
             state.store_id = store_id;
             state.progress.clear();
+            // Events and positions of the old store not stored yet never
+            // are (what is being written now is ordered before the reset).
+            state.queued.events.clear();
+            state.queued.position = None;
         }
         if let Some(store) = self.state.borrow().store.clone() {
             let engine = self.clone();
@@ -975,6 +1268,14 @@ impl SyncEngine {
     }
 
     fn on_feed_event(&self, data: &str) {
+        let started = now_ms();
+        self.handle_feed_event(data);
+        let mut state = self.state.borrow_mut();
+        state.feed_events += 1;
+        state.feed_ms += now_ms() - started;
+    }
+
+    fn handle_feed_event(&self, data: &str) {
         let envelope: EventEnvelope = match serde_json::from_str(data) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -984,15 +1285,35 @@ impl SyncEngine {
                 return;
             }
         };
-        let outcome = self
-            .state
-            .borrow_mut()
-            .replica
-            .receive(&envelope, Source::Feed);
+        let command_id = envelope.metadata.command_id;
+        let (outcome, finished) = {
+            let mut state = self.state.borrow_mut();
+            let is_pending = |state: &EngineState| {
+                state
+                    .replica
+                    .outbox()
+                    .iter()
+                    .any(|p| p.command_id == command_id)
+            };
+            let was_pending = is_pending(&state);
+            let outcome = state.replica.receive(&envelope, Source::Feed);
+            // A command leaves the outbox with its last event (two for
+            // `CloseSession` with an active query), and its row with it.
+            let finished = was_pending && !is_pending(&state);
+            if finished {
+                state.orders.remove(&command_id);
+            }
+            (outcome, finished)
+        };
         match outcome {
             Ok(Received::Applied) => {
-                self.persist_events(vec![envelope], true);
-                self.changed();
+                let finished = if finished {
+                    vec![command_id]
+                } else {
+                    Vec::new()
+                };
+                self.persist_events_finishing(vec![envelope], true, finished);
+                self.changed_soon();
             }
             Ok(Received::Duplicate) => self.persist_events(Vec::new(), true),
             Ok(Received::Diverged) => {
@@ -1012,26 +1333,33 @@ impl SyncEngine {
     /// Stores confirmed events and, with `position`, the feed position
     /// (cursor and gap ledger) as the replica has it now.
     fn persist_events(&self, events: Vec<EventEnvelope>, position: bool) {
-        let (store, position) = {
+        self.persist_events_finishing(events, position, Vec::new());
+    }
+
+    /// [`SyncEngine::persist_events`], removing the outbox rows of the
+    /// commands they `finished` in the same transaction.
+    fn persist_events_finishing(
+        &self,
+        events: Vec<EventEnvelope>,
+        position: bool,
+        finished: Vec<Uuid>,
+    ) {
+        let position = {
             let state = self.state.borrow();
-            let Some(store) = state.store.clone() else {
-                return;
-            };
-            let position = position.then(|| FeedPosition {
+            position.then(|| FeedPosition {
                 cursor: state.replica.last_global_sequence(),
                 gaps: state.replica.gaps(),
-            });
-            (store, position)
+            })
         };
-        if events.is_empty() && position.is_none() {
-            return;
-        }
-        let engine = self.clone();
-        spawn_local(async move {
-            if let Err(error) = store.add_events(&events, position.as_ref()).await {
-                engine.storage_failed(error);
-            }
-        });
+        self.queue_write(
+            Write {
+                events,
+                position,
+                finished,
+                put: Vec::new(),
+            },
+            false,
+        );
     }
 
     /// Catches up every session in the gap ledger (after a failed fetch, or
@@ -1158,8 +1486,10 @@ impl SyncEngine {
                 .expect("outbox is not empty");
             let before = self.outbox_decisions();
             let sent_witness = self.state.borrow().replica.witness();
+            mark("sextant-sync-batch-sent");
             let wait = match net::post_batch(&batch, sent_witness, self.local_user()).await {
                 Ok(answers) => {
+                    mark("sextant-sync-batch-answered");
                     if !self.may_take(answers.store_id, sent_witness, answers.judged) {
                         // Reset, or the feed moved the witness meanwhile:
                         // the commands stay pending and are sent again.
@@ -1174,7 +1504,8 @@ impl SyncEngine {
                 }
                 Err(failure) => self.on_batch_failure(&batch, failure),
             };
-            self.persist_outbox_changes(before).await;
+            mark("sextant-sync-batch-settled");
+            self.persist_outbox_changes(before);
             match wait {
                 Some(delay_ms) => self.back_off(delay_ms).await,
                 None => self.state.borrow_mut().attempt = 0,
@@ -1182,6 +1513,20 @@ impl SyncEngine {
         }
         self.state.borrow_mut().flushing = false;
         self.changed();
+        if self.state.borrow().replica.outbox().is_empty() {
+            let (events, ms) = {
+                let mut state = self.state.borrow_mut();
+                let totals = (state.feed_events, state.feed_ms);
+                state.feed_events = 0;
+                state.feed_ms = 0.0;
+                totals
+            };
+            mark(&format!(
+                "sextant-sync-outbox-empty feed {events} events {ms:.0} ms"
+            ));
+        }
+        // The view moved: a kept outcome may be submittable now.
+        self.settle_orphans().await;
     }
 
     /// A batch failed as a whole: how long to wait (None: go on at once).
@@ -1256,71 +1601,72 @@ impl SyncEngine {
     ) -> bool {
         let mut retry = false;
         for (envelope, answer) in batch.iter().zip(answers) {
-            match answer {
-                Answer::Accepted { events } => {
-                    let outcome = self.state.borrow_mut().replica.accepted(envelope, &events);
-                    match outcome {
-                        Ok(outcomes) if outcomes.contains(&Received::Diverged) => {
-                            self.reset(None, "the server's data was restored from an older state");
-                            return false;
-                        }
-                        Ok(outcomes) => {
-                            self.persist_events(events, false);
-                            if outcomes.iter().any(|o| matches!(o, Received::Gap { .. }))
-                                && self.catch_up(envelope.aggregate_id).await.is_err()
-                            {
-                                // The command stays pending; its resend is
-                                // answered with the same events.
-                                retry = true;
-                            }
-                        }
-                        Err(error) => {
-                            self.set_fatal(error.to_string());
-                            return true;
-                        }
-                    }
-                }
+            // What the answer does and what follows is decided by the pure
+            // `shell::on_answer`, which the simulation runs too; here each
+            // effect is carried out.
+            let (answer, error_id) = match answer {
+                Answer::Accepted { events } => (CommandAnswer::Accepted { events }, None),
                 Answer::Conflict {
                     current_version,
                     current_command,
                     error_id,
-                } => {
-                    let step = self.state.borrow().replica.conflict(
-                        envelope,
+                } => (
+                    CommandAnswer::Conflict {
                         current_version,
                         current_command,
-                    );
-                    match step {
-                        ConflictStep::CatchUp { aggregate_id, .. } => {
-                            if self.catch_up(aggregate_id).await.is_err() {
-                                retry = true;
-                                continue;
-                            }
-                            let rejections = self.state.borrow_mut().replica.rebase(aggregate_id);
-                            self.report_rejections(rejections, error_id);
-                        }
-                        ConflictStep::Stale => {}
-                        ConflictStep::Reset => {
-                            self.reset(None, "the server's data was restored from an older state");
-                            // The other answers were decided against what we just dropped.
-                            return false;
-                        }
-                    }
-                }
+                    },
+                    error_id,
+                ),
                 Answer::Rejected {
                     status,
                     detail,
                     error_id,
-                } => {
-                    // Empty when the refusal is about a decision since replaced.
-                    let rejections = self
-                        .state
-                        .borrow_mut()
-                        .replica
-                        .rejected(envelope, format!("{detail} (HTTP {status})"));
-                    self.report_rejections(rejections, error_id);
+                } => (
+                    CommandAnswer::Rejected {
+                        reason: format!("{detail} (HTTP {status})"),
+                    },
+                    error_id,
+                ),
+                Answer::Retry => (CommandAnswer::Retry, None),
+            };
+            let effects = on_answer(&mut self.state.borrow_mut().replica, envelope, answer);
+            let mut effects: VecDeque<_> = match effects {
+                Ok(effects) => effects.into(),
+                Err(error) => {
+                    self.set_fatal(error.to_string());
+                    return true;
                 }
-                Answer::Retry => retry = true,
+            };
+            while let Some(effect) = effects.pop_front() {
+                match effect {
+                    AnswerEffect::StoreEvents(events) => {
+                        // Queued: the batch's answers go out in one transaction.
+                        self.persist_events(events, false);
+                    }
+                    AnswerEffect::CatchUp {
+                        aggregate_id,
+                        rebase,
+                    } => {
+                        if self.catch_up(aggregate_id).await.is_err() {
+                            // The command stays pending; its resend is
+                            // answered again.
+                            retry = true;
+                            continue;
+                        }
+                        let replica = &mut self.state.borrow_mut().replica;
+                        effects.extend(after_catch_up(replica, aggregate_id, rebase));
+                    }
+                    AnswerEffect::Report(rejections) => {
+                        self.report_rejections(rejections, error_id.clone());
+                    }
+                    AnswerEffect::Reset(reason) => {
+                        self.reset(None, reason.describe());
+                        // The other answers were decided against what was dropped.
+                        return false;
+                    }
+                    AnswerEffect::Ignored => {}
+                    AnswerEffect::Retry => retry = true,
+                }
             }
         }
         self.changed();
@@ -1338,17 +1684,18 @@ impl SyncEngine {
             .collect()
     }
 
-    /// Writes what settling changed: removed rows and rebased decisions.
-    async fn persist_outbox_changes(&self, before: HashMap<Uuid, (u64, Option<Uuid>)>) {
-        let (store, removed, rebased) = {
+    /// Stores what settling changed: removed rows and rebased decisions,
+    /// through the writer (with the batch's events), then tells the other
+    /// tabs.
+    fn persist_outbox_changes(&self, before: HashMap<Uuid, (u64, Option<Uuid>)>) {
+        let (removed, rebased) = {
             let state = self.state.borrow();
-            let Some(store) = state.store.clone() else {
-                return;
-            };
             let outbox = state.replica.outbox();
+            let now: HashMap<Uuid, &PendingCommand<SessionCommand>> =
+                outbox.iter().map(|p| (p.command_id, p)).collect();
             let removed: Vec<Uuid> = before
                 .keys()
-                .filter(|id| !outbox.iter().any(|p| p.command_id == **id))
+                .filter(|id| !now.contains_key(id))
                 .copied()
                 .collect();
             let rebased: Vec<_> = outbox
@@ -1365,24 +1712,43 @@ impl SyncEngine {
                     )
                 })
                 .collect();
-            (store, removed, rebased)
+            (removed, rebased)
         };
-        let result = match store.remove_pending(&removed).await {
-            Ok(()) => store.put_pending(&rebased).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = result {
-            self.storage_failed(error);
+        if removed.is_empty() && rebased.is_empty() {
+            return;
         }
-        if !removed.is_empty() || !rebased.is_empty() {
+        {
             let mut state = self.state.borrow_mut();
             for id in &removed {
                 state.orders.remove(id);
             }
-            drop(state);
-            self.tell_other_tabs();
         }
+        self.queue_write(
+            Write {
+                events: Vec::new(),
+                position: None,
+                finished: removed,
+                put: rebased,
+            },
+            true,
+        );
     }
+}
+
+/// A `performance.mark` of the sync engine's phases (the browser bench
+/// reads them to show where a resync's time goes; a mark costs about a
+/// microsecond).
+fn mark(name: &str) {
+    if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = performance.mark(name);
+    }
+}
+
+/// Milliseconds since the page started (for the feed's total below).
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
 }
 
 /// The outbox after another tab wrote to the database: every stored row, plus

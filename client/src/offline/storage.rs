@@ -1,6 +1,7 @@
 //! The browser's durable copy of the replica, in IndexedDB (through rexie):
-//! one row per pending command, the confirmed events of every session, and
-//! the SSE cursor. A reload or a browser restart loses nothing.
+//! one row per pending command, the confirmed events of every session, the
+//! SSE cursor, and the local queries this browser runs (so one whose tab
+//! closed is ended later). A reload or a browser restart loses nothing.
 //!
 //! Versions and migrations, in three layers:
 //! - the database's shape (object stores) has the IndexedDB version
@@ -20,10 +21,11 @@
 //! rows are added, updated and deleted one command id at a time, so a row
 //! another tab just added is never lost.
 
-use rexie::{ObjectStore, Rexie, TransactionMode};
+use rexie::{KeyRange, ObjectStore, Rexie, TransactionMode};
 use serde::{Deserialize, Serialize};
+use shared_domain::sync::orphans::LocalRun;
 use shared_domain::sync::{Gap, PendingCommand};
-use shared_domain::{EventEnvelope, SessionCommand};
+use shared_domain::{EventEnvelope, QueryId, SessionCommand};
 use uuid::Uuid;
 use wasm_bindgen::JsValue;
 
@@ -40,6 +42,9 @@ const CURSOR_KEY: &str = "cursor";
 const GAPS_KEY: &str = "gaps";
 /// The id of the server store the confirmed events came from.
 const STORE_ID_KEY: &str = "store_id";
+/// Remembered local runs: one `meta` row each, keyed by this prefix and
+/// the query id (several tabs add and remove runs; none rewrites a list).
+const RUN_PREFIX: &str = "run/";
 
 /// Why local storage failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +80,57 @@ struct PendingRow {
     /// Sort key: outbox order across tabs and reloads.
     order: f64,
     pending: PendingCommand<SessionCommand>,
+}
+
+/// Changes stored together ([`LocalStore::write`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Write {
+    /// Confirmed events to add.
+    pub events: Vec<EventEnvelope>,
+    /// The feed position to store with them.
+    pub position: Option<FeedPosition>,
+    /// Outbox rows to delete: their commands are confirmed or rejected.
+    pub finished: Vec<Uuid>,
+    /// Outbox rows to add or update (rebased), with their order.
+    pub put: Vec<(f64, PendingCommand<SessionCommand>)>,
+}
+
+impl Write {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.position.is_none()
+            && self.finished.is_empty()
+            && self.put.is_empty()
+    }
+
+    /// Adds `later` to this write: its events, rows and deletions after
+    /// these, its position instead of this one.
+    pub fn merge(&mut self, later: Write) {
+        self.events.extend(later.events);
+        if later.position.is_some() {
+            self.position = later.position;
+        }
+        self.put
+            .retain(|(_, p)| !later.finished.contains(&p.command_id));
+        self.finished.extend(later.finished);
+        self.put.extend(later.put);
+    }
+}
+
+/// A remembered local run, in `meta` under [`run_key`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRow {
+    v: u32,
+    run: LocalRun,
+}
+
+/// What to do with one remembered local run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunChange {
+    /// Store it (it starts, or its tab kept an outcome it could not submit).
+    Remember(LocalRun),
+    /// Forget it (its outcome is in the outbox, or it will never run).
+    Forget(QueryId),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,13 +240,40 @@ impl LocalStore {
 
     /// Adds or updates pending commands (after a submit or a rebase). `order`
     /// keeps a command's place: pass the time it was first submitted.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn put_pending(
         &self,
         pending: &[(f64, PendingCommand<SessionCommand>)],
     ) -> Result<(), StorageError> {
+        self.put_pending_with_run(pending, None).await
+    }
+
+    /// [`LocalStore::put_pending`], and stores or forgets one local run in
+    /// the same transaction: a local query is remembered with the command
+    /// that submits it, and forgotten with the one that ends it, so no
+    /// moment exists where its tab could close with neither stored.
+    pub async fn put_pending_with_run(
+        &self,
+        pending: &[(f64, PendingCommand<SessionCommand>)],
+        run: Option<&RunChange>,
+    ) -> Result<(), StorageError> {
         let tx = self
             .db
-            .transaction(&[PENDING], TransactionMode::ReadWrite)?;
+            .transaction(&[PENDING, META], TransactionMode::ReadWrite)?;
+        if let Some(run) = run {
+            let meta = tx.store(META)?;
+            match run {
+                RunChange::Remember(run) => {
+                    let row = RunRow {
+                        v: RECORD_FORMAT,
+                        run: run.clone(),
+                    };
+                    meta.put(&encode(&row)?, Some(&run_key(run.query_id)))
+                        .await?;
+                }
+                RunChange::Forget(query_id) => meta.delete(run_key(*query_id)).await?,
+            }
+        }
         let store = tx.store(PENDING)?;
         for (order, command) in pending {
             let row = PendingRow {
@@ -207,6 +290,7 @@ impl LocalStore {
     }
 
     /// Removes commands that were applied or rejected.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn remove_pending(&self, command_ids: &[Uuid]) -> Result<(), StorageError> {
         if command_ids.is_empty() {
             return Ok(());
@@ -222,42 +306,114 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The local runs this browser remembers (`shared_domain::sync::orphans`).
+    pub async fn local_runs(&self) -> Result<Vec<LocalRun>, StorageError> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let range = KeyRange::bound(
+            &JsValue::from_str(RUN_PREFIX),
+            &JsValue::from_str(&format!("{RUN_PREFIX}\u{ffff}")),
+            None,
+            None,
+        )
+        .map_err(|e| StorageError::IndexedDb(e.to_string()))?;
+        let rows = tx.store(META)?.get_all(Some(range), None).await?;
+        tx.done().await?;
+        rows.iter()
+            .map(|value| decode::<RunRow>(value).map(|row| row.run))
+            .collect()
+    }
+
+    /// Stores or forgets one local run.
+    pub async fn change_run(&self, run: &RunChange) -> Result<(), StorageError> {
+        self.put_pending_with_run(&[], Some(run)).await
+    }
+
     /// Stores confirmed events and, when given, the feed position (cursor
     /// and gap ledger), atomically.
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn add_events(
         &self,
         events: &[EventEnvelope],
         position: Option<&FeedPosition>,
     ) -> Result<(), StorageError> {
+        self.add_events_finishing(events, position, &[]).await
+    }
+
+    /// [`LocalStore::add_events`], and removes the outbox rows of the
+    /// commands these events finished, in the same transaction: a row never
+    /// outlives the events that confirm its command, nor goes before them.
+    #[cfg(all(test, target_arch = "wasm32"))]
+    pub async fn add_events_finishing(
+        &self,
+        events: &[EventEnvelope],
+        position: Option<&FeedPosition>,
+        finished: &[Uuid],
+    ) -> Result<(), StorageError> {
+        self.write(&Write {
+            events: events.to_vec(),
+            position: position.cloned(),
+            finished: finished.to_vec(),
+            put: Vec::new(),
+        })
+        .await
+    }
+
+    /// Everything in `write`, in one transaction, its requests issued
+    /// together (not one after the other's completion): a resync stores a
+    /// batch's events and outbox changes at once.
+    pub async fn write(&self, write: &Write) -> Result<(), StorageError> {
+        if write.is_empty() {
+            return Ok(());
+        }
         let tx = self
             .db
-            .transaction(&[EVENTS, META], TransactionMode::ReadWrite)?;
-        let store = tx.store(EVENTS)?;
-        for event in events {
+            .transaction(&[EVENTS, META, PENDING], TransactionMode::ReadWrite)?;
+        let pending = tx.store(PENDING)?;
+        let events = tx.store(EVENTS)?;
+        let meta = tx.store(META)?;
+        let mut values = Vec::new();
+        for (order, command) in &write.put {
+            let row = PendingRow {
+                v: RECORD_FORMAT,
+                order: *order,
+                pending: command.clone(),
+            };
+            values.push((PENDING, encode(&row)?, key_of(command.command_id)));
+        }
+        for event in &write.events {
             let key = format!("{}/{:020}", event.aggregate_id, event.aggregate_sequence);
             let row = EventRow {
                 v: RECORD_FORMAT,
                 event: event.clone(),
             };
-            store
-                .put(&encode(&row)?, Some(&JsValue::from_str(&key)))
-                .await?;
+            values.push((EVENTS, encode(&row)?, JsValue::from_str(&key)));
         }
-        if let Some(position) = position {
-            let meta = tx.store(META)?;
-            meta.put(
-                &JsValue::from_f64(position.cursor as f64),
-                Some(&JsValue::from_str(CURSOR_KEY)),
-            )
-            .await?;
+        if let Some(position) = &write.position {
             let gaps = serde_json::to_string(&position.gaps)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            meta.put(
-                &JsValue::from_str(&gaps),
-                Some(&JsValue::from_str(GAPS_KEY)),
-            )
-            .await?;
+            values.push((
+                META,
+                JsValue::from_f64(position.cursor as f64),
+                JsValue::from_str(CURSOR_KEY),
+            ));
+            values.push((META, JsValue::from_str(&gaps), JsValue::from_str(GAPS_KEY)));
         }
+        let store_of = |name: &str| match name {
+            PENDING => &pending,
+            EVENTS => &events,
+            _ => &meta,
+        };
+        let puts = values
+            .iter()
+            .map(|(store, value, key)| store_of(store).put(value, Some(key)));
+        let deletes = write.finished.iter().map(|id| pending.delete(key_of(*id)));
+        let (put, deleted) = futures::future::join(
+            futures::future::try_join_all(puts),
+            futures::future::try_join_all(deletes),
+        )
+        .await;
+        put?;
+        deleted?;
         tx.done().await?;
         Ok(())
     }
@@ -298,6 +454,10 @@ impl LocalStore {
         tx.done().await?;
         Ok(())
     }
+}
+
+fn run_key(query_id: QueryId) -> JsValue {
+    JsValue::from_str(&format!("{RUN_PREFIX}{}", query_id.0))
 }
 
 fn key_of(command_id: Uuid) -> JsValue {
@@ -431,6 +591,24 @@ mod browser_tests {
         assert_eq!(sequences, vec![1, 2]);
         assert_eq!(snapshot.events[1], event(2, 9));
         assert_eq!(snapshot.last_global_sequence, 9);
+    }
+
+    #[wasm_bindgen_test]
+    async fn the_events_that_finish_a_command_remove_its_row() {
+        let store = fresh("sextant-test-finishing").await;
+        store
+            .put_pending(&[(1.0, pending(1)), (2.0, pending(2))])
+            .await
+            .unwrap();
+        store
+            .add_events_finishing(&[event(1, 3)], Some(&position(3)), &[Uuid::from_u128(1)])
+            .await
+            .unwrap();
+        let snapshot = store.load().await.unwrap();
+        let ids: Vec<Uuid> = snapshot.outbox.iter().map(|(_, p)| p.command_id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(2)]);
+        assert_eq!(snapshot.events.len(), 1);
+        assert_eq!(snapshot.last_global_sequence, 3);
     }
 
     #[wasm_bindgen_test]

@@ -120,10 +120,7 @@ async fn judge_witness_header(
     // A restore replaces the store only across a restart, so judging after
     // the handler judges the store that answered.
     let sequence = witness.global_sequence;
-    let at = state
-        .store()
-        .read(move |conn| crate::store::sync::event_id_at(conn, sequence))
-        .await;
+    let at = state.store().event_id_at(sequence).await;
     match at {
         Ok(at) => {
             let value = judgement_header(judge_witness(witness, at));

@@ -12,7 +12,6 @@ use super::auth::Authenticated;
 use super::extract::{parse_uuid, PathParams};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store;
 
 /// The events of a session the caller may read; 404 for one it may not
 /// read or that does not exist (the two look the same).
@@ -39,31 +38,24 @@ pub async fn aggregate_events(
         None => 0,
     };
     let reader = UserId(user.id);
-    let (readable, version, events) = state
+    // One read: the version, the events and the access they grant agree
+    // (the read models may trail the store).
+    let all = state
         .store()
-        .read(move |conn| {
-            // One read transaction: the version, the events and the access
-            // they grant agree (the read models may trail the store).
-            conn.execute_batch("BEGIN")?;
-            let result = (|| {
-                let all = store::aggregate_events(conn, QuerySession::TYPE, aggregate_id, 0)?;
-                let mut session = QuerySession::default();
-                for envelope in &all {
-                    if let Ok(event) = envelope.decode::<QuerySession>() {
-                        session.apply(&event);
-                    }
-                }
-                let version = all.last().map_or(0, |e| e.aggregate_sequence);
-                let events: Vec<_> = all
-                    .into_iter()
-                    .filter(|e| e.aggregate_sequence > after_version)
-                    .collect();
-                Ok((session.can_read(reader), version, events))
-            })();
-            conn.execute_batch("COMMIT")?;
-            result
-        })
+        .aggregate_events(QuerySession::TYPE, aggregate_id, 0)
         .await?;
+    let mut session = QuerySession::default();
+    for envelope in &all {
+        if let Ok(event) = envelope.decode::<QuerySession>() {
+            session.apply(&event);
+        }
+    }
+    let version = all.last().map_or(0, |e| e.aggregate_sequence);
+    let events: Vec<_> = all
+        .into_iter()
+        .filter(|e| e.aggregate_sequence > after_version)
+        .collect();
+    let readable = session.can_read(reader);
     if !readable {
         return Err(AppError::not_found(crate::error::not_readable(
             aggregate_id,

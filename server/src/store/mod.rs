@@ -1,16 +1,28 @@
-//! The SQLite event store: schema and migrations, the connection settings,
-//! the SQL that appends and reads events and processed commands, and a small
-//! pool of read-only connections for async callers.
+//! The event store. [`interface`] is the one interface the rest of the
+//! server uses ([`Store`] to read, [`WriteBackend`] for the pipeline's
+//! writer), [`postgres`] the PostgreSQL backend, and this module (with
+//! `accounts`, `sync` and `migrations`) the SQLite backend: schema and
+//! migrations, the connection settings, the SQL that appends and reads
+//! events and processed commands, and a small pool of read-only connections
+//! for async callers.
 //!
 //! Writing is not done here but by the one writer thread of
 //! [`crate::pipeline`], which owns the single write connection this module
-//! opens ([`EventStore::open`]) and calls the append functions below inside
-//! its group transactions. Everything else reads through [`EventStore::read`]
+//! opens ([`SqliteStore::open`]) and calls the append functions below inside
+//! its group transactions. Everything else reads through [`SqliteStore::read`]
 //! on separate connections (WAL lets readers run beside the writer).
 
 pub mod accounts;
+pub mod interface;
 pub mod migrations;
+pub mod postgres;
 pub mod sync;
+
+pub use interface::{
+    append_command, AppendError, NewCommand, SessionVisitor, Store, StoreError, WriteBackend,
+    WriteTx,
+};
+pub use postgres::PgStore;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +30,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
-use shared_domain::{EventEnvelope, EventMetadata};
+use shared_domain::{
+    Aggregate, DomainEvent, EventEnvelope, EventMetadata, QuerySession, SessionEvent, Upcaster,
+};
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -26,9 +40,13 @@ use crate::error::AppError;
 /// How many read connections are kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
-/// Shared handle to the store: cheap to clone.
+/// The SQLite backend's name before the store interface existed, kept so
+/// tests and benches that open a SQLite store directly read the same.
+pub type EventStore = SqliteStore;
+
+/// Shared handle to the SQLite store: cheap to clone.
 #[derive(Clone)]
-pub struct EventStore {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -100,19 +118,19 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// The WAL is truncated back to this size after a checkpoint reset it.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-impl EventStore {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path` with the default
     /// options (durability `full`), applies pending migrations and returns
     /// the store with its one write connection.
-    pub fn open(path: &Path) -> anyhow::Result<(EventStore, WriteConnection)> {
+    pub fn open(path: &Path) -> anyhow::Result<(SqliteStore, WriteConnection)> {
         Self::open_with(path, &StoreOptions::default())
     }
 
-    /// Like [`EventStore::open`] with explicit options.
+    /// Like [`SqliteStore::open`] with explicit options.
     pub fn open_with(
         path: &Path,
         options: &StoreOptions,
-    ) -> anyhow::Result<(EventStore, WriteConnection)> {
+    ) -> anyhow::Result<(SqliteStore, WriteConnection)> {
         let mut writer = open_connection(path, options, OpenFlags::default())
             .with_context(|| format!("opening the event store {}", path.display()))?;
         configure(&writer)?;
@@ -134,7 +152,7 @@ impl EventStore {
         ))?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
         let checkpointer = Checkpointer::start(path, options)?;
-        let store = EventStore {
+        let store = SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 options: options.clone(),
@@ -212,6 +230,146 @@ impl EventStore {
     /// The highest global sequence stored (0 when empty).
     pub async fn max_global_sequence(&self) -> Result<u64, AppError> {
         self.read(max_global_sequence).await
+    }
+
+    /// Runs `f` on a fresh side writer (see [`open_side_writer`]) on the
+    /// blocking pool: the rare writes outside the event log (users).
+    pub async fn write_side<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let path = self.inner.path.clone();
+        let options = self.inner.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_side_writer(&path, &options)
+                .map_err(|e| StoreError::Failed(format!("{e:#}")))?;
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?
+    }
+}
+
+impl WriteBackend for WriteConnection {
+    fn begin(&mut self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
+        let tx = self
+            .0
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(Box::new(SqliteTx(tx)))
+    }
+
+    fn sole_writer(&self) -> bool {
+        true
+    }
+
+    fn durable_commits(&self) -> bool {
+        let synchronous: i64 = self
+            .0
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap_or(2);
+        synchronous >= 2
+    }
+}
+
+/// A group transaction on the one write connection (BEGIN IMMEDIATE).
+struct SqliteTx<'c>(rusqlite::Transaction<'c>);
+
+impl SqliteTx<'_> {
+    /// Runs one cached statement without parameters (savepoints run for
+    /// every command: prepared once).
+    fn run(&self, sql: &str) -> Result<(), StoreError> {
+        self.0.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn find_processed(&mut self, command_id: Uuid) -> Result<Option<ProcessedCommand>, StoreError> {
+        Ok(find_processed(&self.0, command_id)?)
+    }
+
+    fn events_in_range(&mut self, first: u64, last: u64) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(events_in_range(&self.0, first, last)?)
+    }
+
+    fn aggregate_events(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(aggregate_events(
+            &self.0,
+            aggregate_type,
+            aggregate_id,
+            after_version,
+        )?)
+    }
+
+    fn aggregate_version(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<u64, StoreError> {
+        Ok(aggregate_version(&self.0, aggregate_type, aggregate_id)?)
+    }
+
+    fn last_command(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
+        Ok(sync::last_command(&self.0, aggregate_type, aggregate_id)?)
+    }
+
+    fn session_of_query(&mut self, query_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        Ok(session_of_query(&self.0, query_id)?)
+    }
+
+    fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.run("SAVEPOINT command")
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StoreError> {
+        self.run("RELEASE command")
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        self.run("ROLLBACK TO command")
+    }
+
+    fn append_events(&mut self, events: &mut [EventEnvelope]) -> Result<(), StoreError> {
+        // AUTOINCREMENT under the one writer: rowids grow in commit order,
+        // and a rolled-back group gives its numbers again.
+        for event in events {
+            event.global_sequence = insert_event(&self.0, event)?;
+        }
+        Ok(())
+    }
+
+    fn insert_processed(
+        &mut self,
+        command_id: Uuid,
+        aggregate_type: &str,
+        record: &ProcessedCommand,
+        processed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(insert_processed(
+            &self.0,
+            command_id,
+            aggregate_type,
+            record,
+            processed_at,
+        )?)
+    }
+
+    fn is_rolled_back(&self) -> bool {
+        self.0.is_autocommit()
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(self.0.commit()?)
     }
 }
 
@@ -530,6 +688,104 @@ pub fn insert_processed(
     Ok(())
 }
 
+/// Folds every stored session event after `after` into `state` with
+/// `visit`, oldest first, upcasting old versions and reading only the
+/// columns a projection needs (the rebuild's hot loop). Returns the number
+/// of events visited.
+pub fn fold_session_events<S>(
+    conn: &Connection,
+    after: u64,
+    state: &mut S,
+    visit: SessionVisitor<S>,
+) -> Result<u64, AppError> {
+    let upcaster: Upcaster = QuerySession::upcaster();
+    // The unary `+` keeps SQLite from using the (aggregate_type, …) index,
+    // which would then sort every row by global sequence: walk the rowid.
+    let mut stmt = conn
+        .prepare(
+            "SELECT global_sequence, aggregate_id, event_type, event_version, payload, created_at
+             FROM events WHERE global_sequence > ?1 AND +aggregate_type = 'QuerySession'
+             ORDER BY global_sequence",
+        )
+        .map_err(AppError::internal)?;
+    let mut rows = stmt.query(params![after]).map_err(AppError::internal)?;
+    let mut applied = 0;
+    while let Some(row) = rows.next().map_err(AppError::internal)? {
+        let global_sequence: u64 = row.get(0).map_err(AppError::internal)?;
+        let read = || -> Result<(Uuid, SessionEvent, DateTime<Utc>), String> {
+            let aggregate_id = row.get_ref(1).map_err(|e| e.to_string())?;
+            let aggregate_id =
+                Uuid::try_parse_ascii(aggregate_id.as_bytes().map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            let event_type = row.get_ref(2).map_err(|e| e.to_string())?;
+            let event_type = event_type.as_str().map_err(|e| e.to_string())?;
+            let version: u32 = row.get(3).map_err(|e| e.to_string())?;
+            let payload = row.get_ref(4).map_err(|e| e.to_string())?;
+            let payload = payload.as_bytes().map_err(|e| e.to_string())?;
+            // Current events deserialize straight from the text; only old
+            // versions go through the upcaster's JSON value.
+            let event = if SessionEvent::current_version(event_type) == Some(version) {
+                serde_json::from_slice::<SessionEvent>(payload).map_err(|e| e.to_string())?
+            } else {
+                let value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                upcaster
+                    .decode::<SessionEvent>(event_type, version, value)
+                    .map_err(|e| e.to_string())?
+            };
+            let created_at = row.get_ref(5).map_err(|e| e.to_string())?;
+            let created_at = created_at.as_str().map_err(|e| e.to_string())?;
+            let created_at = match parse_store_timestamp(created_at) {
+                Some(at) => at,
+                None => DateTime::parse_from_rfc3339(created_at)
+                    .map_err(|e| e.to_string())?
+                    .with_timezone(&Utc),
+            };
+            Ok((aggregate_id, event, created_at))
+        };
+        let (aggregate_id, event, created_at) = read().map_err(|e| {
+            AppError::internal(format!("event {global_sequence} cannot be projected: {e}"))
+        })?;
+        visit(state, global_sequence, aggregate_id, &event, created_at);
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// Parses the one form the store writes (`store::format_timestamp`:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`) without chrono's general RFC 3339 parser,
+/// which was a tenth of the rebuild's time; `None` for any other form (the
+/// caller then falls back to the general parser).
+pub fn parse_store_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+    let b = raw.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| n * 10 + u32::from(digit - b'0'))
+        })
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let time = date.and_hms_micro_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..26)?,
+    )?;
+    Some(time.and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -556,7 +812,7 @@ mod tests {
     #[test]
     fn events_round_trip_and_keep_their_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let (store, writer) = SqliteStore::open(&dir.path().join("events.sqlite3")).unwrap();
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let mut stored = Vec::new();
@@ -597,7 +853,7 @@ mod tests {
     #[test]
     fn readers_cannot_write() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _writer) = EventStore::open(&dir.path().join("events.sqlite3")).unwrap();
+        let (store, _writer) = SqliteStore::open(&dir.path().join("events.sqlite3")).unwrap();
         let error = store
             .read_blocking(|c| c.execute("DELETE FROM schema_migrations", []))
             .unwrap_err();

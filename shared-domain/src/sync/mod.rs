@@ -29,9 +29,11 @@
 
 pub mod answers;
 pub mod base;
+pub mod context;
 pub mod identity;
 mod mutants;
 pub mod orphans;
+pub mod shell;
 
 use mutants::{active, Mutant};
 
@@ -386,8 +388,22 @@ impl<A: Aggregate> Replica<A> {
         aggregate_id: Uuid,
         command: A::Command,
     ) -> Result<Vec<A::Event>, A::Error> {
+        self.submit_decided(command_id, aggregate_id, command, A::handle)
+    }
+
+    /// [`Replica::submit`] with the shell's own decision on the view, for
+    /// facts the aggregate alone lacks (the browser's
+    /// `decision::decide` with the context it knows: the signed-in user,
+    /// the query ids of its other sessions, the catalog it loaded).
+    pub fn submit_decided<E>(
+        &mut self,
+        command_id: Uuid,
+        aggregate_id: Uuid,
+        command: A::Command,
+        decide: impl FnOnce(&A, &A::Command) -> Result<Vec<A::Event>, E>,
+    ) -> Result<Vec<A::Event>, E> {
         let (view, base) = self.view_and_base(aggregate_id);
-        let events = view.handle(&command)?;
+        let events = decide(&view, &command)?;
         self.outbox.push_back(PendingCommand {
             command_id,
             aggregate_id,
@@ -440,6 +456,11 @@ impl<A: Aggregate> Replica<A> {
                     source,
                 })?;
             let state = self.confirmed.entry(aggregate_id).or_default();
+            let finished = self
+                .outbox
+                .iter()
+                .find(|p| p.command_id == envelope.metadata.command_id)
+                .is_some_and(|pending| is_last_event_of(state, &pending.command));
             state.apply(&event);
             let version = state.version();
             self.heads
@@ -451,9 +472,14 @@ impl<A: Aggregate> Replica<A> {
             {
                 self.gaps.remove(&aggregate_id);
             }
-            // The authority applied this command: it is no longer pending.
-            self.outbox
-                .retain(|p| p.command_id != envelope.metadata.command_id);
+            // The authority applied this command: it is no longer pending
+            // once its last event is in. A cut between two events of one
+            // command (`CloseSession` with an active query) keeps it, so the
+            // view still shows it; its resend is answered with both events.
+            if finished || active(Mutant::FirstEventFinishes) {
+                self.outbox
+                    .retain(|p| p.command_id != envelope.metadata.command_id);
+            }
             Received::Applied
         };
         if outcome == Received::Applied {
@@ -617,6 +643,20 @@ impl<A: Aggregate> Replica<A> {
         self.gaps.clear();
         self.witness = None;
     }
+}
+
+/// Whether the event about to be applied on `state` is the last one
+/// `command` produces. The events of one command are appended together, so
+/// deciding the command again on the state before one of its events says
+/// how many are still to come: on its first event that is exactly the
+/// state the authority decided on. A command that no longer decides here
+/// counts as finished (the authority's later events tell the rest). Getting
+/// this wrong the other way only costs a resend, which the authority
+/// answers with the command's original events.
+fn is_last_event_of<A: Aggregate>(state: &A, command: &A::Command) -> bool {
+    state
+        .handle(command)
+        .map_or(true, |events| events.len() <= 1)
 }
 
 #[cfg(test)]
@@ -850,6 +890,88 @@ mod tests {
             )
             .unwrap();
         (replica, session)
+    }
+
+    /// `CloseSession` with an active query is two events. The feed is cut
+    /// after the first: the command stays pending (the view still shows
+    /// the session closed) until the second arrives, and its resend,
+    /// answered with both, applies nothing twice.
+    #[test]
+    fn a_command_leaves_the_outbox_with_its_last_event() {
+        let (mut replica, session) = confirmed_session();
+        let query_id = crate::values::QueryId(Uuid::from_u128(0x51));
+        let submitted = SessionEvent::QuerySubmitted {
+            query_id,
+            sql: crate::values::SqlQuery::new("SELECT 1").unwrap(),
+            engine: crate::values::Engine::Local,
+        };
+        replica
+            .receive(
+                &envelope(2, session, 2, Uuid::from_u128(3), &submitted),
+                Source::Feed,
+            )
+            .unwrap();
+        let close = Uuid::from_u128(10);
+        let events = replica
+            .submit(close, session, SessionCommand::CloseSession {})
+            .unwrap();
+        assert_eq!(events.len(), 2, "cancel the active query, then close");
+        let sent = replica.outbox()[0].envelope::<QuerySession>();
+        let cancelled = envelope(
+            3,
+            session,
+            3,
+            close,
+            &SessionEvent::QueryCancelled { query_id },
+        );
+        let closed = envelope(4, session, 4, close, &SessionEvent::SessionClosed {});
+
+        replica.receive(&cancelled, Source::Feed).unwrap();
+        assert!(replica.has_pending(session), "half of the answer is in");
+        assert_eq!(
+            replica.view(session).lifecycle,
+            crate::session::Lifecycle::Closed,
+            "the view still shows the close"
+        );
+        assert_eq!(replica.last_global_sequence(), 3);
+
+        // The resend after the cut is answered with both events.
+        let outcomes = replica
+            .accepted(&sent, &[cancelled.clone(), closed.clone()])
+            .unwrap();
+        assert_eq!(outcomes, vec![Received::Duplicate, Received::Applied]);
+        assert!(!replica.has_pending(session));
+        assert_eq!(replica.confirmed(session).unwrap().version(), 4);
+
+        // The feed's second event, later, changes nothing.
+        assert_eq!(
+            replica.receive(&closed, Source::Feed).unwrap(),
+            Received::Duplicate
+        );
+
+        // A replica rebuilt between the two events (its row kept) finishes
+        // the command with the second one.
+        let (mut rebuilt, _) = confirmed_session();
+        for event in [
+            envelope(2, session, 2, Uuid::from_u128(3), &submitted),
+            cancelled,
+        ] {
+            rebuilt.receive(&event, Source::Fetch).unwrap();
+        }
+        rebuilt.replace_outbox([replica_row(&sent)]);
+        assert!(rebuilt.has_pending(session));
+        rebuilt.receive(&closed, Source::Feed).unwrap();
+        assert!(!rebuilt.has_pending(session));
+    }
+
+    fn replica_row(sent: &CommandEnvelope<SessionCommand>) -> PendingCommand<SessionCommand> {
+        PendingCommand {
+            command_id: sent.command_id,
+            aggregate_id: sent.aggregate_id,
+            expected_version: sent.expected_version,
+            base_command: sent.base_command,
+            command: sent.command.clone(),
+        }
     }
 
     #[test]

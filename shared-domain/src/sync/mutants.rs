@@ -24,10 +24,12 @@ pub(crate) enum Mutant {
     GapSkipped,
     /// A rejected command stays in the outbox (and is reported again).
     RejectionReportedTwice,
+    /// A command leaves the outbox with its first event, not its last.
+    FirstEventFinishes,
 }
 
 #[cfg(test)]
-pub(crate) const ALL: [Mutant; 8] = [
+pub(crate) const ALL: [Mutant; 9] = [
     Mutant::FetchMovesCursor,
     Mutant::StaleRefusalAccepted,
     Mutant::BaseNumbersOnly,
@@ -36,6 +38,7 @@ pub(crate) const ALL: [Mutant; 8] = [
     Mutant::WitnessIgnored,
     Mutant::GapSkipped,
     Mutant::RejectionReportedTwice,
+    Mutant::FirstEventFinishes,
 ];
 
 #[cfg(test)]

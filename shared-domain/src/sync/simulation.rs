@@ -26,7 +26,7 @@
 //! shared-domain --release --lib the_simulation_reaches_every_path --
 //! --nocapture` (10,000 take about 4 s in release).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
@@ -42,6 +42,7 @@ use super::identity::{
 };
 use super::mutants::{self, Mutant};
 use super::orphans::{settle_local_runs, LocalRun, Orphan};
+use super::shell::{after_catch_up, on_answer, AnswerEffect, CommandAnswer};
 use super::*;
 use crate::access::{Actor, UserId};
 use crate::decision::{authorize, decide, DecisionContext, Issuer};
@@ -1261,54 +1262,47 @@ impl World {
             }
         }
         for (envelope, reply) in batch.iter().zip(replies) {
-            match (command_verdict(reply.status()), reply) {
-                (CommandVerdict::Accepted, Reply::Ok(events)) => {
-                    let outcomes = node.tabs[0].accepted(envelope, &events).unwrap();
-                    if outcomes.contains(&Received::Diverged) {
-                        node.reset(
-                            self.authority.store_id,
-                            ResetReason::WitnessDiffers,
-                            &mut self.stats,
-                        );
-                        return;
-                    }
-                    node.persist_events(&events);
-                    if outcomes.iter().any(|o| matches!(o, Received::Gap { .. })) {
-                        node.catch_up(&self.authority, envelope.aggregate_id, &mut self.stats);
-                    }
-                }
+            // The browser's answer path itself (`shell::on_answer`).
+            let answer = match (command_verdict(reply.status()), reply) {
+                (CommandVerdict::Accepted, Reply::Ok(events)) => CommandAnswer::Accepted { events },
                 (CommandVerdict::CatchUp, Reply::Conflict(current, command)) => {
                     self.stats.conflicts += 1;
-                    match node.tabs[0].conflict(envelope, Some(current), command) {
-                        ConflictStep::CatchUp { aggregate_id, .. } => {
-                            if node.catch_up(&self.authority, aggregate_id, &mut self.stats) {
-                                let rejections = node.tabs[0].rebase(aggregate_id);
-                                self.stats.rejections += rejections.len();
-                                node.report(rejections, &self.authority, self.number_only);
-                            }
-                        }
-                        ConflictStep::Stale => self.stats.stale_answers += 1,
-                        ConflictStep::Reset => {
-                            // The authority lost events it confirmed.
-                            node.reset(
-                                self.authority.store_id,
-                                ResetReason::WitnessMissing,
-                                &mut self.stats,
-                            );
-                            return;
-                        }
+                    CommandAnswer::Conflict {
+                        current_version: Some(current),
+                        current_command: command,
                     }
                 }
                 (CommandVerdict::Reject, Reply::Refused(_, reason)) => {
-                    let rejections = node.tabs[0].rejected(envelope, reason);
-                    if rejections.is_empty() {
-                        self.stats.stale_answers += 1;
-                    }
-                    self.stats.rejections += rejections.len();
-                    node.report(rejections, &self.authority, self.number_only);
+                    CommandAnswer::Rejected { reason }
                 }
-                (CommandVerdict::Retry, _) => {}
+                (CommandVerdict::Retry, _) => CommandAnswer::Retry,
                 (verdict, reply) => panic!("{verdict:?} for {reply:?}"),
+            };
+            let mut effects: VecDeque<_> = on_answer(&mut node.tabs[0], envelope, answer)
+                .unwrap()
+                .into();
+            while let Some(effect) = effects.pop_front() {
+                match effect {
+                    AnswerEffect::StoreEvents(events) => node.persist_events(&events),
+                    AnswerEffect::CatchUp {
+                        aggregate_id,
+                        rebase,
+                    } => {
+                        if node.catch_up(&self.authority, aggregate_id, &mut self.stats) {
+                            effects.extend(after_catch_up(&mut node.tabs[0], aggregate_id, rebase));
+                        }
+                    }
+                    AnswerEffect::Report(rejections) => {
+                        self.stats.rejections += rejections.len();
+                        node.report(rejections, &self.authority, self.number_only);
+                    }
+                    AnswerEffect::Reset(reason) => {
+                        node.reset(self.authority.store_id, reason, &mut self.stats);
+                        return;
+                    }
+                    AnswerEffect::Ignored => self.stats.stale_answers += 1,
+                    AnswerEffect::Retry => {}
+                }
             }
         }
         node.attempt = 0;
@@ -1337,6 +1331,36 @@ impl World {
                     !self.authority.processed.contains_key(command_id),
                     "command {command_id} applied and reported rejected"
                 );
+            }
+            // A command of this node whose events a replica holds only in
+            // part is still pending there (a `CloseSession` cut after its
+            // first event), so the view keeps showing it whole.
+            let by_position: HashMap<(Uuid, u64), Uuid> = self
+                .authority
+                .log
+                .iter()
+                .map(|e| {
+                    (
+                        (e.aggregate_id, e.aggregate_sequence),
+                        e.metadata.command_id,
+                    )
+                })
+                .collect();
+            for replica in &node.tabs {
+                for (command_id, aggregate_id) in &node.submitted {
+                    let Some(version) = replica.confirmed(*aggregate_id).map(|s| s.version())
+                    else {
+                        continue;
+                    };
+                    let partly_held = replica.head(*aggregate_id) == Some(*command_id)
+                        && by_position.get(&(*aggregate_id, version)) == Some(command_id)
+                        && by_position.get(&(*aggregate_id, version + 1)) == Some(command_id);
+                    assert!(
+                        !partly_held
+                            || replica.outbox().iter().any(|p| p.command_id == *command_id),
+                        "command {command_id} left the outbox with part of its events"
+                    );
+                }
             }
             for replica in &node.tabs {
                 for aggregate_id in replica.aggregate_ids() {
@@ -1591,6 +1615,22 @@ fn every_seeded_mutant_is_caught() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut survivors = Vec::new();
     for mutant in mutants::ALL {
+        let fixed = (mutant == Mutant::FirstEventFinishes).then(|| {
+            mutants::with(Some(mutant), || {
+                std::panic::catch_unwind(
+                    a_close_cut_between_its_two_events_stays_pending_until_both_are_in,
+                )
+            })
+        });
+        if let Some(Err(panic)) = fixed {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!("mutant {mutant:?} caught by its fixed schedule: {message}");
+            continue;
+        }
         match campaign(2000, Some(mutant)) {
             Ok(_) => survivors.push(mutant),
             Err(message) => eprintln!("mutant {mutant:?} caught: {message}"),
@@ -1715,6 +1755,42 @@ fn a_command_made_after_one_that_changes_nothing_waits_for_it() {
         Action::Send { node: 0 },
         // The rename lands, the repeated chart gets 503, the new chart lands.
         deliver(0, Fault::Partial503),
+    ]);
+}
+
+/// `CloseSession` with an active query is two events; the answer is lost
+/// and the feed is cut after the first: the close stays pending (the
+/// view keeps the session closed) until the second arrives or its resend
+/// is answered with both, applied once.
+#[test]
+fn a_close_cut_between_its_two_events_stays_pending_until_both_are_in() {
+    let query_id = QueryId(Uuid::from_u128(0));
+    let lost_answer = Action::Deliver {
+        node: 0,
+        pick: 0,
+        answer: false,
+        fault: Fault::None,
+    };
+    run(&[
+        submit(0, 0, create_session()),
+        submit(
+            0,
+            0,
+            SessionCommand::SubmitQuery {
+                query_id,
+                sql: crate::values::SqlQuery::new("SELECT 42").unwrap(),
+                engine: crate::values::Engine::Server,
+            },
+        ),
+        Action::Send { node: 0 },
+        deliver(0, Fault::None),
+        Action::Feed { node: 0, count: 2 },
+        submit(0, 0, SessionCommand::CloseSession {}),
+        Action::Send { node: 0 },
+        lost_answer,
+        Action::Feed { node: 0, count: 1 },
+        Action::Crash { node: 0 },
+        Action::Feed { node: 0, count: 1 },
     ]);
 }
 

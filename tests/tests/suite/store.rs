@@ -3,7 +3,7 @@
 //! migrated by a newer binary is refused.
 
 use serde_json::json;
-use server::store::EventStore;
+use server::store::SqliteStore as EventStore;
 use sextant_tests::ServerProcess;
 use uuid::Uuid;
 

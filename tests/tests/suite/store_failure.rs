@@ -10,7 +10,7 @@ use std::time::Duration;
 use server::bus::{Bus, BusMessage};
 use server::error::ErrorKind;
 use server::pipeline::{CommandContext, CommandOutcome, Pipeline};
-use server::store::{Durability, EventStore, StoreOptions};
+use server::store::{Durability, SqliteStore as EventStore, StoreOptions};
 use sextant_tests::vfs::TestVfs;
 use shared_domain::{Aggregate, CommandEnvelope, QuerySession, SessionCommand, SessionTitle};
 use uuid::Uuid;

@@ -7,7 +7,10 @@
 //!    batch is split, nothing is rejected);
 //! 3. after the server's store is replaced by an older backup and grows
 //!    again, a browser with a newer cursor shows the server's state, says so
-//!    in one line, and receives new sessions.
+//!    in one line, and receives new sessions;
+//!
+//! and the orphan rule: a local query whose tab closed mid-run is ended by
+//! the next page of that browser, once, and the session takes new queries.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -441,6 +444,88 @@ async fn the_engine_cache_survives_an_app_update() {
             b.eval_async(cached, vec![]).await? == json!(true),
             "the engine's files were dropped by the update"
         );
+        Ok(())
+    })
+    .await;
+    b.close().await.unwrap();
+}
+
+async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
+    let body: Value = sextant_tests::get(&format!(
+        "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
+    ))
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    Ok(body["events"].as_array().cloned().unwrap_or_default())
+}
+
+/// Orphans (`shared_domain::sync::orphans`): before, a local query whose
+/// tab closed mid-run stayed `running` on the server for good, and the
+/// session refused every new query on every device.
+#[tokio::test]
+async fn a_local_query_whose_tab_closed_is_ended_by_the_next_page() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server(data.path(), &[]);
+    let b = Browser::launch().await.expect("Chromium starts");
+    scenario("orphan", &[&b], || server.log(), async {
+        b.goto(&server.url()).await?;
+        let session = create_session(&b, "Orphan").await?;
+        run_local_query(&b, "SELECT 1 AS warm").await?;
+        wait_history_states(&b, &["completed"]).await?;
+        run_local_query(
+            &b,
+            "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE (a.range + b.range) % 7 = 3",
+        )
+        .await?;
+        b.wait_for_text(&testid("active-state"), "running").await?;
+        // The server has it running too.
+        wait_synced(&b).await?;
+        let types: Vec<String> = server_events(&server.url(), session)
+            .await?
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        ensure!(
+            types.ends_with(&["QuerySubmitted".to_owned(), "QueryStarted".to_owned()]),
+            "server events {types:?}"
+        );
+
+        // The tab closes mid-query; another one opens the session.
+        let other = b.client.new_window(true).await?.handle;
+        b.client.close_window().await?;
+        b.client.switch_to_window(other).await?;
+        b.goto(&format!("{}/sessions/{session}", server.url()))
+            .await?;
+        wait_history_states(&b, &["failed", "completed"]).await?;
+        let message = b.text(&testid("error-message")).await?;
+        ensure!(message.contains("was closed before it finished"), "{message}");
+        wait_synced(&b).await?;
+
+        // Ended once on the server.
+        let events = server_events(&server.url(), session).await?;
+        let ended: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                ["QueryFailed", "QueryCompleted", "QueryCancelled"]
+                    .contains(&e["event_type"].as_str().unwrap_or(""))
+            })
+            .collect();
+        ensure!(ended.len() == 2, "ending events {ended:?}");
+        ensure!(ended[1]["event_type"] == "QueryFailed", "{:?}", ended[1]);
+        let command_id = ended[1]["metadata"]["command_id"].as_str().unwrap_or("?");
+        let accepted = server
+            .log()
+            .lines()
+            .filter(|l| l.contains("command accepted") && l.contains(command_id))
+            .count();
+        ensure!(accepted == 1, "the failure was accepted {accepted} times");
+
+        // The session takes new queries.
+        run_local_query(&b, "SELECT 2 AS again").await?;
+        wait_history_states(&b, &["completed", "failed", "completed"]).await?;
+        wait_synced(&b).await?;
         Ok(())
     })
     .await;
