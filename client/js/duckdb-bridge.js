@@ -117,8 +117,8 @@ const COI_STALL_TIMEOUT_MS = 60_000;
 
 /** A worker for `bundle`, started through the guard that reports failures. */
 function startWorker(bundle) {
-  const main = bundle.mainWorker.slice(bundle.mainWorker.lastIndexOf("/") + 1);
-  return new Worker(asset(`./duckdb-worker-guard.js?main=${encodeURIComponent(main)}`));
+  // The script to run goes in the name (see duckdb-worker-guard.js).
+  return new Worker(asset("./duckdb-worker-guard.js"), { name: bundle.mainWorker });
 }
 
 function plainValue(value) {
@@ -302,7 +302,12 @@ class LocalDuckDb {
 export async function start() {
   const started = performance.now();
   const bundles = localBundles();
-  const chosen = await duckdb.selectBundle(bundles);
+  // `globalThis.sextantSingleThreaded = true` keeps a page on the
+  // single-threaded build (the bindings' own browser tests set it: their
+  // runner serves an isolated page but cannot wait for thread workers).
+  const chosen = globalThis.sextantSingleThreaded === true
+    ? bundles.eh
+    : await duckdb.selectBundle(bundles);
   let fallback = "";
   if (bundleName(chosen) === "coi") {
     try {

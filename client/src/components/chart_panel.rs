@@ -142,10 +142,13 @@ pub fn ChartPanel(
             return;
         }
         drawn.set(None);
+        let source = source.get_value();
         spawn_local(async move {
-            let answer = aggregated(&source.get_value(), &wanted, &filters, rows).await;
-            if settings.get_untracked() == wanted {
-                drawn.set(Some(answer));
+            let answer = aggregated(&source, &wanted, &filters, rows).await;
+            // The panel may be gone by now (a new result replaced it): its
+            // signals are disposed, and the answer is simply dropped.
+            if settings.try_get_untracked().as_ref() == Some(&wanted) {
+                let _ = drawn.try_set(Some(answer));
             }
         });
     });
@@ -158,6 +161,8 @@ pub fn ChartPanel(
             return;
         };
         let current = settings.get_untracked();
+        // Read now, while the panel exists; the task below may outlive it.
+        let x_kind = x_type(&current.x);
         spawn_local(async move {
             let drawn_ok = async {
                 let module = bundles::load(bundles::CHART).await?;
@@ -165,7 +170,7 @@ pub fn ChartPanel(
                 let spec = serde_json::json!({
                     "kind": kind_code(current.kind),
                     "x": current.x,
-                    "xType": x_type(&current.x),
+                    "xType": x_kind,
                     "y": chart::title(&current).split(" by ").next().unwrap_or_default(),
                     "color": current.color,
                     "title": chart::title(&current),
