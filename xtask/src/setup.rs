@@ -125,6 +125,17 @@ fn ensure_npm() -> Result<()> {
         println!("present: node_modules matches package-lock.json");
         return Ok(());
     }
+    // A worktree often links node_modules to another checkout's: `npm ci`
+    // would empty the directory it points to (it happened, twice).
+    let modules = root.join("node_modules");
+    if std::fs::symlink_metadata(&modules).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target = std::fs::read_link(&modules).unwrap_or_default();
+        println!(
+            "node_modules is a link to {}: not reinstalling there (run `npm ci` in that checkout if its packages are stale)",
+            target.display()
+        );
+        return Ok(());
+    }
     if util::find_program("npm").is_none() {
         bail!("npm not found: install Node.js and npm (Debian: apt-get install nodejs npm)");
     }
