@@ -168,23 +168,68 @@ async function duck(promise) {
   }
 }
 
+/** A promise with its reject function (never rejects unhandled). */
+function losable() {
+  let reject;
+  const promise = new Promise((_, r) => {
+    reject = r;
+  });
+  promise.catch(() => {});
+  return { promise, reject };
+}
+
+/**
+ * One page's engine: a duckdb-wasm worker, its in-memory database and one
+ * connection. The threaded build cannot interrupt a running statement
+ * (see `cancel`), so there the worker is replaced on cancel: every method
+ * reaches the current worker through `current()`, and a call still waiting
+ * on a replaced worker rejects through `guard()`.
+ */
 class LocalDuckDb {
-  constructor(db, worker, conn, bundle, threads, fallback, startupMs) {
-    this.db = db;
-    this.worker = worker;
-    this.conn = conn;
-    /** "coi" (threaded), "eh" or "mvp". */
-    this.bundle = bundle;
-    /** DuckDB's `threads` setting as the engine started. */
-    this.threads = threads;
+  constructor(engine, bundle, fallback) {
+    /** The bundle to start again after a cancel (its `localBundles()` entry). */
+    this.spec = bundle;
     /** Why the threaded build was not used although chosen, or "". */
     this.fallback = fallback;
-    this.startupMs = startupMs;
+    /** Workers replaced so far (each one a cancelled threaded query). */
+    this.generation = 0;
+    /** Resolved when no replacement is under way. */
+    this.ready = Promise.resolve();
+    /** Set when a replacement could not start: every later call fails with it. */
+    this.broken = null;
+    /** Rejected when the current worker is replaced. */
+    this.lost = losable();
+    this.adopt(engine);
+  }
+
+  /** Takes over a started worker (from `open`). */
+  adopt(engine) {
+    this.db = engine.db;
+    this.worker = engine.worker;
+    this.conn = engine.conn;
+    /** "coi" (threaded), "eh" or "mvp". */
+    this.bundle = engine.bundle;
+    /** DuckDB's `threads` setting as the engine started. */
+    this.threads = engine.threads;
+    this.startupMs = engine.startupMs;
+  }
+
+  /** The current connection and its loss signal, once any replacement is done. */
+  async current() {
+    await this.ready;
+    if (this.broken !== null) throw this.broken;
+    return { conn: this.conn, db: this.db, lost: this.lost.promise };
+  }
+
+  /** `promise`, or a rejection as soon as the worker it runs on is replaced. */
+  async guard(lost, promise) {
+    return await duck(Promise.race([promise, lost]));
   }
 
   /** "v1.4.3" */
   async version() {
-    return await duck(this.db.getVersion());
+    const { db, lost } = await this.current();
+    return await this.guard(lost, db.getVersion());
   }
 
   /**
@@ -193,26 +238,26 @@ class LocalDuckDb {
    * `maxRows` rows (all rows are still counted).
    */
   async run(sql, maxRows) {
-    const reader = await duck(this.conn.send(sql, true));
+    const { conn, lost } = await this.current();
+    const reader = await this.guard(lost, conn.send(sql, true));
+    const batches = reader[Symbol.asyncIterator]();
     const rows = [];
     let total = 0;
-    try {
-      for await (const batch of reader) {
-        const n = batch.numRows;
-        total += n;
-        const keep = Math.min(n, Math.max(0, maxRows - rows.length));
-        if (keep > 0) {
-          const columns = [];
-          for (let c = 0; c < batch.numCols; c++) columns.push(batch.getChildAt(c));
-          for (let r = 0; r < keep; r++) {
-            const row = new Array(columns.length);
-            for (let c = 0; c < columns.length; c++) row[c] = plainValue(columns[c].get(r));
-            rows.push(row);
-          }
+    for (;;) {
+      const { value: batch, done } = await this.guard(lost, batches.next());
+      if (done) break;
+      const n = batch.numRows;
+      total += n;
+      const keep = Math.min(n, Math.max(0, maxRows - rows.length));
+      if (keep > 0) {
+        const columns = [];
+        for (let c = 0; c < batch.numCols; c++) columns.push(batch.getChildAt(c));
+        for (let r = 0; r < keep; r++) {
+          const row = new Array(columns.length);
+          for (let c = 0; c < columns.length; c++) row[c] = plainValue(columns[c].get(r));
+          rows.push(row);
         }
       }
-    } catch (error) {
-      throw new Error(errorMessage(error));
     }
     return JSON.stringify({ rows, total_rows: total });
   }
@@ -223,25 +268,72 @@ class LocalDuckDb {
    * (a plain query would run every statement but the last).
    */
   async checkSingleStatement(sql) {
-    const prepared = await duck(this.conn.prepare(sql));
-    await duck(prepared.close());
+    const { conn, lost } = await this.current();
+    const prepared = await this.guard(lost, conn.prepare(sql));
+    await this.guard(lost, prepared.close());
   }
 
-  /** Interrupts the query started by `run`; resolves to whether one was running. */
+  /**
+   * Interrupts the query started by `run`; resolves to whether one was
+   * running. The single-threaded builds cancel the pending query in place.
+   * The threaded build cannot: cancelling there drops the pending result
+   * while its tasks keep running on the thread workers, and the next
+   * statement on the connection waits for those tasks to finish (the whole
+   * query). So the worker (and with it its thread workers) is terminated
+   * and a new one started; the caller reloads its data (`generation`).
+   */
   async cancel() {
-    return await duck(this.conn.cancelSent());
+    if (this.bundle !== "coi") {
+      const { conn, lost } = await this.current();
+      return await this.guard(lost, conn.cancelSent());
+    }
+    await this.restart();
+    return true;
+  }
+
+  /** Replaces the worker by a new one of the same bundle (see `cancel`). */
+  async restart() {
+    await this.ready;
+    const old = { db: this.db, worker: this.worker };
+    const lost = this.lost;
+    this.lost = losable();
+    this.generation += 1;
+    let done;
+    this.ready = new Promise((resolve) => {
+      done = resolve;
+    });
+    lost.reject(new Error("the query was cancelled (the local engine was restarted)"));
+    old.worker.terminate();
+    old.db.terminate().catch(() => {});
+    try {
+      this.adopt(await open(this.spec, performance.now()));
+    } catch (error) {
+      // The threaded build did not start again: the single-threaded one.
+      try {
+        this.fallback = `it did not restart after a cancel: ${errorMessage(error)}`;
+        this.spec = localBundles().eh;
+        this.adopt(await open(this.spec, performance.now()));
+      } catch (again) {
+        this.broken = new Error(`duckdb-wasm could not restart: ${errorMessage(again)}`);
+      }
+    } finally {
+      done();
+    }
   }
 
   /** Makes a browser File readable by SQL under `name` (zero copy). */
   async registerFile(name, file) {
-    await duck(
-      this.db.registerFileHandle(name, file, duckdb.DuckDBDataProtocol.BROWSER_FILEREADER, true),
+    const { db, lost } = await this.current();
+    await this.guard(
+      lost,
+      db.registerFileHandle(name, file, duckdb.DuckDBDataProtocol.BROWSER_FILEREADER, true),
     );
   }
 
   /** Makes bytes readable by SQL under `name` (the buffer is transferred). */
   async registerBuffer(name, bytes) {
-    await duck(this.db.registerFileBuffer(name, bytes));
+    const { db, lost } = await this.current();
+    await this.guard(lost, db.registerFileBuffer(name, bytes));
   }
 
   /**
@@ -250,22 +342,29 @@ class LocalDuckDb {
    * server has none), so CORS applies. No extension is involved.
    */
   async registerUrl(name, url) {
-    await duck(this.db.registerFileURL(name, url, duckdb.DuckDBDataProtocol.HTTP, false));
+    const { db, lost } = await this.current();
+    await this.guard(
+      lost,
+      db.registerFileURL(name, url, duckdb.DuckDBDataProtocol.HTTP, false),
+    );
   }
 
   async dropFile(name) {
-    await duck(this.db.dropFile(name));
+    const { db, lost } = await this.current();
+    await this.guard(lost, db.dropFile(name));
   }
 
   /** Creates table `table` from an Arrow IPC stream. */
   async insertArrowIpc(table, bytes) {
-    await duck(this.conn.insertArrowFromIPCStream(bytes, { name: table, create: true }));
+    const { conn, lost } = await this.current();
+    await this.guard(lost, conn.insertArrowFromIPCStream(bytes, { name: table, create: true }));
   }
 
   /** Creates table `table` from Parquet file bytes, read by parquet-wasm. */
   async insertParquet(table, bytes) {
     const ipc = await parquetToIpc(bytes);
-    await duck(this.conn.insertArrowFromIPCStream(ipc, { name: table, create: true }));
+    const { conn, lost } = await this.current();
+    await this.guard(lost, conn.insertArrowFromIPCStream(ipc, { name: table, create: true }));
   }
 
   /**
@@ -273,17 +372,20 @@ class LocalDuckDb {
    * (all rows, exact types) written by parquet-wasm.
    */
   async exportParquet(sql) {
-    const table = await duck(this.conn.query(sql));
+    const { conn, lost } = await this.current();
+    const table = await this.guard(lost, conn.query(sql));
     return await ipcToParquet(tableToIPC(table, "stream"));
   }
 
   /** Creates table `table` from a registered JSON file (the JS API's reader, no extension). */
   async insertJsonFile(table, fileName) {
-    await duck(this.conn.insertJSONFromPath(fileName, { name: table, create: true }));
+    const { conn, lost } = await this.current();
+    await this.guard(lost, conn.insertJSONFromPath(fileName, { name: table, create: true }));
   }
 
   /** Stops the worker; this instance is unusable afterwards. */
   async terminate() {
+    await this.ready;
     try {
       await this.conn.close();
     } catch (_) {
@@ -308,21 +410,24 @@ export async function start() {
   const chosen = globalThis.sextantSingleThreaded === true
     ? bundles.eh
     : await duckdb.selectBundle(bundles);
-  let fallback = "";
   if (bundleName(chosen) === "coi") {
+    let fallback;
     try {
-      return await open(chosen, "", started);
+      return new LocalDuckDb(await open(chosen, started), chosen, "");
     } catch (error) {
       fallback = errorMessage(error) || "the threaded engine did not start";
       console.warn(`duckdb-wasm: the threaded build failed, using the single-threaded one: ${fallback}`);
     }
-    return await open(bundles.eh, fallback, started);
+    return new LocalDuckDb(await open(bundles.eh, started), bundles.eh, fallback);
   }
-  return await open(chosen, fallback, started);
+  return new LocalDuckDb(await open(chosen, started), chosen, "");
 }
 
-/** Instantiates `bundle` in a new worker and opens an in-memory database. */
-async function open(bundle, fallback, started) {
+/**
+ * Instantiates `bundle` in a new worker and opens an in-memory database:
+ * `{db, worker, conn, bundle, threads, startupMs}`.
+ */
+async function open(bundle, started) {
   const name = bundleName(bundle);
   const worker = startWorker(bundle);
   const logger = new duckdb.VoidLogger();
@@ -373,7 +478,7 @@ async function open(bundle, fallback, started) {
     await conn.query("SET autoload_known_extensions = false");
     const setting = await conn.query("SELECT current_setting('threads')::INTEGER AS threads");
     const actual = Number(setting.getChildAt(0).get(0));
-    return new LocalDuckDb(db, worker, conn, name, actual, fallback, performance.now() - started);
+    return { db, worker, conn, bundle: name, threads: actual, startupMs: performance.now() - started };
   } catch (error) {
     worker.terminate();
     throw new Error(errorMessage(error));

@@ -35,6 +35,11 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     pub fn fallback(this: &JsLocalDuckDb) -> String;
 
+    /// Workers replaced so far: the threaded engine replaces its worker to
+    /// cancel a query, and what was loaded into the old one is gone.
+    #[wasm_bindgen(method, getter)]
+    pub fn generation(this: &JsLocalDuckDb) -> u32;
+
     #[wasm_bindgen(method, getter, js_name = startupMs)]
     pub fn startup_ms(this: &JsLocalDuckDb) -> f64;
 

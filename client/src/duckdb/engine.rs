@@ -199,6 +199,12 @@ impl LocalDb {
         self.db.startup_ms()
     }
 
+    /// Workers replaced so far (the threaded build restarts its worker to
+    /// cancel a query; the new one holds none of the data loaded before).
+    pub fn generation(&self) -> u32 {
+        self.db.generation()
+    }
+
     /// DuckDB's version (`v1.4.3`).
     #[cfg(all(test, target_arch = "wasm32"))]
     pub async fn version(&self) -> Result<String, LocalError> {

@@ -11,7 +11,7 @@
 //! name as on the server, so the same SQL runs on both engines. Files that
 //! would share a name get distinct ones (`sales_csv`, `sales_json`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use js_sys::Uint8Array;
@@ -145,6 +145,7 @@ pub fn url_sql_name(url: &str) -> String {
 pub async fn ensure_url(db: &LocalDb, url: &str) -> Result<String, LocalError> {
     let name = url_sql_name(url);
     let file_name = format!("url_{name}.csv");
+    forget_if_restarted(db);
     if URLS.with(|u| !u.borrow().contains(url)) {
         db.register_url(&file_name, url).await?;
         db.execute(&format!(
@@ -178,6 +179,8 @@ thread_local! {
     /// Stored files loaded into this page's duckdb-wasm: file name → the
     /// SQL name and kind of the view or table made of it.
     static LOADED: RefCell<BTreeMap<String, (String, Kind)>> = const { RefCell::new(BTreeMap::new()) };
+    /// The engine generation [`LOADED`] and [`URLS`] describe (see [`forget_if_restarted`]).
+    static LOADED_INTO: Cell<u32> = const { Cell::new(0) };
     /// The SQL names of the last listing, by file name (for [`table_name_of`]).
     static NAMES: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
 }
@@ -240,10 +243,24 @@ async fn drop_object(db: &LocalDb, name: &str, kind: Kind) -> Result<(), LocalEr
     db.execute(&sql).await.map(drop)
 }
 
+/// Forgets what was loaded into an earlier duckdb-wasm worker: the threaded
+/// engine replaces its worker to cancel a query ([`LocalDb::generation`]),
+/// and the new one starts empty, so stored files are loaded again when a
+/// statement names them, URL datasets registered again.
+fn forget_if_restarted(db: &LocalDb) {
+    let generation = db.generation();
+    if LOADED_INTO.with(Cell::get) != generation {
+        LOADED.with(|l| l.borrow_mut().clear());
+        URLS.with(|u| u.borrow_mut().clear());
+        LOADED_INTO.with(|g| g.set(generation));
+    }
+}
+
 /// Drops what this page loaded under a name that is no longer its file's
 /// (another file now shares the stem) or of a file no longer stored, so a
 /// stale view can never answer for a renamed one.
 async fn forget_stale(db: &LocalDb, current: &[LocalDataset]) -> Result<(), LocalError> {
+    forget_if_restarted(db);
     let stale: Vec<(String, String, Kind)> = LOADED.with(|l| {
         l.borrow()
             .iter()
