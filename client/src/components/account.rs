@@ -120,7 +120,7 @@ fn role_name(role: Role) -> &'static str {
 /// Sends a sharing command straight to the server (not through the outbox:
 /// only the server knows the user names) and reports a refusal.
 async fn send_now(session_id: Uuid, command: SessionCommand) {
-    let version = engine().view(session_id).version();
+    let version = engine().view_untracked(session_id).version();
     let envelope = CommandEnvelope {
         command_id: crate::ids::random_uuid(),
         aggregate_type: QuerySession::TYPE.to_owned(),

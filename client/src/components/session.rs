@@ -52,9 +52,9 @@ impl Workbench {
         let query_id = QueryId(crate::ids::time_ordered_uuid());
         let chosen = choice::resolve(
             self.choice.get_untracked(),
-            engine().view(self.session_id).dataset.as_ref(),
+            engine().view_untracked(self.session_id).dataset.as_ref(),
             &self.local.offline_copies(),
-            !matches!(engine().connection(), Connection::Offline { .. }),
+            !matches!(engine().connection_untracked(), Connection::Offline { .. }),
         );
         let command = SessionCommand::SubmitQuery {
             query_id,

@@ -47,7 +47,7 @@ pub fn start(session_id: Uuid, query_id: QueryId, sql: String) {
             return;
         }
         ACTIVE.with(|a| a.borrow_mut().insert(query_id));
-        let url = match engine().view(session_id).dataset {
+        let url = match engine().view_untracked(session_id).dataset {
             Some(DatasetRef::Url { url }) => Some(url.as_str().to_owned()),
             _ => None,
         };

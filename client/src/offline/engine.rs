@@ -330,9 +330,16 @@ impl SyncEngine {
         self.state.borrow().names.database.clone()
     }
 
-    /// The optimistic view of one session.
+    /// The optimistic view of one session (a reactive read: effects and
+    /// views that call it run again when it changes).
     pub fn view(&self, session_id: Uuid) -> QuerySession {
         self.revision.track();
+        self.view_untracked(session_id)
+    }
+
+    /// [`SyncEngine::view`] as it is now, for event handlers and tasks
+    /// (outside a reactive context, where tracking means nothing).
+    pub fn view_untracked(&self, session_id: Uuid) -> QuerySession {
         self.state.borrow().replica.view(session_id)
     }
 
@@ -372,8 +379,14 @@ impl SyncEngine {
         self.state.borrow().replica.outbox().len()
     }
 
+    /// The connection state (a reactive read, like [`SyncEngine::view`]).
     pub fn connection(&self) -> Connection {
         self.revision.track();
+        self.connection_untracked()
+    }
+
+    /// [`SyncEngine::connection`] as it is now, for event handlers and tasks.
+    pub fn connection_untracked(&self) -> Connection {
         let state = self.state.borrow();
         let pending = state.replica.outbox().len();
         if state.feed_open {
