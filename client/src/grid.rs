@@ -302,6 +302,49 @@ pub fn cell(value: &Value, numeric: bool) -> Cell {
     }
 }
 
+/// A cell ready to render, formatted once when its block of rows arrives
+/// (scrolling back and forth never formats it again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownCell {
+    /// CSS class: `"null"`, `"numeric"` or none.
+    pub class: &'static str,
+    /// What the cell shows.
+    pub text: String,
+    /// The exact value (`data-value`; NULL is `"NULL"`).
+    pub raw: String,
+    /// The tooltip (the exact number, or the whole text; none for NULL).
+    pub title: Option<String>,
+}
+
+/// `value` of a column (`numeric` or not) as its cell shows it.
+pub fn shown_cell(value: &Value, numeric: bool) -> ShownCell {
+    let raw = match value {
+        Value::Null => "NULL".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match cell(value, numeric) {
+        Cell::Null => ShownCell {
+            class: "null",
+            text: "NULL".to_owned(),
+            raw,
+            title: None,
+        },
+        Cell::Number(text) => ShownCell {
+            class: "numeric",
+            text,
+            title: Some(raw.clone()),
+            raw,
+        },
+        Cell::Text(text) => ShownCell {
+            class: "",
+            title: Some(text.clone()),
+            text,
+            raw,
+        },
+    }
+}
+
 /// The rows a viewport shows: `[start, end)` of `total` rows of `row_height`
 /// pixels, scrolled to `scroll_top`, `height` tall, with `overscan` extra
 /// rows above and below so fast scrolling does not show blanks.
@@ -331,6 +374,22 @@ pub fn blocks_for(start: usize, end: usize) -> std::ops::Range<usize> {
         return 0..0;
     }
     start / BLOCK_ROWS..(end - 1) / BLOCK_ROWS + 1
+}
+
+/// Rows ahead of (and behind) the viewport whose blocks are fetched
+/// already, so scrolling rarely shows a row still loading.
+pub const LOOKAHEAD_ROWS: usize = 100;
+
+/// The blocks to hold for rows `[start, end)` in view of `total` rows: the
+/// ones in view and those within [`LOOKAHEAD_ROWS`] of it.
+pub fn blocks_wanted(start: usize, end: usize, total: usize) -> std::ops::Range<usize> {
+    if end <= start {
+        return 0..0;
+    }
+    blocks_for(
+        start.saturating_sub(LOOKAHEAD_ROWS),
+        (end + LOOKAHEAD_ROWS).min(total.max(end)),
+    )
 }
 
 /// `rows` as CSV (RFC 4180: fields with a comma, quote or line break are
@@ -488,5 +547,50 @@ mod tests {
         assert_eq!(blocks_for(0, 10), 0..1);
         assert_eq!(blocks_for(495, 505), 0..2);
         assert_eq!(blocks_for(5, 5), 0..0);
+    }
+
+    #[test]
+    fn blocks_are_fetched_ahead_of_the_viewport_within_the_result() {
+        // In the middle of a block: that block only.
+        assert_eq!(blocks_wanted(200, 230, 10_000), 0..1);
+        // Within LOOKAHEAD_ROWS of the next block: it too, before it shows.
+        assert_eq!(blocks_wanted(380, 410, 10_000), 0..2);
+        // And of the previous one when scrolling back up.
+        assert_eq!(blocks_wanted(560, 590, 10_000), 0..2);
+        // Never past the last row.
+        assert_eq!(blocks_wanted(9_970, 10_000, 10_000), 19..20);
+        assert_eq!(blocks_wanted(0, 0, 10_000), 0..0);
+    }
+
+    #[test]
+    fn cells_are_formatted_once_with_their_exact_value_and_tooltip() {
+        let null = shown_cell(&Value::Null, true);
+        assert_eq!(
+            (null.class, null.text.as_str(), null.raw.as_str()),
+            ("null", "NULL", "NULL")
+        );
+        assert_eq!(null.title, None);
+        let number = shown_cell(&serde_json::json!(1234567), true);
+        assert_eq!(
+            (number.class, number.text.as_str()),
+            ("numeric", "1,234,567")
+        );
+        assert_eq!(
+            (number.raw.as_str(), number.title.as_deref()),
+            ("1234567", Some("1234567"))
+        );
+        // An exact DECIMAL arrives as text and is shown as a number.
+        let decimal = shown_cell(&serde_json::json!("-1234.50"), true);
+        assert_eq!(
+            (decimal.class, decimal.text.as_str()),
+            ("numeric", "-1,234.50")
+        );
+        assert_eq!(decimal.raw, "-1234.50");
+        let text = shown_cell(&serde_json::json!("NULL"), false);
+        assert_eq!(
+            (text.class, text.text.as_str(), text.raw.as_str()),
+            ("", "NULL", "NULL")
+        );
+        assert_eq!(text.title.as_deref(), Some("NULL"));
     }
 }

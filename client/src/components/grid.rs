@@ -7,14 +7,14 @@
 //! Home/End). The decisions are pure, in `crate::grid`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::Value;
 use shared_domain::{Column, Engine, QueryId};
 
 use crate::api::{self, ApiError, ColumnProfile};
-use crate::grid::{self, Cell, Filter, FilterOp, GridView, BLOCK_ROWS};
+use crate::grid::{self, Filter, FilterOp, GridView, ShownCell, BLOCK_ROWS};
 
 /// Pixel height of one row (CSS `.grid-row` agrees).
 const ROW_HEIGHT: f64 = 28.0;
@@ -41,7 +41,25 @@ struct Loaded {
     total: u64,
     /// Rows that can be scrolled (the engine keeps at most this many).
     scrollable: usize,
-    blocks: HashMap<usize, Vec<Vec<Value>>>,
+    /// Blocks of rows, their cells formatted once as they arrived.
+    blocks: HashMap<usize, Arc<Vec<Vec<ShownCell>>>>,
+}
+
+impl Loaded {
+    /// The cells of row `i`, if its block is here.
+    fn row(&self, i: usize) -> Option<&Vec<ShownCell>> {
+        self.blocks
+            .get(&(i / BLOCK_ROWS))
+            .and_then(|block| block.get(i % BLOCK_ROWS))
+    }
+}
+
+/// What the grid shows above its rows.
+#[derive(Debug, Clone, PartialEq)]
+enum Status {
+    Loading,
+    Ready,
+    Failed(ApiError),
 }
 
 #[component]
@@ -109,19 +127,35 @@ pub fn ResultGrid(
                             let available = page.available_rows.unwrap_or(page.total_rows);
                             state.total = page.total_rows;
                             state.scrollable = available.min(page.total_rows) as usize;
-                            state.columns = page.columns.clone();
-                            state.blocks.insert(block, page.rows);
+                            let numeric: Vec<bool> = page
+                                .columns
+                                .iter()
+                                .map(|c| grid::is_numeric_type(&c.data_type))
+                                .collect();
+                            let cells = page
+                                .rows
+                                .iter()
+                                .map(|row| {
+                                    row.iter()
+                                        .enumerate()
+                                        .map(|(c, value)| {
+                                            grid::shown_cell(value, numeric.get(c) == Some(&true))
+                                        })
+                                        .collect()
+                                })
+                                .collect();
+                            state.columns = page.columns;
+                            state.blocks.insert(block, Arc::new(cells));
                         }
                     });
-                    widths.update(|w| {
-                        let count = loaded.with_untracked(|l| match l {
-                            Some(Ok(l)) => l.columns.len(),
-                            _ => 0,
-                        });
-                        if w.len() != count {
-                            *w = vec![DEFAULT_WIDTH; count];
-                        }
+                    // Only when the columns change (a notification re-renders the header).
+                    let count = loaded.with_untracked(|l| match l {
+                        Some(Ok(l)) => l.columns.len(),
+                        _ => 0,
                     });
+                    if widths.with_untracked(Vec::len) != count {
+                        widths.set(vec![DEFAULT_WIDTH; count]);
+                    }
                 }
                 Err(error) => {
                     if block == 0 {
@@ -160,11 +194,11 @@ pub fn ResultGrid(
             OVERSCAN,
         )
     });
-    // Blocks coming into view are fetched.
+    // Blocks coming into view (or about to) are fetched.
     Effect::new(move |_| {
         let (start, end) = window.get();
         let missing: Vec<usize> = loaded.with_untracked(|l| match l {
-            Some(Ok(l)) => grid::blocks_for(start, end)
+            Some(Ok(l)) => grid::blocks_wanted(start, end, l.scrollable)
                 .filter(|b| !l.blocks.contains_key(b))
                 .collect(),
             _ => Vec::new(),
@@ -404,70 +438,59 @@ pub fn ResultGrid(
             .collect_view()
     };
 
-    let body = move || {
+    // The rows in view, keyed by (view generation, row, loaded): scrolling
+    // adds and removes rows at the edges instead of rebuilding all of them,
+    // and a row still loading is replaced once its block is here.
+    let row_keys = move || {
         let (start, end) = window.get();
-        let numeric = numeric.get();
-        let active_cell = active.get();
-        loaded.with(|l| {
-            let Some(Ok(l)) = l else {
-                return Vec::new();
-            };
-            (start..end)
-                .map(|i| {
-                    let row = l
-                        .blocks
-                        .get(&(i / BLOCK_ROWS))
-                        .and_then(|b| b.get(i % BLOCK_ROWS));
-                    match row {
-                        None => view! {
-                            <tr class="grid-row pending" role="row" data-testid="result-row-pending" aria-rowindex=i + 2>
-                                <td role="gridcell" colspan=l.columns.len().max(1)>"…"</td>
-                            </tr>
-                        }
-                        .into_any(),
-                        Some(values) => {
-                            let cells = values
-                                .iter()
-                                .enumerate()
-                                .map(|(c, value)| {
-                                    let is_active = active_cell == Some((i, c));
-                                    let raw = api::cell_text(value);
-                                    match grid::cell(value, numeric.get(c).copied().unwrap_or(false)) {
-                                        Cell::Null => view! {
-                                            <td class="null" class:active=is_active role="gridcell" data-null="true" data-value=raw>
-                                                "NULL"
-                                            </td>
-                                        }
-                                        .into_any(),
-                                        Cell::Number(text) => view! {
-                                            <td class="numeric" class:active=is_active role="gridcell" data-value=raw.clone() title=raw>
-                                                {text}
-                                            </td>
-                                        }
-                                        .into_any(),
-                                        Cell::Text(text) => {
-                                            let title = text.clone();
-                                            view! {
-                                            <td class:active=is_active role="gridcell" data-value=raw title=title>
-                                                {text}
-                                            </td>
-                                        }
-                                        .into_any()
-                                        }
-                                    }
-                                })
-                                .collect_view();
-                            view! {
-                                <tr class="grid-row" role="row" data-testid="result-row" aria-rowindex=i + 2>
-                                    {cells}
-                                </tr>
-                            }
-                            .into_any()
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
+        let current = generation.get_value();
+        loaded.with(|l| match l {
+            Some(Ok(l)) => (start..end)
+                .map(|i| (current, i, l.row(i).is_some()))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
         })
+    };
+    let row_view = move |(_, i, _): (u64, usize, bool)| {
+        let (cells, width) = loaded.with_untracked(|l| match l {
+            Some(Ok(l)) => (l.row(i).cloned(), l.columns.len()),
+            _ => (None, 0),
+        });
+        match cells {
+            None => view! {
+                <tr class="grid-row pending" role="row" data-testid="result-row-pending" aria-rowindex=i + 2>
+                    <td role="gridcell" colspan=width.max(1)>"…"</td>
+                </tr>
+            }
+            .into_any(),
+            Some(cells) => {
+                let cells = cells
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, cell)| {
+                        let ShownCell { class, text, raw, title } = cell;
+                        view! {
+                            <td
+                                class=class
+                                class:active=move || active.get() == Some((i, c))
+                                role="gridcell"
+                                data-null=(class == "null").then_some("true")
+                                data-value=raw
+                                title=title
+                            >
+                                {text}
+                            </td>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <tr class="grid-row" role="row" data-testid="result-row" aria-rowindex=i + 2>
+                        {cells}
+                    </tr>
+                }
+                .into_any()
+            }
+        }
     };
     let spacer_above = move || window.get().0 as f64 * ROW_HEIGHT;
     let spacer_below = move || {
@@ -504,10 +527,19 @@ pub fn ResultGrid(
         })
     };
 
+    // Only a change of state re-renders the line above the rows (not every block).
+    let status = Memo::new(move |_| {
+        loaded.with(|l| match l {
+            None => Status::Loading,
+            Some(Ok(_)) => Status::Ready,
+            Some(Err(error)) => Status::Failed(error.clone()),
+        })
+    });
+
     view! {
         <FilterBar view columns />
-        {move || match loaded.get().map(|l| l.err()) {
-            Some(Some(error)) => {
+        {move || match status.get() {
+            Status::Failed(error) => {
                 view! {
                     <div class="inline-error" data-testid="result-error">
                         "Rows unavailable: " {error.message.clone()}
@@ -518,8 +550,8 @@ pub fn ResultGrid(
                 }
                     .into_any()
             }
-            None => view! { <p class="muted" data-testid="result-loading">"Loading rows…"</p> }.into_any(),
-            Some(None) => view! { <span></span> }.into_any(),
+            Status::Loading => view! { <p class="muted" data-testid="result-loading">"Loading rows…"</p> }.into_any(),
+            Status::Ready => view! { <span></span> }.into_any(),
         }}
         <div
             class="grid-scroll"
@@ -564,7 +596,7 @@ pub fn ResultGrid(
                 </thead>
                 <tbody>
                     <tr class="spacer" aria-hidden="true" style:height=move || format!("{}px", spacer_above())></tr>
-                    {body}
+                    <For each=row_keys key=|key| *key children=row_view />
                     <tr class="spacer" aria-hidden="true" style:height=move || format!("{}px", spacer_below())></tr>
                 </tbody>
             </table>
