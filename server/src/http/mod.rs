@@ -10,6 +10,7 @@ pub mod health;
 pub mod queries;
 pub mod reads;
 pub mod shell;
+pub mod stream_listener;
 pub mod users;
 
 use std::sync::Arc;
