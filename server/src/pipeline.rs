@@ -53,8 +53,7 @@ use shared_domain::decision::{authorize, decide, DecisionContext, Issuer, Refusa
 use shared_domain::sync::base::check_base;
 use shared_domain::{
     Actor, Aggregate, CommandEnvelope, DatasetName, Engine, EventEnvelope, EventMetadata,
-    QuerySession, SessionEvent,
-    SessionCommand, UserDirectory,
+    QuerySession, SessionCommand, SessionEvent, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;

@@ -113,7 +113,10 @@ fn main() {
     println!("| deployment | server queries/s | vs 1 node |");
     println!("|---|---:|---:|");
     for (nodes, rate) in &rows {
-        println!("| {nodes} node(s), one PostgreSQL database | {rate:.1} | {:.2}x |", rate / rows[0].1);
+        println!(
+            "| {nodes} node(s), one PostgreSQL database | {rate:.1} | {:.2}x |",
+            rate / rows[0].1
+        );
     }
 }
 
@@ -151,7 +154,10 @@ async fn query_throughput(
     }
     let token = servers[0].owner_token.clone().expect("owner token");
     let client = sextant_tests::client_with_token(&token);
-    let bases: Vec<String> = servers.iter().map(|s| format!("http://{}", s.addr)).collect();
+    let bases: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://{}", s.addr))
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for issuer in 0..QUERY_ISSUERS {

@@ -5,8 +5,9 @@
 //! - **Claimed with the submission.** The pipeline writes a server query's
 //!   claim in the transaction that stores its `QuerySubmitted`, held by
 //!   the node that accepted the command; that node's executor runs it
-//!   (spawn-after-persist). No query is ever stored unclaimed and no two
-//!   nodes ever hold one, so it runs at most once, on that node.
+//!   (spawn-after-persist) once a renewal confirmed the database says it
+//!   holds the claim. No query is ever stored unclaimed and no two nodes
+//!   ever hold one, so it runs at most once, on that node.
 //! - **Kept alive by a lease.** The holder renews the lease every
 //!   [`renew_every`] while the query waits for a slot, runs and has its
 //!   outcome recorded; then it marks the claim finished. A renewal that
@@ -74,8 +75,14 @@ mod tests {
 
     #[test]
     fn three_renewals_fit_in_a_lease_and_there_is_a_floor() {
-        assert_eq!(renew_every(Duration::from_secs(30)), Duration::from_secs(10));
-        assert_eq!(renew_every(Duration::from_millis(90)), Duration::from_millis(50));
+        assert_eq!(
+            renew_every(Duration::from_secs(30)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            renew_every(Duration::from_millis(90)),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]

@@ -362,7 +362,10 @@ impl QueryService {
         if matches!(service.store, Store::Postgres(_)) {
             // A cancel sent to another node reaches this one through the
             // fan-out, not through this node's pipeline.
-            tokio::spawn(follow_cancels(Arc::downgrade(&service), service.bus.subscribe()));
+            tokio::spawn(follow_cancels(
+                Arc::downgrade(&service),
+                service.bus.subscribe(),
+            ));
         }
         Ok(service)
     }
@@ -423,7 +426,9 @@ impl QueryService {
         });
         match self.store.adopt_unclaimed_queries(unclaimed).await {
             Ok(0) => {}
-            Ok(adopted) => tracing::info!(adopted, "queries stored without a claim get an expired one"),
+            Ok(adopted) => {
+                tracing::info!(adopted, "queries stored without a claim get an expired one")
+            }
             Err(error) => tracing::error!(%error, "could not give unclaimed queries a claim"),
         }
         self.sweep(matches!(self.store, Store::Sqlite(_))).await;
@@ -482,9 +487,15 @@ impl QueryService {
                 return;
             }
             // It ended meanwhile (completed, cancelled, its session closed).
-            Err(error) => tracing::info!(%query_id, error = %error, "a query whose claim is over had already ended"),
+            Err(error) => {
+                tracing::info!(%query_id, error = %error, "a query whose claim is over had already ended")
+            }
         }
-        if let Err(error) = self.store.finish_query_claim(self.node_id, claim.query_id).await {
+        if let Err(error) = self
+            .store
+            .finish_query_claim(self.node_id, claim.query_id)
+            .await
+        {
             tracing::warn!(%query_id, %error, "could not mark a query claim finished");
         }
     }
@@ -514,7 +525,9 @@ impl QueryService {
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, claims = claimed.len(), "could not renew query claims; they expire if this lasts"),
+            Err(error) => {
+                tracing::warn!(%error, claims = claimed.len(), "could not renew query claims; they expire if this lasts")
+            }
         }
     }
 
@@ -746,12 +759,35 @@ impl QueryService {
         if !self.claimed.lock().expect("claimed").insert(query_id) {
             return;
         }
+        // Run only what the database says this node holds (its pipeline
+        // wrote the claim with the submission; this also starts its lease
+        // afresh). Unreachable database: the claim is ours by construction,
+        // so the query runs, and its lease decides if this lasts.
+        match self
+            .store
+            .renew_query_claims(self.node_id, vec![query_id.0], self.settings.lease)
+            .await
+        {
+            Ok(held) if held.is_empty() => {
+                tracing::warn!(%query_id, node_id = %self.node_id, "not running a query this node holds no claim on");
+                self.claimed.lock().expect("claimed").remove(&query_id);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%query_id, %error, "could not confirm the claim on a query; running it")
+            }
+        }
         self.runs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%query_id, %session_id, node_id = %self.node_id, "running a claimed server query");
         self.clone().run_claimed(session_id, query_id, sql).await;
         // The outcome is recorded (or the query ended otherwise): the claim
         // needs no more renewals.
-        if let Err(error) = self.store.finish_query_claim(self.node_id, query_id.0).await {
+        if let Err(error) = self
+            .store
+            .finish_query_claim(self.node_id, query_id.0)
+            .await
+        {
             tracing::warn!(%query_id, %error, "could not mark a query claim finished; it expires and is swept");
         }
         self.claimed.lock().expect("claimed").remove(&query_id);

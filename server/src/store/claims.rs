@@ -51,7 +51,12 @@ pub fn renew(
              WHERE query_id = ?1 AND node_id = ?2 AND finished_at IS NULL",
         )?;
         for query_id in query_ids {
-            if renew.execute(params![query_id.to_string(), node.to_string(), until(lease)])? == 1 {
+            if renew.execute(params![
+                query_id.to_string(),
+                node.to_string(),
+                until(lease)
+            ])? == 1
+            {
                 held.push(*query_id);
             }
         }
@@ -82,7 +87,13 @@ pub fn take_expired(
                 node.to_string(),
                 limit as i64
             ],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
         )?;
         let mut expired = Vec::new();
         for row in rows {
@@ -100,7 +111,11 @@ pub fn take_expired(
             "UPDATE query_claims SET node_id = ?2, lease_until = ?3 WHERE query_id = ?1",
         )?;
         for claim in &expired {
-            take.execute(params![claim.query_id.to_string(), node.to_string(), until(lease)])?;
+            take.execute(params![
+                claim.query_id.to_string(),
+                node.to_string(),
+                until(lease)
+            ])?;
         }
     }
     tx.commit()?;
@@ -112,7 +127,11 @@ pub fn finish(conn: &Connection, node: Uuid, query_id: Uuid) -> rusqlite::Result
     let changed = conn.execute(
         "UPDATE query_claims SET finished_at = ?3
          WHERE query_id = ?1 AND node_id = ?2 AND finished_at IS NULL",
-        params![query_id.to_string(), node.to_string(), Utc::now().to_rfc3339()],
+        params![
+            query_id.to_string(),
+            node.to_string(),
+            Utc::now().to_rfc3339()
+        ],
     )?;
     Ok(changed == 1)
 }

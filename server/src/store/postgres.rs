@@ -27,9 +27,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 use uuid::Uuid;
 
 use super::accounts::UserRow;
-use super::interface::{
-    ExpiredClaim, NewClaim, SessionVisitor, StoreError, WriteBackend, WriteTx,
-};
+use super::interface::{ExpiredClaim, NewClaim, SessionVisitor, StoreError, WriteBackend, WriteTx};
 use super::migrations::Migration;
 use super::ProcessedCommand;
 use crate::error::AppError;
@@ -467,7 +465,10 @@ impl PgStore {
         Ok(changed == 1)
     }
 
-    pub async fn adopt_unclaimed_queries(&self, queries: &[(Uuid, Uuid)]) -> Result<u64, StoreError> {
+    pub async fn adopt_unclaimed_queries(
+        &self,
+        queries: &[(Uuid, Uuid)],
+    ) -> Result<u64, StoreError> {
         let (query_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) = queries.iter().copied().unzip();
         let adopted = self
             .write_client()

@@ -123,12 +123,19 @@ async fn restarting_one_node_leaves_the_other_nodes_query_running_to_completion(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let during = record(&api_b, session, query_id).await;
     assert_eq!(
-        during["state"], "running",
+        during["state"],
+        "running",
         "still running after B restarted and a lease passed ({:?} after it started): {during}",
         submitted_at.elapsed()
     );
 
-    let done = wait_for_state(&api_b, session, query_id, &["completed", "failed", "cancelled"]).await;
+    let done = wait_for_state(
+        &api_b,
+        session,
+        query_id,
+        &["completed", "failed", "cancelled"],
+    )
+    .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(
         events_of(&api_b, session, query_id).await,
@@ -141,12 +148,19 @@ async fn restarting_one_node_leaves_the_other_nodes_query_running_to_completion(
     wait_for_state(&api_b, session, long, &["running"]).await;
     let version = version_of(&api_b, session).await;
     api_b
-        .accept(&envelope(session, version, json!({"type": "CancelQuery", "query_id": long})))
+        .accept(&envelope(
+            session,
+            version,
+            json!({"type": "CancelQuery", "query_id": long}),
+        ))
         .await;
     wait_for_state(&api_a, session, long, &["cancelled"]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&api_a, "sextant_query_slots_busy").await > 0.0 {
-        assert!(Instant::now() < deadline, "A kept running the query cancelled through B");
+        assert!(
+            Instant::now() < deadline,
+            "A kept running the query cancelled through B"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(b_dir);
@@ -164,17 +178,27 @@ async fn a_query_whose_node_is_killed_is_failed_by_another_node_after_its_lease(
     let Node { server, data_dir } = a;
     server.kill9();
     let killed = Instant::now();
-    let failed: Value =
-        wait_for_state(&api_b, session, query_id, &["failed", "completed", "cancelled"]).await;
+    let failed: Value = wait_for_state(
+        &api_b,
+        session,
+        query_id,
+        &["failed", "completed", "cancelled"],
+    )
+    .await;
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["message"], server::query::executor::LEASE_EXPIRED);
     let error_id = failed["error_id"].as_str().unwrap();
     assert!(
-        b.server.log_eventually_contains(error_id, Duration::from_secs(5)),
+        b.server
+            .log_eventually_contains(error_id, Duration::from_secs(5)),
         "B logs the error id"
     );
     // Not before the lease (1 s) ran out.
-    assert!(killed.elapsed() >= Duration::from_millis(900), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        killed.elapsed()
+    );
     // Failed once, and never run again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

@@ -674,18 +674,31 @@ fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: 
         append_command(&mut *tx, claiming(session, 1, q2, node_a, LONG)).unwrap();
         drop(tx);
     }
-    let renew = |node, ids: Vec<Uuid>| b.read(b.store.renew_query_claims(node, ids, lease)).unwrap();
-    assert_eq!(renew(node_a, vec![q1, q2]), vec![q1], "only the committed claim exists");
+    let renew = |node, ids: Vec<Uuid>| {
+        b.read(b.store.renew_query_claims(node, ids, lease))
+            .unwrap()
+    };
+    assert_eq!(
+        renew(node_a, vec![q1, q2]),
+        vec![q1],
+        "only the committed claim exists"
+    );
     // Only its holder renews it, and nobody takes a live claim over.
     assert!(renew(node_b, vec![q1]).is_empty());
     let take = |node, any_other| {
         let mut taken = b
-            .read(b.store.take_expired_query_claims(node, lease, 100, any_other))
+            .read(
+                b.store
+                    .take_expired_query_claims(node, lease, 100, any_other),
+            )
             .unwrap();
         taken.sort_by_key(|c| c.query_id);
         taken
     };
-    assert!(take(node_b, false).is_empty(), "a live claim is not taken over");
+    assert!(
+        take(node_b, false).is_empty(),
+        "a live claim is not taken over"
+    );
     // A query is claimed once: a second claim on it is refused with its command.
     let mut second = b.writer();
     let refused = b.group(&mut *second, |tx| {
@@ -695,19 +708,30 @@ fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: 
         matches!(refused, AppendError::Store(StoreError::Duplicate(_))),
         "{refused:?}"
     );
-    assert_eq!(b.read(b.store.aggregate_version("QuerySession", session)).unwrap(), 1);
+    assert_eq!(
+        b.read(b.store.aggregate_version("QuerySession", session))
+            .unwrap(),
+        1
+    );
 
     // A lease not renewed runs out; the claim is then taken over exactly
     // once however many nodes sweep at the same time.
     b.group(&mut *writer, |tx| {
         append_command(tx, claiming(session, 1, q3, node_a, SHORT)).unwrap();
     });
-    assert_eq!(renew(node_a, vec![q3]), vec![q3], "renewed while its lease holds");
+    assert_eq!(
+        renew(node_a, vec![q3]),
+        vec![q3],
+        "renewed while its lease holds"
+    );
     std::thread::sleep(Duration::from_millis(SHORT + 50));
     // Renewed (node_a still alive): not expired.
     assert!(take(node_b, false).is_empty());
-    b.read(b.store.renew_query_claims(node_a, vec![q3], Duration::from_millis(SHORT)))
-        .unwrap();
+    b.read(
+        b.store
+            .renew_query_claims(node_a, vec![q3], Duration::from_millis(SHORT)),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(SHORT * 2));
     let sweepers: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
     let taken = b.read(futures::future::join_all(sweepers.iter().map(|node| {
@@ -726,13 +750,19 @@ fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: 
     let taken: Vec<_> = taken.into_iter().flatten().collect();
     assert_eq!(taken.len(), 1, "taken over exactly once: {taken:?}");
     let (new_holder, claim) = taken[0];
-    assert_eq!((claim.query_id, claim.session_id, claim.node_id), (q3, session, node_a));
+    assert_eq!(
+        (claim.query_id, claim.session_id, claim.node_id),
+        (q3, session, node_a)
+    );
     // The old holder finds it lost; the new one holds it and finishes it.
     assert!(renew(node_a, vec![q3]).is_empty(), "the old holder lost it");
     assert!(!b.read(b.store.finish_query_claim(node_a, q3)).unwrap());
     assert_eq!(renew(new_holder, vec![q3]), vec![q3]);
     assert!(b.read(b.store.finish_query_claim(new_holder, q3)).unwrap());
-    assert!(renew(new_holder, vec![q3]).is_empty(), "a finished claim is not renewed");
+    assert!(
+        renew(new_holder, vec![q3]).is_empty(),
+        "a finished claim is not renewed"
+    );
 
     // A finished claim never expires; an unfinished one of a lease past does.
     b.group(&mut *writer, |tx| {
@@ -741,7 +771,10 @@ fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: 
     assert!(b.read(b.store.finish_query_claim(node_a, q1)).unwrap());
     std::thread::sleep(Duration::from_millis(SHORT + 100));
     let taken = take(node_b, false);
-    assert_eq!(taken.iter().map(|c| c.query_id).collect::<Vec<_>>(), vec![q4]);
+    assert_eq!(
+        taken.iter().map(|c| c.query_id).collect::<Vec<_>>(),
+        vec![q4]
+    );
     assert!(b.read(b.store.finish_query_claim(node_b, q4)).unwrap());
 
     // One process owning the store (SQLite at start-up) ends every other
@@ -751,18 +784,33 @@ fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: 
     });
     assert!(take(node_b, false).is_empty());
     let taken = take(node_b, true);
-    assert_eq!(taken.iter().map(|c| (c.query_id, c.node_id)).collect::<Vec<_>>(), vec![(q5, node_a)]);
-    assert!(take(node_b, true).is_empty(), "its own claims are not taken");
+    assert_eq!(
+        taken
+            .iter()
+            .map(|c| (c.query_id, c.node_id))
+            .collect::<Vec<_>>(),
+        vec![(q5, node_a)]
+    );
+    assert!(
+        take(node_b, true).is_empty(),
+        "its own claims are not taken"
+    );
 
     // Queries stored before claims existed get an expired claim of no node,
     // once; a claimed query keeps its claim.
     let adopted = b
-        .read(b.store.adopt_unclaimed_queries(vec![(legacy, session), (q5, session)]))
+        .read(
+            b.store
+                .adopt_unclaimed_queries(vec![(legacy, session), (q5, session)]),
+        )
         .unwrap();
     assert_eq!(adopted, 1);
     let taken = take(node_a, false);
     assert_eq!(
-        taken.iter().map(|c| (c.query_id, c.node_id)).collect::<Vec<_>>(),
+        taken
+            .iter()
+            .map(|c| (c.query_id, c.node_id))
+            .collect::<Vec<_>>(),
         vec![(legacy, Uuid::nil())]
     );
     // Claims survive a restart of the store.
