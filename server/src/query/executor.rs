@@ -529,6 +529,23 @@ impl QueryService {
                 tracing::warn!(%error, claims = claimed.len(), "could not renew query claims; they expire if this lasts")
             }
         }
+        // A cancel the bus did not bring (a lagging subscriber): the read
+        // model shows the query ended, so its run stops here.
+        let running: Vec<QueryId> = self
+            .active
+            .lock()
+            .expect("active")
+            .keys()
+            .copied()
+            .collect();
+        for query_id in running {
+            if self
+                .find(query_id)
+                .is_some_and(|(_, q)| !q.state.is_active())
+            {
+                self.cancel(query_id);
+            }
+        }
     }
 
     /// Issues a command as the executor, following the session's version
