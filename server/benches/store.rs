@@ -189,7 +189,7 @@ fn main() {
         ];
         for (subscribers, events, every, target) in runs {
             eprintln!("SSE delivery with {subscribers} subscribers (separate process) …");
-            let (delivery, per_subscriber, expected) =
+            let (delivery, (per_subscriber, heap_per_subscriber), expected) =
                 runtime.block_on(sse_delivery(subscribers, events, every));
             rows.push(Row {
                 metric: format!("SSE delivery, {subscribers} subscribers"),
@@ -207,7 +207,10 @@ fn main() {
             rows.push(Row {
                 metric: format!("server RSS per idle subscriber ({subscribers})"),
                 value: format!("{:.1} KiB", per_subscriber / 1024.0),
-                note: "RSS growth once every stream is open and idle; target < 16 KiB".into(),
+                note: format!(
+                    "RSS growth once every stream is open and idle ({:.1} KiB of it allocated on the heap); target < 16 KiB",
+                    heap_per_subscriber / 1024.0
+                ),
             });
         }
     }
@@ -491,7 +494,7 @@ async fn sse_delivery(
     subscribers: usize,
     events: usize,
     every: Duration,
-) -> (subscribers::Delivery, f64, usize) {
+) -> (subscribers::Delivery, (f64, f64), usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = server::Config::for_data_dir(dir.path());
     // One user holds every subscriber here: raise the caps and the rate
@@ -513,8 +516,9 @@ async fn sse_delivery(
         .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss = subscribers::rss_bytes();
+        let heap = subscribers::heap_in_use();
         drop(warm);
-        rss
+        (rss, heap)
     };
     let token = server.owner_token.clone().unwrap();
     let child = tokio::task::spawn_blocking(move || {
@@ -524,7 +528,11 @@ async fn sse_delivery(
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let per_subscriber =
-        (subscribers::rss_bytes().saturating_sub(before)) as f64 / subscribers as f64;
+        |now: u64, before: u64| now.saturating_sub(before) as f64 / subscribers as f64;
+    let per_subscriber = (
+        per_subscriber(subscribers::rss_bytes(), before.0),
+        per_subscriber(subscribers::heap_in_use(), before.1),
+    );
 
     let pipeline = server.state.pipeline().clone();
     let session = client_id();

@@ -65,6 +65,11 @@ impl StoredEvent {
         let _ = self.audience.set(audience);
     }
 
+    /// The audience if someone decided it already.
+    pub fn decided_audience(&self) -> Option<&Audience> {
+        self.audience.get()
+    }
+
     /// The audience, deciding it with `decide` if nobody has: concurrent
     /// callers wait for the one decision instead of each deciding.
     pub async fn audience<E, F>(&self, decide: impl FnOnce() -> F) -> Result<&Audience, E>

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -23,6 +24,7 @@ use shared_domain::UserId;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
+use crate::accounts::Directory;
 use crate::bus::{BusMessage, ProgressFrame, StoredEvent};
 use crate::error::AppError;
 use crate::http::auth::Authenticated;
@@ -114,7 +116,7 @@ pub async fn events(
         state.store().clone(),
         state.bus().subscribe(),
         request,
-        end_signal(&state, user.id),
+        Ending::of(&state, user.id),
         Some(Viewer {
             user: UserId(user.id),
             projections: state.projections().clone(),
@@ -141,27 +143,55 @@ pub async fn events(
         .into_response())
 }
 
-/// Turns `true` when the stream must end: the server is stopping, or the
-/// user was revoked (from the admin API or `server users revoke` in another
-/// process). The watcher task ends with the stream.
-fn end_signal(state: &AppState, user_id: Uuid) -> watch::Receiver<bool> {
-    let (end, signal) = watch::channel(false);
-    let mut shutdown = state.shutdown_signal();
-    let mut users = state.accounts().watch();
-    tokio::spawn(async move {
-        loop {
-            if *shutdown.borrow_and_update() || !users.borrow_and_update().is_active(user_id) {
-                end.send_replace(true);
-                return;
-            }
-            tokio::select! {
-                _ = end.closed() => return,
-                changed = shutdown.changed() => if changed.is_err() { return },
-                changed = users.changed() => if changed.is_err() { return },
-            }
+/// When a stream must end: the server is stopping, or its user was revoked
+/// (from the admin API or `server users revoke` in another process). Held
+/// by the stream itself, not by a watcher task: an idle stream costs one
+/// allocation less.
+struct Ending {
+    shutdown: watch::Receiver<bool>,
+    /// The stream's user and the user directory (none in unit tests).
+    access: Option<(Uuid, watch::Receiver<Arc<Directory>>)>,
+}
+
+impl Ending {
+    #[cfg(test)]
+    fn new(shutdown: watch::Receiver<bool>) -> Self {
+        Ending {
+            shutdown,
+            access: None,
         }
-    });
-    signal
+    }
+
+    fn of(state: &AppState, user_id: Uuid) -> Self {
+        Ending {
+            shutdown: state.shutdown_signal(),
+            access: Some((user_id, state.accounts().watch())),
+        }
+    }
+
+    /// Whether the stream must end now.
+    fn reached(&mut self) -> bool {
+        *self.shutdown.borrow_and_update()
+            || self
+                .access
+                .as_mut()
+                .is_some_and(|(user, users)| !users.borrow_and_update().is_active(*user))
+    }
+
+    /// Resolves when either signal changes (then ask [`Ending::reached`]),
+    /// or when a sender is gone (the server is stopping: end the stream).
+    async fn changed(&mut self) -> bool {
+        let users = async {
+            match &mut self.access {
+                Some((_, users)) => users.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = self.shutdown.changed() => changed.is_ok(),
+            changed = users => changed,
+        }
+    }
 }
 
 /// Whose stream this is: it carries only events of sessions that user may
@@ -177,9 +207,13 @@ impl Viewer {
     /// Whether this stream carries `event`: a lookup in the event's
     /// audience, decided once per event for every stream.
     async fn may_see(&self, event: &StoredEvent) -> bool {
-        let audience = event
-            .audience(|| self.projections.audience_of(&event.envelope))
-            .await;
+        if let Some(audience) = event.decided_audience() {
+            return audience.admits(self.user);
+        }
+        // Boxed: deciding is rare (the projections usually decided first)
+        // and its future is large; an idle stream stays small.
+        let audience =
+            Box::pin(event.audience(|| self.projections.audience_of(&event.envelope))).await;
         audience.is_ok_and(|audience| audience.admits(self.user))
     }
 }
@@ -279,7 +313,7 @@ struct Feed {
     store: Store,
     subscription: broadcast::Receiver<BusMessage>,
     request: StreamRequest,
-    shutdown: watch::Receiver<bool>,
+    ending: Ending,
     keep_alive: tokio::time::Interval,
     /// The last global sequence sent: everything at or below it is dropped.
     last_sent: u64,
@@ -297,7 +331,7 @@ impl Feed {
         store: Store,
         subscription: broadcast::Receiver<BusMessage>,
         request: StreamRequest,
-        shutdown: watch::Receiver<bool>,
+        ending: Ending,
         viewer: Option<Viewer>,
     ) -> Self {
         let mut keep_alive =
@@ -309,7 +343,7 @@ impl Feed {
             store,
             subscription,
             request,
-            shutdown,
+            ending,
             keep_alive,
             last_sent: request.after,
             catching_up: true,
@@ -325,31 +359,14 @@ impl Feed {
             if let Some(frame) = self.pending.pop_front() {
                 return Some(frame);
             }
-            if *self.shutdown.borrow() {
+            if self.ending.reached() {
                 return None;
             }
             if self.catching_up {
-                let page = self
-                    .store
-                    .events_after(self.last_sent, self.request.session, REPLAY_PAGE)
-                    .await;
-                let page = match page {
-                    Ok(page) => page,
-                    Err(error) => {
-                        error.log();
-                        return None;
-                    }
-                };
-                self.catching_up = page.len() == REPLAY_PAGE;
-                for envelope in page {
-                    self.last_sent = envelope.global_sequence;
-                    let event = StoredEvent::new(envelope);
-                    if let Some(viewer) = &self.viewer {
-                        if !viewer.may_see(&event).await {
-                            continue;
-                        }
-                    }
-                    self.pending.push_back(event.sse_frame());
+                // Boxed: the replay's futures are large and rare; an idle
+                // stream's state stays the size of its bus wait.
+                if Box::pin(self.replay_page()).await.is_err() {
+                    return None;
                 }
                 continue;
             }
@@ -357,7 +374,7 @@ impl Feed {
                 received = self.subscription.recv() => received,
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b":\n\n")),
                 // Ending the body lets graceful shutdown finish.
-                _ = self.shutdown.changed() => return None,
+                changed = self.ending.changed() => if changed { continue } else { return None },
             };
             match received {
                 Ok(BusMessage::Event(event)) => {
@@ -407,6 +424,30 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// Queues the next page of stored events after `last_sent` that this
+    /// stream carries; `Err` when the store fails (logged).
+    async fn replay_page(&mut self) -> Result<(), ()> {
+        let page = self
+            .store
+            .events_after(self.last_sent, self.request.session, REPLAY_PAGE)
+            .await
+            .map_err(|error| error.log())?;
+        self.catching_up = page.len() == REPLAY_PAGE;
+        for envelope in page {
+            self.last_sent = envelope.global_sequence;
+            let event = StoredEvent::new(envelope);
+            if let Some(viewer) = &self.viewer {
+                if !viewer.may_see(&event).await {
+                    continue;
+                }
+            }
+            self.pending.push_back(event.sse_frame());
+        }
+        Ok(())
+    }
+}
+
 fn progress_frame(progress: &ProgressFrame) -> Bytes {
     let json = serde_json::to_string(progress).expect("progress frames serialize");
     Bytes::from(format!("event: progress\ndata: {json}\n\n"))
@@ -451,7 +492,7 @@ mod tests {
             after: 0,
             session: None,
         };
-        let mut feed = Feed::new(store, bus.subscribe(), request, shutdown, None);
+        let mut feed = Feed::new(store, bus.subscribe(), request, Ending::new(shutdown), None);
         let started = tokio::time::Instant::now();
         let frame = feed.next_frame().await.unwrap();
         assert_eq!(&frame[..], b":\n\n");

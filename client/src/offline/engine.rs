@@ -164,6 +164,9 @@ struct EngineState {
     run_locks: HashMap<QueryId, Option<RunLock>>,
     /// Orphaned local runs are being settled now.
     settling: bool,
+    /// Whether a later look for orphans is scheduled (a run of another tab
+    /// is remembered: it becomes an orphan once that tab is gone).
+    orphan_recheck: bool,
     /// Feed events handled and the time spent on them, since the outbox was
     /// last empty (marked then, for the bench).
     feed_events: u32,
@@ -196,6 +199,8 @@ const PROBE_MS: u32 = 150;
 const SIGNED_OUT_PROBE_MS: u32 = 2_000;
 /// The first wait before a failed catch-up is tried again (then doubling).
 const GAP_RETRY_MS: u32 = 500;
+/// How often to look again for orphans while another tab runs a local query.
+const ORPHAN_RECHECK_MS: u32 = 1_000;
 /// At most this long between a feed event or an answer and its render.
 const RENDER_COALESCE_MS: u32 = 16;
 
@@ -252,6 +257,7 @@ impl SyncEngine {
                 channel: None,
                 run_locks: HashMap::new(),
                 settling: false,
+                orphan_recheck: false,
                 feed_events: 0,
                 feed_ms: 0.0,
                 queued: Write::default(),
@@ -542,6 +548,14 @@ impl SyncEngine {
         let orphans = {
             let state = self.state.borrow();
             let mut running = local_runs::running(&state.names.sender_lock, &held);
+            // A run another tab holds now: look again later, since a closed
+            // tab's locks go only once the browser has torn it down, which
+            // may be after every other moment this page looks.
+            if runs.iter().any(|run| {
+                running.contains(&run.query_id) && !state.run_locks.contains_key(&run.query_id)
+            }) {
+                self.recheck_orphans_later();
+            }
             running.extend(state.run_locks.keys().copied());
             settle_local_runs(&state.replica, &runs, &running, || ErrorId(random_uuid()))
         };
@@ -567,6 +581,20 @@ impl SyncEngine {
                 }
             }
         }
+    }
+
+    /// Looks for orphans again in [`ORPHAN_RECHECK_MS`] (once, however often
+    /// it is asked meanwhile).
+    fn recheck_orphans_later(&self) {
+        if std::mem::replace(&mut self.state.borrow_mut().orphan_recheck, true) {
+            return;
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(ORPHAN_RECHECK_MS).await;
+            engine.state.borrow_mut().orphan_recheck = false;
+            engine.settle_orphans().await;
+        });
     }
 
     /// [`SyncEngine::submit`], storing `run` with the command.

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod queries;
 pub mod reads;
+pub mod stream_listener;
 pub mod users;
 
 use std::sync::Arc;

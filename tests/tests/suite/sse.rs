@@ -254,3 +254,85 @@ async fn a_stream_that_falls_behind_the_bus_catches_up_from_the_store() {
     drop(slow);
     running.stop().await.unwrap();
 }
+
+/// Sends `request` (a request head for the server at `addr`) on `tcp` and
+/// reads until `until` appears in what came back, or `WAIT` passes.
+async fn exchange(tcp: &mut tokio::net::TcpStream, request: &str, until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn a_stream_opens_on_a_new_or_a_kept_alive_connection_and_a_closed_one_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--no-demo", "--sse-per-user", "1"]).unwrap();
+    let api = Api::new(server.url());
+    let session = Uuid::new_v4();
+    api.accept(&envelope(session, 0, create("raw"))).await;
+    let token = sextant_tests::token_for(&server.url()).unwrap();
+    let host = server.url().trim_start_matches("http://").to_owned();
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let addr = host.clone();
+
+    // A kept-alive connection that asked something else first: the stream
+    // comes on the same connection.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let me = exchange(&mut kept, &get("/api/me"), "\"owner\"").await;
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+    let stream = exchange(&mut kept, &get("/api/events"), &session.to_string()).await;
+    assert!(stream.contains("text/event-stream"), "{stream}");
+    assert!(stream.contains(&session.to_string()), "{stream}");
+    drop(kept);
+
+    // New connections, one after another: each closed stream frees the one
+    // stream this user may hold, so the next is admitted (not 429).
+    for attempt in 0..3 {
+        let mut opened = None;
+        for _ in 0..50 {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let answer = exchange(&mut tcp, &get("/api/events?after=0"), "\r\n\r\n").await;
+            if answer.starts_with("HTTP/1.1 429") {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            opened = Some((tcp, answer));
+            break;
+        }
+        let (mut tcp, head) = opened.unwrap_or_else(|| panic!("stream {attempt} stayed refused"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("x-sextant-store"),
+            "{head}"
+        );
+        let rest = exchange(&mut tcp, "", &session.to_string()).await;
+        assert!(rest.contains(&session.to_string()), "{rest}");
+        // While it is open, a second stream is refused with a problem.
+        let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let refused = exchange(&mut second, &get("/api/events"), "error_id").await;
+        assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+        assert!(refused.contains("error_id"), "{refused}");
+        drop(tcp);
+    }
+
+    // Without credentials: the same 401 problem as every other route.
+    let mut anonymous = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let refused = exchange(
+        &mut anonymous,
+        &format!("GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        "error_id",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}
