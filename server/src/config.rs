@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "SEXTANT_QUERY_TIMEOUT", default_value = "60s", value_parser = crate::query::parse_duration)]
     pub query_timeout: Duration,
 
+    /// How long a node's claim on a server query holds without a renewal (the
+    /// node renews it every third of this while the query waits and runs).
+    /// When a node dies, its queries are failed this long after its last
+    /// renewal, by another node (PostgreSQL) or at the next start (SQLite).
+    #[arg(long, env = "SEXTANT_QUERY_LEASE", default_value = "30s", value_parser = crate::query::parse_duration)]
+    pub query_lease: Duration,
+
     /// A dataset download whose client reads nothing for this long is dropped and frees its query slot.
     #[arg(long, env = "SEXTANT_QUERY_STALL_TIMEOUT", default_value = "30s", value_parser = crate::query::parse_duration)]
     pub query_stall_timeout: Duration,
@@ -190,6 +197,7 @@ impl Config {
             query_slots: None,
             query_timeout: Duration::from_secs(60),
             query_stall_timeout: Duration::from_secs(30),
+            query_lease: Duration::from_secs(30),
             query_memory: None,
             query_spill_bytes: 4 * 1024 * 1024 * 1024,
             result_cache_bytes: 256 * 1024 * 1024,
@@ -214,6 +222,7 @@ impl Config {
         }
         settings.timeout = self.query_timeout;
         settings.stall_timeout = self.query_stall_timeout;
+        settings.lease = self.query_lease;
         if let Some(bytes) = self.query_memory {
             settings.memory_limit_bytes = bytes;
         }

@@ -2,7 +2,8 @@
 //! read from the parts that own them at scrape time (no extra bookkeeping
 //! on hot paths): the pipeline's command and group counters, commit latency
 //! histogram and writer queue, SSE subscribers and their lag catch-ups, the
-//! query slots and the result cache and store.
+//! query slots, the server queries this node ran, and the result cache and
+//! store.
 
 use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
@@ -20,6 +21,7 @@ pub struct Metrics {
     slots_queued: IntGauge,
     slots_peak: IntGauge,
     queue_timeouts: IntCounter,
+    query_runs: IntCounter,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     recomputes: IntCounter,
@@ -99,6 +101,11 @@ impl Default for Metrics {
                 "sextant_query_queue_timeouts_total",
                 "Jobs that timed out while waiting for a slot.",
             ),
+            query_runs: counter(
+                r,
+                "sextant_server_queries_run_total",
+                "Server queries this node ran (each claimed by this node with its submission).",
+            ),
             cache_hits: counter(
                 r,
                 "sextant_result_cache_hits_total",
@@ -167,6 +174,7 @@ impl Metrics {
         self.slots_queued.set(slots.queued as i64);
         self.slots_peak.set(slots.peak_running as i64);
         catch_up(&self.queue_timeouts, slots.timed_out_in_queue as u64);
+        catch_up(&self.query_runs, query.runs());
         let results = query.result_stats();
         catch_up(&self.cache_hits, results.cache_hits);
         catch_up(&self.cache_misses, results.cache_misses);

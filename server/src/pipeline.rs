@@ -52,15 +52,15 @@ use serde_json::Value;
 use shared_domain::decision::{authorize, decide, DecisionContext, Issuer, Refusal};
 use shared_domain::sync::base::check_base;
 use shared_domain::{
-    Actor, Aggregate, CommandEnvelope, DatasetName, EventEnvelope, EventMetadata, QuerySession,
-    SessionCommand, UserDirectory,
+    Actor, Aggregate, CommandEnvelope, DatasetName, Engine, EventEnvelope, EventMetadata,
+    QuerySession, SessionCommand, SessionEvent, UserDirectory,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::bus::{Bus, StoredEvent};
 use crate::error::{AppError, ErrorKind};
-use crate::store::{self, AppendError, NewCommand, StoreError, WriteBackend, WriteTx};
+use crate::store::{self, AppendError, NewClaim, NewCommand, StoreError, WriteBackend, WriteTx};
 
 /// Commit latency buckets, in seconds: a durable commit is about 1 ms on
 /// this class of disk, a slow one tens of milliseconds.
@@ -231,6 +231,17 @@ struct Shared {
     /// of being published here: one publisher keeps the bus in global order
     /// when other nodes append too (see [`crate::fanout`]).
     fanout: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// Who claims the server queries this node accepts (set by the query
+    /// executor): the claim is written with the `QuerySubmitted`.
+    claims: std::sync::OnceLock<QueryClaims>,
+}
+
+/// The node that runs the server queries submitted through this pipeline,
+/// and the lease its claims start with (see [`crate::query::claims`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryClaims {
+    pub node_id: Uuid,
+    pub lease: std::time::Duration,
 }
 
 struct WriteRequest {
@@ -260,6 +271,7 @@ impl Pipeline {
             reactors: RwLock::new(Vec::new()),
             kill_writer: AtomicBool::new(false),
             fanout: std::sync::OnceLock::new(),
+            claims: std::sync::OnceLock::new(),
         });
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Vec<EventEnvelope>>();
@@ -366,6 +378,12 @@ impl Pipeline {
     /// Set before serving.
     pub fn publish_through(&self, wake: Arc<tokio::sync::Notify>) {
         let _ = self.shared.fanout.set(wake);
+    }
+
+    /// Claims every server query this pipeline accepts for `claims.node_id`
+    /// in the transaction that stores its `QuerySubmitted`. Set before serving.
+    pub fn claim_queries_for(&self, claims: QueryClaims) {
+        let _ = self.shared.claims.set(claims);
     }
 
     /// Installs the catalog that validates server dataset names.
@@ -884,6 +902,7 @@ fn decide_one(
             request: canonical,
             actor: request.context.actor(),
             at: now,
+            claims: claims_of(&decided, aggregate_id, shared.claims.get()),
         },
     );
     let events = match appended {
@@ -909,6 +928,34 @@ fn decide_one(
     };
     staged.insert(aggregate_id, next);
     Ok(Decided::Appended(accepted, envelope.command.clone()))
+}
+
+/// The claims of the server queries among `events` (none when no executor
+/// claims queries on this node).
+fn claims_of(
+    events: &[SessionEvent],
+    session_id: Uuid,
+    claims: Option<&QueryClaims>,
+) -> Vec<NewClaim> {
+    let Some(claims) = claims else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter_map(|event| match event {
+            SessionEvent::QuerySubmitted {
+                query_id,
+                engine: Engine::Server,
+                ..
+            } => Some(NewClaim {
+                query_id: query_id.0,
+                session_id,
+                node_id: claims.node_id,
+                lease: claims.lease,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Rebuilds a session from its stored events inside the transaction.

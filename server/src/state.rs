@@ -82,6 +82,7 @@ impl AppState {
         // DuckDB, the catalog (and the demo dataset), restart recovery.
         let query = QueryService::start(
             config.query_settings(),
+            store.clone(),
             pipeline.clone(),
             projections.clone(),
             bus.clone(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, Response, Version};
 use axum::Router;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -33,6 +33,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest non-streaming answer written here (problem JSON): larger
 /// bodies are cut off with the connection.
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
+/// At most this many bytes of ready frames go out in one write.
+const MAX_BATCH: usize = 64 * 1024;
 /// The path this listener serves itself.
 const EVENTS_PATH: &[u8] = b"/api/events";
 
@@ -276,21 +278,48 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> io::Resu
                 Ok(_) => continue,
             },
         };
-        match frame {
-            Some(frame) if frame.is_empty() => continue,
-            Some(frame) => writer.write_all(&chunk(&frame)).await?,
-            None => return writer.write_all(b"0\r\n\r\n").await,
+        let Some(first) = frame else {
+            return writer.write_all(b"0\r\n\r\n").await;
+        };
+        // Frames that are ready now go out in the same write, as hyper does:
+        // a stream that fell behind catches up in one system call, not one
+        // per frame (at 10,000 streams the difference is what keeps up).
+        let mut size = first.len();
+        let mut batch = vec![first];
+        let mut ended = false;
+        while size < MAX_BATCH {
+            match frames.next().now_or_never() {
+                Some(Some(Ok(frame))) => {
+                    size += frame.len();
+                    batch.push(frame);
+                }
+                Some(Some(Err(_))) => return Err(io::ErrorKind::Other.into()),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        // (A chunk of size zero would end the body.)
+        if size > 0 {
+            writer.write_all(&chunk(&batch, size)).await?;
+        }
+        if ended {
+            return writer.write_all(b"0\r\n\r\n").await;
         }
     }
 }
 
-/// One chunk of chunked transfer coding, in one buffer: one write, one
-/// segment.
-fn chunk(frame: &[u8]) -> Vec<u8> {
-    let size = format!("{:x}\r\n", frame.len());
-    let mut chunk = Vec::with_capacity(size.len() + frame.len() + 2);
-    chunk.extend_from_slice(size.as_bytes());
-    chunk.extend_from_slice(frame);
+/// One chunk of chunked transfer coding holding `frames` (`size` bytes in
+/// all), in one buffer: one write, as few segments as possible.
+fn chunk(frames: &[Bytes], size: usize) -> Vec<u8> {
+    let head = format!("{size:x}\r\n");
+    let mut chunk = Vec::with_capacity(head.len() + size + 2);
+    chunk.extend_from_slice(head.as_bytes());
+    for frame in frames {
+        chunk.extend_from_slice(frame);
+    }
     chunk.extend_from_slice(b"\r\n");
     chunk
 }
@@ -327,8 +356,19 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_is_its_hex_size_the_bytes_and_a_line_end() {
-        assert_eq!(chunk(b"id: 1\n\n"), b"7\r\nid: 1\n\n\r\n");
-        assert_eq!(&chunk(&[b'x'; 300])[..5], b"12c\r\n");
+    fn a_chunk_is_its_hex_size_the_frames_and_a_line_end() {
+        let frame = Bytes::from_static(b"id: 1\n\n");
+        assert_eq!(
+            chunk(std::slice::from_ref(&frame), 7),
+            b"7\r\nid: 1\n\n\r\n"
+        );
+        assert_eq!(
+            chunk(&[frame.clone(), frame], 14),
+            b"e\r\nid: 1\n\nid: 1\n\n\r\n"
+        );
+        assert_eq!(
+            &chunk(&[Bytes::from(vec![b'x'; 300])], 300)[..5],
+            b"12c\r\n"
+        );
     }
 }

@@ -4,11 +4,13 @@
 //! and reports every outcome as a command through the same pipeline as
 //! clients (`StartQuery`, `CompleteQuery`, `FailQuery`, origin Executor).
 //! It also serves results from a byte-bounded cache, recomputing evicted
-//! ones from the query text, and fails queries a crash left behind.
+//! ones from the query text. It runs the queries this node claimed (the
+//! claim is stored with the submission), renews their leases, and fails the
+//! queries whose node stopped renewing (see [`super::claims`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use duckdb::arrow::array::RecordBatch;
@@ -21,6 +23,7 @@ use shared_domain::{
 use uuid::Uuid;
 
 use super::catalog::Catalog;
+use super::claims;
 use super::duck::{Database, RawConnection, RunControl, RunError};
 use super::faults::CommandFaults;
 use super::result_store::ResultStore;
@@ -28,13 +31,13 @@ use super::results::{SharedResult, StoredResult};
 use super::retry;
 use super::slots::{JobControl, Limit, SlotError, SlotSnapshot, Slots};
 use super::{demo, sandbox, QuerySettings};
-use crate::bus::{Bus, ProgressFrame};
+use crate::bus::{Bus, BusMessage, ProgressFrame};
 use crate::error::{AppError, ErrorKind};
-use crate::pipeline::{CommandAccepted, DatasetCatalog, Origin, Pipeline, Reactor};
+use crate::pipeline::{CommandAccepted, DatasetCatalog, Origin, Pipeline, QueryClaims, Reactor};
 use crate::projections::Projections;
+use crate::store::{ExpiredClaim, Store};
 
-/// The message of queries a crash or restart left unfinished.
-pub const INTERRUPTED_BY_RESTART: &str = "interrupted by server restart";
+pub use super::claims::{INTERRUPTED_BY_RESTART, LEASE_EXPIRED};
 
 /// How a query's execution ended, short of success.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +228,14 @@ pub struct QueryService {
     pipeline: Pipeline,
     projections: Projections,
     bus: Bus,
+    store: Store,
+    /// This node in query claims: random per start.
+    node_id: Uuid,
+    /// The queries this node holds claims on and has not finished: their
+    /// leases are renewed until their outcome is recorded.
+    claimed: Mutex<HashSet<QueryId>>,
+    /// Server queries this node took to run (each claimed by it).
+    runs: AtomicU64,
     faults: CommandFaults,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -297,6 +308,7 @@ impl QueryService {
     /// previous run left unfinished. Done before the server reports ready.
     pub async fn start(
         settings: QuerySettings,
+        store: Store,
         pipeline: Pipeline,
         projections: Projections,
         bus: Bus,
@@ -325,6 +337,10 @@ impl QueryService {
             pipeline: pipeline.clone(),
             projections,
             bus,
+            store,
+            node_id: Uuid::new_v4(),
+            claimed: Mutex::new(HashSet::new()),
+            runs: AtomicU64::new(0),
             settings,
             faults: CommandFaults::default(),
             cache_hits: AtomicU64::new(0),
@@ -332,8 +348,25 @@ impl QueryService {
             recomputes: AtomicU64::new(0),
         });
         pipeline.set_catalog(Arc::new(CatalogHook(catalog)));
+        pipeline.claim_queries_for(QueryClaims {
+            node_id: service.node_id,
+            lease: service.settings.lease,
+        });
         pipeline.add_reactor(Arc::new(ExecutorReactor(service.clone())));
+        tracing::info!(node_id = %service.node_id, lease = ?service.settings.lease, "query executor started");
         service.recover().await;
+        tokio::spawn(keep_claims(
+            Arc::downgrade(&service),
+            claims::renew_every(service.settings.lease),
+        ));
+        if matches!(service.store, Store::Postgres(_)) {
+            // A cancel sent to another node reaches this one through the
+            // fan-out, not through this node's pipeline.
+            tokio::spawn(follow_cancels(
+                Arc::downgrade(&service),
+                service.bus.subscribe(),
+            ));
+        }
         Ok(service)
     }
 
@@ -363,9 +396,22 @@ impl QueryService {
         &self.faults
     }
 
-    /// Fails every server query left submitted or running by a previous run.
+    /// This node's id in query claims.
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// Server queries this node took to run so far (metrics, tests).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Start-up: gives queries stored before claims existed an expired
+    /// claim, then ends the queries whose claims are over: expired ones,
+    /// and on SQLite (one process owns the store) every claim of an
+    /// earlier process.
     async fn recover(&self) {
-        let stranded: Vec<(Uuid, QueryId)> = self.projections.read(|model| {
+        let unclaimed: Vec<(Uuid, Uuid)> = self.projections.read(|model| {
             model
                 .sessions
                 .iter()
@@ -374,22 +420,130 @@ impl QueryService {
                         .history
                         .iter()
                         .filter(|q| q.engine == Engine::Server && q.state.is_active())
-                        .map(move |q| (*id, q.query_id))
+                        .map(move |q| (q.query_id.0, *id))
                 })
                 .collect()
         });
-        for (session_id, query_id) in stranded {
-            let error_id = ErrorId(Uuid::new_v4());
-            tracing::warn!(%query_id, %session_id, %error_id, "failing a query left unfinished: {INTERRUPTED_BY_RESTART}");
-            let command = SessionCommand::FailQuery {
-                query_id,
-                error_id,
-                message: INTERRUPTED_BY_RESTART.into(),
+        match self.store.adopt_unclaimed_queries(unclaimed).await {
+            Ok(0) => {}
+            Ok(adopted) => {
+                tracing::info!(adopted, "queries stored without a claim get an expired one")
+            }
+            Err(error) => tracing::error!(%error, "could not give unclaimed queries a claim"),
+        }
+        self.sweep(matches!(self.store, Store::Sqlite(_))).await;
+    }
+
+    /// Takes over the claims that are over and fails their queries.
+    async fn sweep(&self, at_start_up_of_sole_node: bool) {
+        loop {
+            let taken = self
+                .store
+                .take_expired_query_claims(
+                    self.node_id,
+                    self.settings.lease,
+                    claims::SWEEP_LIMIT,
+                    at_start_up_of_sole_node,
+                )
+                .await;
+            let taken = match taken {
+                Ok(taken) => taken,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for expired query claims");
+                    return;
+                }
             };
-            // Not retried here: start-up must not hang on a failing store,
-            // and the next start tries again.
-            if let Err(error) = self.issue(session_id, Uuid::new_v4(), command).await {
-                tracing::error!(%query_id, error = %error, "could not fail an interrupted query");
+            for claim in &taken {
+                self.end_expired(claim, claims::expiry_message(at_start_up_of_sole_node))
+                    .await;
+            }
+            if taken.len() < claims::SWEEP_LIMIT {
+                return;
+            }
+        }
+    }
+
+    /// Fails the query of a claim this node took over, then finishes the
+    /// claim. When the store keeps failing, the claim is left to expire
+    /// again and be taken over by the next sweep (of any node).
+    async fn end_expired(&self, claim: &ExpiredClaim, message: &str) {
+        let query_id = QueryId(claim.query_id);
+        let session_id = claim.session_id;
+        let error_id = ErrorId(Uuid::new_v4());
+        tracing::warn!(%query_id, %session_id, %error_id, previous_node = %claim.node_id, "failing a query whose claim is over: {message}");
+        let command = SessionCommand::FailQuery {
+            query_id,
+            error_id,
+            message: message.into(),
+        };
+        let give_up = Instant::now() + claims::renew_every(self.settings.lease);
+        match self
+            .issue_until_recorded(session_id, command, Some(give_up))
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if retry::is_transient(error.kind) => {
+                tracing::error!(%query_id, error = %error, "could not fail a query whose claim is over; the next sweep tries again");
+                return;
+            }
+            // It ended meanwhile (completed, cancelled, its session closed).
+            Err(error) => {
+                tracing::info!(%query_id, error = %error, "a query whose claim is over had already ended")
+            }
+        }
+        if let Err(error) = self
+            .store
+            .finish_query_claim(self.node_id, claim.query_id)
+            .await
+        {
+            tracing::warn!(%query_id, %error, "could not mark a query claim finished");
+        }
+    }
+
+    /// Renews the leases of this node's claims; a run whose claim was taken
+    /// over (its lease ran out, say while the database was unreachable) is
+    /// stopped: the node that took it over records its end.
+    async fn renew_claims(&self) {
+        let claimed: Vec<Uuid> = self
+            .claimed
+            .lock()
+            .expect("claimed")
+            .iter()
+            .map(|q| q.0)
+            .collect();
+        let held = self
+            .store
+            .renew_query_claims(self.node_id, claimed.clone(), self.settings.lease)
+            .await;
+        match held {
+            Ok(held) => {
+                for query_id in claims::lost(&claimed, &held) {
+                    let query_id = QueryId(query_id);
+                    if self.active.lock().expect("active").contains_key(&query_id) {
+                        tracing::warn!(%query_id, "this node lost its claim on a running query (its lease ran out); stopping it");
+                        self.cancel(query_id);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, claims = claimed.len(), "could not renew query claims; they expire if this lasts")
+            }
+        }
+        // A cancel the bus did not bring (a lagging subscriber): the read
+        // model shows the query ended, so its run stops here.
+        let running: Vec<QueryId> = self
+            .active
+            .lock()
+            .expect("active")
+            .keys()
+            .copied()
+            .collect();
+        for query_id in running {
+            if self
+                .find(query_id)
+                .is_some_and(|(_, q)| !q.state.is_active())
+            {
+                self.cancel(query_id);
             }
         }
     }
@@ -619,6 +773,45 @@ impl QueryService {
     /// query accepted here ends in `QueryCompleted`, `QueryFailed` or
     /// `QueryCancelled`.
     async fn run_submitted(self: Arc<Self>, session_id: Uuid, query_id: QueryId, sql: String) {
+        if !self.claimed.lock().expect("claimed").insert(query_id) {
+            return;
+        }
+        // Run only what the database says this node holds (its pipeline
+        // wrote the claim with the submission; this also starts its lease
+        // afresh). Unreachable database: the claim is ours by construction,
+        // so the query runs, and its lease decides if this lasts.
+        match self
+            .store
+            .renew_query_claims(self.node_id, vec![query_id.0], self.settings.lease)
+            .await
+        {
+            Ok(held) if held.is_empty() => {
+                tracing::warn!(%query_id, node_id = %self.node_id, "not running a query this node holds no claim on");
+                self.claimed.lock().expect("claimed").remove(&query_id);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%query_id, %error, "could not confirm the claim on a query; running it")
+            }
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%query_id, %session_id, node_id = %self.node_id, "running a claimed server query");
+        self.clone().run_claimed(session_id, query_id, sql).await;
+        // The outcome is recorded (or the query ended otherwise): the claim
+        // needs no more renewals.
+        if let Err(error) = self
+            .store
+            .finish_query_claim(self.node_id, query_id.0)
+            .await
+        {
+            tracing::warn!(%query_id, %error, "could not mark a query claim finished; it expires and is swept");
+        }
+        self.claimed.lock().expect("claimed").remove(&query_id);
+    }
+
+    /// [`QueryService::run_submitted`] once the claim is counted.
+    async fn run_claimed(self: Arc<Self>, session_id: Uuid, query_id: QueryId, sql: String) {
         let control = JobControl::new();
         {
             let mut active = self.active.lock().expect("active");
@@ -1059,6 +1252,49 @@ impl QueryService {
             .await
             .map_err(|error| slot_problem(error, "the export", self.settings.timeout))?;
         outcome.map(|()| target).map_err(|problem| problem.error())
+    }
+}
+
+/// Renews this node's claims and sweeps expired ones every `every`, for as
+/// long as the service lives.
+async fn keep_claims(service: Weak<QueryService>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.renew_claims().await;
+        service.sweep(false).await;
+    }
+}
+
+/// Stops this node's runs of queries cancelled through other nodes: their
+/// `QueryCancelled` arrives on the bus by the fan-out.
+async fn follow_cancels(
+    service: Weak<QueryService>,
+    mut messages: tokio::sync::broadcast::Receiver<BusMessage>,
+) {
+    loop {
+        let event = match messages.recv().await {
+            Ok(BusMessage::Event(event)) => event,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if event.envelope.event_type != "QueryCancelled" {
+            continue;
+        }
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if let Ok(SessionEvent::QueryCancelled { query_id }) =
+            event.envelope.decode::<QuerySession>()
+        {
+            service.cancel(query_id);
+        }
     }
 }
 

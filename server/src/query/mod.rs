@@ -10,7 +10,8 @@
 //!   recomputes, exports, downloads): permits live with the blocking work,
 //!   a dropped request interrupts it, queue time counts toward the timeout;
 //! - [`executor`]: spawn-after-persist execution on the slots, with
-//!   cancellation, timeouts, progress and restart recovery, every outcome
+//!   cancellation, timeouts, progress and recovery by claim expiry
+//!   ([`claims`]: which node runs a query, its lease), every outcome
 //!   issued through the command pipeline and retried while the store fails
 //!   ([`retry`]; [`faults`] injects store failures in tests);
 //! - [`structured`]: filtered/sorted pages, aggregations and profiles over
@@ -19,6 +20,7 @@
 //! - [`download`]: whole datasets as Arrow IPC streams (taken offline by the browser).
 
 pub mod catalog;
+pub mod claims;
 pub mod demo;
 pub mod download;
 pub mod duck;
@@ -61,6 +63,9 @@ pub struct QuerySettings {
     pub timeout: Duration,
     /// A download whose reader takes nothing for this long loses its slot.
     pub stall_timeout: Duration,
+    /// How long a claim on a server query holds without a renewal
+    /// (see [`claims`]).
+    pub lease: Duration,
     /// DuckDB's threads, shared by the running queries.
     pub threads: usize,
     /// DuckDB's memory limit for all slots together, in bytes.
@@ -95,6 +100,7 @@ impl QuerySettings {
             slots: cores,
             timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
+            lease: claims::DEFAULT_LEASE,
             threads: cores,
             memory_limit_bytes: default_memory_limit(),
             spill_limit_bytes: 4 * 1024 * 1024 * 1024,

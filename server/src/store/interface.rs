@@ -320,6 +320,93 @@ impl Store {
     }
 }
 
+/// Query claims: which node runs a server query, for how long without a
+/// renewal (see `query::claims` for who calls what, and why).
+impl Store {
+    /// Renews the leases `node` holds on `query_ids` (unfinished ones) and
+    /// returns the ids it still holds: a missing one was taken over after
+    /// its lease ran out, and its run must stop.
+    pub async fn renew_query_claims(
+        &self,
+        node: Uuid,
+        query_ids: Vec<Uuid>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if query_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .write_side(move |c| super::claims::renew(c, node, &query_ids, lease))
+                    .await
+            }
+            Store::Postgres(store) => store.renew_query_claims(node, &query_ids, lease).await,
+        }
+    }
+
+    /// Takes over at most `limit` unfinished claims whose lease ran out
+    /// (with `any_other_node`, also every claim another node holds: SQLite
+    /// at start-up, where one process owns the store), each by exactly one
+    /// caller, held by `node` for `lease` from now. The caller records the
+    /// query's outcome, then [`Store::finish_query_claim`]s it.
+    pub async fn take_expired_query_claims(
+        &self,
+        node: Uuid,
+        lease: std::time::Duration,
+        limit: usize,
+        any_other_node: bool,
+    ) -> Result<Vec<ExpiredClaim>, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .write_side(move |c| {
+                        super::claims::take_expired(c, node, lease, limit, any_other_node)
+                    })
+                    .await
+            }
+            Store::Postgres(store) => {
+                store
+                    .take_expired_query_claims(node, lease, limit, any_other_node)
+                    .await
+            }
+        }
+    }
+
+    /// Marks the claim `node` holds on `query_id` finished (its outcome is
+    /// recorded); whether it held it.
+    pub async fn finish_query_claim(&self, node: Uuid, query_id: Uuid) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .write_side(move |c| super::claims::finish(c, node, query_id))
+                    .await
+            }
+            Store::Postgres(store) => store.finish_query_claim(node, query_id).await,
+        }
+    }
+
+    /// Gives every `(query, session)` that has no claim at all an expired
+    /// one held by no node, so the next [`Store::take_expired_query_claims`]
+    /// ends it: queries submitted before claims existed. Returns how many.
+    pub async fn adopt_unclaimed_queries(
+        &self,
+        queries: Vec<(Uuid, Uuid)>,
+    ) -> Result<u64, StoreError> {
+        if queries.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .write_side(move |c| super::claims::adopt(c, &queries))
+                    .await
+            }
+            Store::Postgres(store) => store.adopt_unclaimed_queries(&queries).await,
+        }
+    }
+}
+
 /// What [`Store::fold_session_events`] calls per event: the state, the
 /// event's global sequence, aggregate id, decoded event and time.
 pub type SessionVisitor<S> = fn(&mut S, u64, Uuid, &shared_domain::SessionEvent, DateTime<Utc>);
@@ -402,6 +489,9 @@ pub trait WriteTx {
         record: &ProcessedCommand,
         processed_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Claims a server query for the node that will run it (see [`NewClaim`]).
+    fn insert_query_claim(&mut self, claim: &NewClaim, at: DateTime<Utc>)
+        -> Result<(), StoreError>;
     /// Whether the backend already rolled the whole transaction back (after
     /// an I/O error): nothing more may run in it.
     fn is_rolled_back(&self) -> bool;
@@ -424,6 +514,31 @@ pub struct NewCommand {
     /// Who issued it.
     pub actor: Option<String>,
     pub at: DateTime<Utc>,
+    /// Server queries the command submits, claimed in the same transaction
+    /// by the node that will run them (see [`NewClaim`]).
+    pub claims: Vec<NewClaim>,
+}
+
+/// A claim on a server query, written with the `QuerySubmitted` that asks
+/// for it: no query is ever stored unclaimed, and the node that accepted
+/// it holds it from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewClaim {
+    pub query_id: Uuid,
+    pub session_id: Uuid,
+    /// The node that will run it (random per process start).
+    pub node_id: Uuid,
+    /// How long the claim holds without a renewal.
+    pub lease: std::time::Duration,
+}
+
+/// A claim whose lease ran out, taken over by the caller of
+/// [`Store::take_expired_query_claims`]; `node_id` is its previous holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredClaim {
+    pub query_id: Uuid,
+    pub session_id: Uuid,
+    pub node_id: Uuid,
 }
 
 /// Why [`append_command`] stored nothing.
@@ -494,6 +609,7 @@ fn append_inside_savepoint(
         request,
         actor,
         at,
+        claims,
     } = command;
     let refused = |error| Failure::Refused(AppendError::Store(error));
     let current = tx
@@ -520,5 +636,8 @@ fn append_inside_savepoint(
     };
     tx.insert_processed(command_id, aggregate_type, &record, at)
         .map_err(refused)?;
+    for claim in &claims {
+        tx.insert_query_claim(claim, at).map_err(refused)?;
+    }
     Ok(events)
 }

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../../../migrations/0004_accounts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "query_claims",
+        sql: include_str!("../../../migrations/0005_query_claims.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -13,14 +13,15 @@
 //! on separate connections (WAL lets readers run beside the writer).
 
 pub mod accounts;
+pub mod claims;
 pub mod interface;
 pub mod migrations;
 pub mod postgres;
 pub mod sync;
 
 pub use interface::{
-    append_command, AppendError, NewCommand, SessionVisitor, Store, StoreError, WriteBackend,
-    WriteTx,
+    append_command, AppendError, ExpiredClaim, NewClaim, NewCommand, SessionVisitor, Store,
+    StoreError, WriteBackend, WriteTx,
 };
 pub use postgres::PgStore;
 
@@ -362,6 +363,14 @@ impl WriteTx for SqliteTx<'_> {
             record,
             processed_at,
         )?)
+    }
+
+    fn insert_query_claim(
+        &mut self,
+        claim: &NewClaim,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(claims::insert(&self.0, claim, at)?)
     }
 
     fn is_rolled_back(&self) -> bool {

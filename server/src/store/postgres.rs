@@ -27,7 +27,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 use uuid::Uuid;
 
 use super::accounts::UserRow;
-use super::interface::{SessionVisitor, StoreError, WriteBackend, WriteTx};
+use super::interface::{ExpiredClaim, NewClaim, SessionVisitor, StoreError, WriteBackend, WriteTx};
 use super::migrations::Migration;
 use super::ProcessedCommand;
 use crate::error::AppError;
@@ -41,11 +41,18 @@ const FOLD_PAGE: usize = 5000;
 
 /// Every PostgreSQL migration this binary knows, in order (own numbering,
 /// 1..n without gaps). Append; never edit a shipped one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../../../migrations/postgres/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../../../migrations/postgres/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "query_claims",
+        sql: include_str!("../../../migrations/postgres/0002_query_claims.sql"),
+    },
+];
 
 /// The columns every event query selects, in [`event_from_row`]'s order.
 const EVENT_COLUMNS: &str =
@@ -388,6 +395,98 @@ impl PgStore {
             .await?;
         Ok(changed == 1)
     }
+
+    pub async fn renew_query_claims(
+        &self,
+        node: Uuid,
+        query_ids: &[Uuid],
+        lease: std::time::Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let rows = self
+            .write_client()
+            .await?
+            .query(
+                "UPDATE query_claims SET lease_until = now() + $3::float8 * interval '1 millisecond'
+                 WHERE node_id = $1 AND query_id = ANY($2) AND finished_at IS NULL
+                 RETURNING query_id",
+                &[&node, &query_ids, &millis(lease)],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// One statement: the expired claims are locked with `SKIP LOCKED`
+    /// (a claim another node is taking or renewing right now is left to
+    /// it), re-checked on their latest version, and handed to `node`.
+    pub async fn take_expired_query_claims(
+        &self,
+        node: Uuid,
+        lease: std::time::Duration,
+        limit: usize,
+        any_other_node: bool,
+    ) -> Result<Vec<ExpiredClaim>, StoreError> {
+        let rows = self
+            .write_client()
+            .await?
+            .query(
+                "UPDATE query_claims AS claim
+                 SET node_id = $1, lease_until = now() + $2::float8 * interval '1 millisecond'
+                 FROM (SELECT query_id, node_id FROM query_claims
+                       WHERE finished_at IS NULL
+                         AND (lease_until < now() OR ($4 AND node_id <> $1))
+                       ORDER BY lease_until
+                       LIMIT $3
+                       FOR UPDATE SKIP LOCKED) AS expired
+                 WHERE claim.query_id = expired.query_id
+                 RETURNING claim.query_id, claim.session_id, expired.node_id",
+                &[&node, &millis(lease), &(limit as i64), &any_other_node],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| ExpiredClaim {
+                query_id: row.get(0),
+                session_id: row.get(1),
+                node_id: row.get(2),
+            })
+            .collect())
+    }
+
+    pub async fn finish_query_claim(&self, node: Uuid, query_id: Uuid) -> Result<bool, StoreError> {
+        let changed = self
+            .write_client()
+            .await?
+            .execute(
+                "UPDATE query_claims SET finished_at = now()
+                 WHERE query_id = $1 AND node_id = $2 AND finished_at IS NULL",
+                &[&query_id, &node],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn adopt_unclaimed_queries(
+        &self,
+        queries: &[(Uuid, Uuid)],
+    ) -> Result<u64, StoreError> {
+        let (query_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) = queries.iter().copied().unzip();
+        let adopted = self
+            .write_client()
+            .await?
+            .execute(
+                "INSERT INTO query_claims (query_id, session_id, node_id, lease_until)
+                 SELECT q, s, $3, '-infinity' FROM unnest($1::uuid[], $2::uuid[]) AS t(q, s)
+                 ON CONFLICT (query_id) DO NOTHING",
+                &[&query_ids, &session_ids, &Uuid::nil()],
+            )
+            .await?;
+        Ok(adopted)
+    }
+}
+
+/// A lease in whole milliseconds, for `$n * interval '1 millisecond'`.
+fn millis(lease: std::time::Duration) -> f64 {
+    lease.as_millis() as f64
 }
 
 const AGGREGATE_VERSION: &str = "SELECT coalesce(max(aggregate_sequence), 0)::bigint FROM events
@@ -797,6 +896,25 @@ impl WriteTx for PgTx<'_> {
                 &record.last_global_sequence.map(|s| s as i64),
                 &processed_at,
                 &record.actor,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn insert_query_claim(
+        &mut self,
+        claim: &NewClaim,
+        _at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // The database's clock, like every lease comparison.
+        self.execute(
+            "INSERT INTO query_claims (query_id, session_id, node_id, lease_until)
+             VALUES ($1, $2, $3, now() + $4::float8 * interval '1 millisecond')",
+            &[
+                &claim.query_id,
+                &claim.session_id,
+                &claim.node_id,
+                &millis(claim.lease),
             ],
         )?;
         Ok(())

@@ -12,6 +12,7 @@ mod fuzz;
 mod local_engine;
 mod postgres_node;
 mod postgres_nodes;
+mod postgres_queries;
 mod power_cut;
 mod query;
 mod query_faults;

@@ -20,7 +20,8 @@ use server::error::ErrorKind;
 use server::pipeline::{CommandContext, CommandOutcome, Origin, Pipeline};
 use server::store::accounts::UserRow;
 use server::store::{
-    append_command, AppendError, NewCommand, PgStore, SqliteStore, Store, StoreError, WriteBackend,
+    append_command, AppendError, NewClaim, NewCommand, PgStore, SqliteStore, Store, StoreError,
+    WriteBackend,
 };
 use shared_domain::{
     CommandEnvelope, Engine, EventEnvelope, EventMetadata, QuerySession, SessionEvent, SessionTitle,
@@ -151,6 +152,7 @@ conformance!(
     old_event_versions_are_upcast_on_read,
     the_store_has_one_identity_and_judges_witnesses,
     users_and_sharing,
+    a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired,
 );
 
 fn renamed(aggregate: Uuid, sequence: u64, title: &str) -> EventEnvelope {
@@ -189,6 +191,7 @@ fn command(aggregate: Uuid, expected: u64, count: u64) -> NewCommand {
         request: format!("{{\"command\":\"{command_id}\"}}"),
         actor: Some("conformance".into()),
         at: server::store::now(),
+        claims: Vec::new(),
     }
 }
 
@@ -636,4 +639,184 @@ fn users_and_sharing(b: &Backend) {
     );
     let forbidden = b.execute(&pipeline, &rename, Some(&bob)).unwrap_err();
     assert_eq!(forbidden.kind, ErrorKind::Forbidden, "{}", forbidden.detail);
+}
+
+/// A command of one rename that claims `query` for `node` (as the pipeline
+/// claims a server query with its `QuerySubmitted`).
+fn claiming(aggregate: Uuid, expected: u64, query: Uuid, node: Uuid, lease_ms: u64) -> NewCommand {
+    NewCommand {
+        claims: vec![NewClaim {
+            query_id: query,
+            session_id: aggregate,
+            node_id: node,
+            lease: std::time::Duration::from_millis(lease_ms),
+        }],
+        ..command(aggregate, expected, 1)
+    }
+}
+
+fn a_query_is_claimed_once_renewed_by_its_holder_and_taken_over_once_expired(b: &Backend) {
+    use std::time::Duration;
+    const LONG: u64 = 60_000;
+    const SHORT: u64 = 300;
+    let lease = Duration::from_millis(LONG);
+    let (node_a, node_b) = (Uuid::new_v4(), Uuid::new_v4());
+    let session = Uuid::new_v4();
+    let [q1, q2, q3, q4, q5, legacy] = [(); 6].map(|_| Uuid::new_v4());
+    let mut writer = b.writer();
+
+    // Claimed with the append, all or nothing: a rolled-back group claims nothing.
+    b.group(&mut *writer, |tx| {
+        append_command(tx, claiming(session, 0, q1, node_a, LONG)).unwrap();
+    });
+    {
+        let mut tx = writer.begin().unwrap();
+        append_command(&mut *tx, claiming(session, 1, q2, node_a, LONG)).unwrap();
+        drop(tx);
+    }
+    let renew = |node, ids: Vec<Uuid>| {
+        b.read(b.store.renew_query_claims(node, ids, lease))
+            .unwrap()
+    };
+    assert_eq!(
+        renew(node_a, vec![q1, q2]),
+        vec![q1],
+        "only the committed claim exists"
+    );
+    // Only its holder renews it, and nobody takes a live claim over.
+    assert!(renew(node_b, vec![q1]).is_empty());
+    let take = |node, any_other| {
+        let mut taken = b
+            .read(
+                b.store
+                    .take_expired_query_claims(node, lease, 100, any_other),
+            )
+            .unwrap();
+        taken.sort_by_key(|c| c.query_id);
+        taken
+    };
+    assert!(
+        take(node_b, false).is_empty(),
+        "a live claim is not taken over"
+    );
+    // A query is claimed once: a second claim on it is refused with its command.
+    let mut second = b.writer();
+    let refused = b.group(&mut *second, |tx| {
+        append_command(tx, claiming(session, 1, q1, node_b, LONG)).unwrap_err()
+    });
+    assert!(
+        matches!(refused, AppendError::Store(StoreError::Duplicate(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        b.read(b.store.aggregate_version("QuerySession", session))
+            .unwrap(),
+        1
+    );
+
+    // A lease not renewed runs out; the claim is then taken over exactly
+    // once however many nodes sweep at the same time.
+    b.group(&mut *writer, |tx| {
+        append_command(tx, claiming(session, 1, q3, node_a, SHORT)).unwrap();
+    });
+    assert_eq!(
+        renew(node_a, vec![q3]),
+        vec![q3],
+        "renewed while its lease holds"
+    );
+    std::thread::sleep(Duration::from_millis(SHORT + 50));
+    // Renewed (node_a still alive): not expired.
+    assert!(take(node_b, false).is_empty());
+    b.read(
+        b.store
+            .renew_query_claims(node_a, vec![q3], Duration::from_millis(SHORT)),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(SHORT * 2));
+    let sweepers: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let taken = b.read(futures::future::join_all(sweepers.iter().map(|node| {
+        let store = b.store.clone();
+        let node = *node;
+        async move {
+            store
+                .take_expired_query_claims(node, lease, 100, false)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(move |claim| (node, claim))
+                .collect::<Vec<_>>()
+        }
+    })));
+    let taken: Vec<_> = taken.into_iter().flatten().collect();
+    assert_eq!(taken.len(), 1, "taken over exactly once: {taken:?}");
+    let (new_holder, claim) = taken[0];
+    assert_eq!(
+        (claim.query_id, claim.session_id, claim.node_id),
+        (q3, session, node_a)
+    );
+    // The old holder finds it lost; the new one holds it and finishes it.
+    assert!(renew(node_a, vec![q3]).is_empty(), "the old holder lost it");
+    assert!(!b.read(b.store.finish_query_claim(node_a, q3)).unwrap());
+    assert_eq!(renew(new_holder, vec![q3]), vec![q3]);
+    assert!(b.read(b.store.finish_query_claim(new_holder, q3)).unwrap());
+    assert!(
+        renew(new_holder, vec![q3]).is_empty(),
+        "a finished claim is not renewed"
+    );
+
+    // A finished claim never expires; an unfinished one of a lease past does.
+    b.group(&mut *writer, |tx| {
+        append_command(tx, claiming(session, 2, q4, node_a, SHORT)).unwrap();
+    });
+    assert!(b.read(b.store.finish_query_claim(node_a, q1)).unwrap());
+    std::thread::sleep(Duration::from_millis(SHORT + 100));
+    let taken = take(node_b, false);
+    assert_eq!(
+        taken.iter().map(|c| c.query_id).collect::<Vec<_>>(),
+        vec![q4]
+    );
+    assert!(b.read(b.store.finish_query_claim(node_b, q4)).unwrap());
+
+    // One process owning the store (SQLite at start-up) ends every other
+    // node's live claim at once when asked to.
+    b.group(&mut *writer, |tx| {
+        append_command(tx, claiming(session, 3, q5, node_a, LONG)).unwrap();
+    });
+    assert!(take(node_b, false).is_empty());
+    let taken = take(node_b, true);
+    assert_eq!(
+        taken
+            .iter()
+            .map(|c| (c.query_id, c.node_id))
+            .collect::<Vec<_>>(),
+        vec![(q5, node_a)]
+    );
+    assert!(
+        take(node_b, true).is_empty(),
+        "its own claims are not taken"
+    );
+
+    // Queries stored before claims existed get an expired claim of no node,
+    // once; a claimed query keeps its claim.
+    let adopted = b
+        .read(
+            b.store
+                .adopt_unclaimed_queries(vec![(legacy, session), (q5, session)]),
+        )
+        .unwrap();
+    assert_eq!(adopted, 1);
+    let taken = take(node_a, false);
+    assert_eq!(
+        taken
+            .iter()
+            .map(|c| (c.query_id, c.node_id))
+            .collect::<Vec<_>>(),
+        vec![(legacy, Uuid::nil())]
+    );
+    // Claims survive a restart of the store.
+    let reopened = (b.reopen)(&b.rt);
+    let held = b
+        .read(reopened.renew_query_claims(node_b, vec![q5], lease))
+        .unwrap();
+    assert_eq!(held, vec![q5]);
 }
