@@ -41,6 +41,8 @@ const WAIT: Duration = Duration::from_secs(15);
 #[derive(Default)]
 struct Progress {
     acknowledged: AtomicUsize,
+    /// Sends that got no 2xx answer and went to the next node.
+    failovers: AtomicUsize,
     disruptions_done: AtomicBool,
 }
 
@@ -84,7 +86,12 @@ async fn try_command(api: &Api, envelope: &Value) -> Option<(u16, Value)> {
 /// (same command id) again to the next node while none answers 2xx: no
 /// answer or a 5xx means "try elsewhere"; any other answer is a failure.
 /// Returns the accepted answer.
-async fn send_with_failover(apis: &[Api], next: &mut usize, envelope: &Value) -> Value {
+async fn send_with_failover(
+    apis: &[Api],
+    next: &mut usize,
+    envelope: &Value,
+    failovers: &AtomicUsize,
+) -> Value {
     for _attempt in 0..500 {
         let api = &apis[*next % apis.len()];
         *next += 1;
@@ -94,6 +101,7 @@ async fn send_with_failover(apis: &[Api], next: &mut usize, envelope: &Value) ->
             None => {}
             Some((status, body)) => panic!("{} answered {status}: {body}\n{envelope}", api.base),
         }
+        failovers.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no node accepted {envelope}")
@@ -118,7 +126,7 @@ async fn write(apis: Arc<Vec<Api>>, writer: usize, progress: Arc<Progress>) -> (
             rename(&format!("writer {writer} r{version}"))
         };
         let envelope = envelope(session, version, command);
-        let answer = send_with_failover(&apis, &mut next, &envelope).await;
+        let answer = send_with_failover(&apis, &mut next, &envelope, &progress.failovers).await;
         assert_eq!(answer["version"], json!(version + 1), "{answer}");
         acknowledged.push(envelope["command_id"].as_str().unwrap().parse().unwrap());
         progress.acknowledged.fetch_add(1, Ordering::SeqCst);
@@ -313,8 +321,16 @@ async fn a_node_killed_with_sigkill_loses_no_acknowledged_command_and_no_sse_eve
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    // The clients on the killed node had to resume elsewhere.
+    // The clients on the killed node had to resume elsewhere, and writers
+    // sent to the dead node (each writes through every node in turn after
+    // the kill) had to fail over.
     assert!(followed[0].resumes >= 1 && followed[1].resumes >= 1);
+    let failovers = progress.failovers.load(Ordering::SeqCst);
+    assert!(failovers >= WRITERS, "{failovers} failovers");
+    eprintln!(
+        "kill -9: {failovers} failovers, resumes {:?}",
+        followed.iter().map(|f| f.resumes).collect::<Vec<_>>()
+    );
     check_outcome(&apis[1], &written, &[], &followed).await;
     // The log as node 2 serves it is the same.
     check_outcome(&apis[2], &written, &[], &[]).await;
@@ -392,6 +408,11 @@ async fn a_rolling_restart_of_every_node_loses_no_acknowledged_command_and_no_ss
         .collect();
     // Each client's node was restarted under it.
     assert!(followed.iter().all(|client| client.resumes >= 1));
+    eprintln!(
+        "rolling restart: {} failovers, resumes {:?}",
+        progress.failovers.load(Ordering::SeqCst),
+        followed.iter().map(|f| f.resumes).collect::<Vec<_>>()
+    );
     let probe_ids: Vec<Uuid> = probes
         .iter()
         .map(|p| p["command_id"].as_str().unwrap().parse().unwrap())
