@@ -13,6 +13,7 @@ mod local_engine;
 mod postgres_node;
 mod postgres_nodes;
 mod postgres_queries;
+mod postgres_resilience;
 mod power_cut;
 mod query;
 mod query_faults;

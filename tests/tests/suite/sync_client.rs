@@ -131,6 +131,31 @@ impl Api {
 
     /// Opens `GET /api/events` with an optional `Last-Event-ID` header and query.
     pub async fn sse(&self, last_event_id: Option<u64>, query: &str) -> SseStream {
+        let response = self.sse_request(last_event_id, query).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        SseStream::of(response)
+    }
+
+    /// Like [`Api::sse`], but a server that is down or refuses the stream
+    /// is an error (the status or the transport error), not a panic: for
+    /// clients that fail over to another node.
+    pub async fn try_sse(
+        &self,
+        last_event_id: Option<u64>,
+        query: &str,
+    ) -> Result<SseStream, String> {
+        let response = self
+            .sse_request(last_event_id, query)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(format!("status {}", response.status()));
+        }
+        Ok(SseStream::of(response))
+    }
+
+    fn sse_request(&self, last_event_id: Option<u64>, query: &str) -> reqwest::RequestBuilder {
         let mut request = self
             .http
             .get(format!("{}/api/events{query}", self.base))
@@ -139,20 +164,7 @@ impl Api {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        SseStream {
-            body: Box::pin(
-                response
-                    .bytes_stream()
-                    .map(|chunk| chunk.map(|b| b.to_vec())),
-            ),
-            buffer: String::new(),
-        }
+        request
     }
 }
 
@@ -178,7 +190,49 @@ pub struct SseStream {
     buffer: String,
 }
 
+/// What waiting for the next frame gave.
+#[derive(Debug)]
+pub enum Next {
+    Frame(Frame),
+    /// The server ended the stream or the connection broke.
+    Ended,
+    TimedOut,
+}
+
 impl SseStream {
+    fn of(response: reqwest::Response) -> SseStream {
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseStream {
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map(|b| b.to_vec())),
+            ),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next frame, telling an ended stream from a quiet one.
+    pub async fn next_or_end(&mut self, timeout: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(frame) = parse_frame(&block) {
+                    return Next::Frame(frame);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(Err(_)) | None) => return Next::Ended,
+                Err(_) => return Next::TimedOut,
+            }
+        }
+    }
+
     /// The next frame, or `None` after `timeout` without one.
     pub async fn next(&mut self, timeout: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + timeout;
