@@ -256,6 +256,20 @@ impl Node {
     }
 }
 
+/// `count` nodes on one fresh database of the test cluster (the first
+/// created the owner; the others start with its `owner.token`), and the
+/// database's URL.
+pub fn nodes_on_a_fresh_database(count: usize) -> (Vec<Node>, String) {
+    let url = cluster().database();
+    let first = Node::start(&url, None, &[]).unwrap();
+    let owner = first.data_dir.path().to_path_buf();
+    let mut nodes = vec![first];
+    for _ in 1..count {
+        nodes.push(Node::start(&url, Some(&owner), &[]).unwrap());
+    }
+    (nodes, url)
+}
+
 /// `server users ARGS… --database-url URL --data-dir DIR`: its stdout.
 pub fn users_command(url: &str, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let mut all: Vec<&str> = args.to_vec();

@@ -30,6 +30,8 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a connection may take to send its first request head (hyper's
 /// own header timeout is 30 s).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait between two looks at a head still arriving.
+const MAX_SNIFF_WAIT: Duration = Duration::from_millis(100);
 /// The largest non-streaming answer written here (problem JSON): larger
 /// bodies are cut off with the connection.
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
@@ -125,21 +127,40 @@ enum Sniffed {
 
 /// Peeks (never reads) the first request head.
 async fn sniff(tcp: &TcpStream) -> io::Result<Sniffed> {
+    const PREFIX: &[u8] = b"GET /api/events";
+    // While more of the head is on its way, peeking again at once would spin
+    // on the same bytes: wait, longer each time (a slow sender costs little).
+    let mut wait = Duration::from_millis(1);
+    let mut backoff = || {
+        let now = wait;
+        wait = (wait * 2).min(MAX_SNIFF_WAIT);
+        tokio::time::sleep(now)
+    };
+    // The prefix first, on the stack: a connection that has sent nothing yet,
+    // or anything else, costs no head buffer.
+    let mut start = [0u8; PREFIX.len()];
+    loop {
+        let peeked = tcp.peek(&mut start).await?;
+        if peeked == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if start[..peeked] != PREFIX[..peeked] {
+            return Ok(Sniffed::Other);
+        }
+        if peeked == PREFIX.len() {
+            break;
+        }
+        backoff().await;
+    }
     let mut buffer = vec![0u8; MAX_HEAD];
     loop {
         let peeked = tcp.peek(&mut buffer).await?;
         if peeked == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let seen = &buffer[..peeked];
-        let prefix = b"GET /api/events";
-        let compared = seen.len().min(prefix.len());
-        if seen[..compared] != prefix[..compared] {
-            return Ok(Sniffed::Other);
-        }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(seen) {
+        match parsed.parse(&buffer[..peeked]) {
             Ok(httparse::Status::Complete(head_len)) => {
                 return Ok(match event_stream_request(&parsed) {
                     Some(request) => Sniffed::EventStream {
@@ -152,9 +173,7 @@ async fn sniff(tcp: &TcpStream) -> io::Result<Sniffed> {
             // Let hyper answer what it cannot take either (400, 431).
             Err(_) => return Ok(Sniffed::Other),
             Ok(httparse::Status::Partial) if peeked == buffer.len() => return Ok(Sniffed::Other),
-            // The rest of the head is on its way (a head larger than one
-            // segment): peeking again at once would spin on the same bytes.
-            Ok(httparse::Status::Partial) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Ok(httparse::Status::Partial) => backoff().await,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{json, Value};
-use sextant_tests::postgres::{cluster, Node};
+use sextant_tests::postgres::Node;
 use uuid::Uuid;
 
 use crate::sync_client::{create, envelope, rename, Api, SseStream};
@@ -20,14 +20,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Three nodes on one fresh database; the first created the owner.
 fn three_nodes() -> Vec<Node> {
-    let url = cluster().database();
-    let first = Node::start(&url, None, &[]).unwrap();
-    let owner = first.data_dir.path().to_path_buf();
-    let mut nodes = vec![first];
-    for _ in 0..2 {
-        nodes.push(Node::start(&url, Some(&owner), &[]).unwrap());
-    }
-    nodes
+    sextant_tests::postgres::nodes_on_a_fresh_database(3).0
 }
 
 /// The ids of the next `count` events of a feed.

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{json, Value};
-use sextant_tests::postgres::{cluster, Node};
+use sextant_tests::postgres::Node;
 use sextant_tests::ServerProcess;
 use uuid::Uuid;
 
@@ -54,17 +54,19 @@ impl Progress {
     }
 }
 
+/// What the spawned tasks returned, in order (a panic in one fails the test).
+async fn joined<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// Three nodes on one fresh database (the first created the owner), and
 /// the database's URL.
 fn three_nodes() -> (Vec<Node>, String) {
-    let url = cluster().database();
-    let first = Node::start(&url, None, &[]).unwrap();
-    let owner = first.data_dir.path().to_path_buf();
-    let mut nodes = vec![first];
-    for _ in 0..2 {
-        nodes.push(Node::start(&url, Some(&owner), &[]).unwrap());
-    }
-    (nodes, url)
+    sextant_tests::postgres::nodes_on_a_fresh_database(3)
 }
 
 /// `POST /api/commands`; `None` when no answer came (node down, connection
@@ -311,16 +313,8 @@ async fn a_node_killed_with_sigkill_loses_no_acknowledged_command_and_no_sse_eve
         .unwrap();
     progress.disruptions_done.store(true, Ordering::SeqCst);
 
-    let written: Vec<_> = join_all(writers)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let followed: Vec<Followed> = join_all(clients)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let written = joined(writers).await;
+    let followed: Vec<Followed> = joined(clients).await;
     // The clients on the killed node had to resume elsewhere, and writers
     // sent to the dead node (each writes through every node in turn after
     // the kill) had to fail over.
@@ -396,16 +390,8 @@ async fn a_rolling_restart_of_every_node_loses_no_acknowledged_command_and_no_ss
     }
     progress.disruptions_done.store(true, Ordering::SeqCst);
 
-    let written: Vec<_> = join_all(writers)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let followed: Vec<Followed> = join_all(clients)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let written = joined(writers).await;
+    let followed: Vec<Followed> = joined(clients).await;
     // Each client's node was restarted under it.
     assert!(followed.iter().all(|client| client.resumes >= 1));
     eprintln!(

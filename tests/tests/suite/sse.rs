@@ -330,6 +330,27 @@ async fn a_stream_opens_on_a_new_or_a_kept_alive_connection_and_a_closed_one_fre
         drop(tcp);
     }
 
+    // A head that arrives in pieces, slowly, is still a stream (once the
+    // stream just closed has freed its slot).
+    let request = get("/api/events");
+    let mut streamed = String::new();
+    for _ in 0..50 {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        for piece in [&request[..7], &request[7..30], &request[30..]] {
+            tokio::io::AsyncWriteExt::write_all(&mut slow, piece.as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        streamed = exchange(&mut slow, "", &session.to_string()).await;
+        if !streamed.starts_with("HTTP/1.1 429") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(streamed.starts_with("HTTP/1.1 200"), "{streamed}");
+    assert!(streamed.contains(&session.to_string()), "{streamed}");
+
     // Without credentials: the same 401 problem as every other route.
     let mut anonymous = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let refused = exchange(
