@@ -28,6 +28,8 @@ use fantoccini::Locator;
 use serde_json::Value;
 use sextant_tests::browser::{dist_dir, testid, Browser};
 use sextant_tests::ServerProcess;
+
+use crate::workbench::server_events;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -146,17 +148,6 @@ async fn table_rows(b: &Browser) -> Result<Vec<Vec<String>>> {
 pub(crate) async fn wait_table(b: &Browser, rows: usize) -> Result<Vec<Vec<String>>> {
     b.wait_for_count(&testid("result-row"), rows).await?;
     table_rows(b).await
-}
-
-async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
-    let body: Value = sextant_tests::get(&format!(
-        "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
-    ))
-    .await?
-    .error_for_status()?
-    .json()
-    .await?;
-    Ok(body["events"].as_array().cloned().unwrap_or_default())
 }
 
 /// The server's `QueryCompleted` payload of `query_id`, once it arrived.

@@ -24,7 +24,9 @@ use sextant_tests::proxy::Relay;
 use sextant_tests::ServerProcess;
 use uuid::Uuid;
 
-use crate::workbench::{create_session, history_states, run_scenario as scenario, wait_synced};
+use crate::workbench::{
+    create_session, history_states, run_scenario as scenario, server_events, wait_synced,
+};
 
 fn args(extra: &[&str]) -> Vec<String> {
     let mut args = vec![
@@ -448,17 +450,6 @@ async fn the_engine_cache_survives_an_app_update() {
     })
     .await;
     b.close().await.unwrap();
-}
-
-async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
-    let body: Value = sextant_tests::get(&format!(
-        "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
-    ))
-    .await?
-    .error_for_status()?
-    .json()
-    .await?;
-    Ok(body["events"].as_array().cloned().unwrap_or_default())
 }
 
 /// Orphans (`shared_domain::sync::orphans`): before, a local query whose

@@ -162,7 +162,7 @@ async fn wait_history_states(b: &Browser, expected: &[&str]) -> Result<()> {
 }
 
 /// The server's events of one session.
-async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
+pub(crate) async fn server_events(base: &str, session: Uuid) -> Result<Vec<Value>> {
     let body: Value = sextant_tests::get(&format!(
         "{base}/api/aggregates/QuerySession/{session}/events?after_version=0"
     ))
